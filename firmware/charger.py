@@ -1,0 +1,384 @@
+"""IEC 61851-1 charging state machine.
+
+Inputs (written by the station every control tick into `charger.inp`): pilot plateaus, proximity,
+temperature, RCD, contactor feedback and measured current. Outputs: `duty` (the pilot PWM),
+`contactor` (closed or not), `rcd_test` (drive the detector's test input) and events in
+`events` for the slower tasks.
+
+The contactor is closed only while every precondition holds:
+  vehicle in C (or D when ventilation is allowed), stable for the close debounce, having passed
+  through B; the driver authorized; no fault active; the RCD self-test passed since the vehicle
+  connected; a cable present (socketed units); the station available; a PWM offer of at least 6 A.
+It opens in the very tick a precondition fails, with one exception that the standard asks for:
+when only the offer goes away (PWM removed, e.g. a limit of 0 A), the vehicle gets
+`c1_timeout_ms` (6 s) to stop drawing and leave C before the contactor is forced open.
+
+Only transitions that close the contactor are debounced; every opening acts on the first reading.
+"""
+
+from firmware import pilot
+from firmware import safety
+from firmware import limits as lim
+from firmware.pilot import A, B, C, D, E, F
+
+# Session stop reasons (OCPP 1.6 Reason values).
+EV_DISCONNECTED = "EVDisconnected"
+LOCAL = "Local"
+REMOTE = "Remote"
+DEAUTHORIZED = "DeAuthorized"
+POWER_LOSS = "PowerLoss"
+
+_CONNECTED = (B, C, D)
+
+# RCD self-test phases
+_RCD_IDLE = 0
+_RCD_TESTING = 1
+_RCD_RELEASING = 2
+
+
+class Inputs:
+    """What the station read from the drivers this tick. Plain attributes: no allocation."""
+
+    def __init__(self):
+        self.high_mv = 12000
+        self.low_mv = -12000
+        self.pp_ohms = None  # None: no cable (or tethered)
+        self.temp_dc = 250  # deci-degrees C; None: sensor missing
+        self.rcd_tripped = False  # latched by the driver's interrupt
+        self.rcd_input = False  # the detector output right now
+        self.feedback = None  # contactor auxiliary contact: True closed, None: not fitted
+        self.amps_da = None  # highest phase current, deci-amps; None: no meter
+
+
+class Charger:
+    def __init__(self, clock, settings, hw_max_a, phases=3, socketed=True):
+        self.clock = clock
+        self.inp = Inputs()
+        self.events = []
+        self.faults = safety.Faults(clock, self._emit, settings.get("fault_retry_s") * 1000,
+                                    settings.get("fault_max_retries"))
+        self.limits = lim.Limits(clock)
+        self.phases = phases
+        self.socketed = socketed
+        self.hw_max_da = int(hw_max_a * 10)
+        self.limits.claim(lim.HARDWARE, self.hw_max_da, safety=True)
+        if not socketed:
+            self.limits.claim(lim.CABLE, self.hw_max_da, safety=True)
+        self.configure(settings)
+
+        self.state = None  # reported state (A, B1, C2, ...)
+        self.vs = A  # vehicle state from the pilot
+        self._seen_b = False
+        self._oob_since = None
+        self._cd_since = None
+        self.duty = pilot.DUTY_FULL
+        self.offer_da = 0
+        self.contactor = False
+        self._contactor_at = 0
+        self._pwm_off_at = None  # when the offer went away while the contactor was closed
+        self._over_since = None
+        self._fb_bad_since = None
+        self.rcd_ok = False
+        self.rcd_test = False
+        self.rcd_clear = False
+        self._rcd_phase = _RCD_IDLE
+        self._rcd_started = 0
+        self.available = True
+        self.authorized = False
+        self.id_tag = None
+        self.session = False
+        self._stopped = False  # session ended by a command: wait for unplug or a new authorization
+        self.cable_da = None
+        self._temp_last = -99999  # forces the first evaluation
+        self._emit("boot", None, None)
+
+    def configure(self, settings):
+        """Copy the settings the control loop needs into plain attributes (read every tick)."""
+        self.free = settings.get("free_charging")
+        self.vent_allowed = settings.get("ventilation_allowed")
+        self.margin_da = int(settings.get("overcurrent_margin_a") * 10)
+        self.over_ms = settings.get("overcurrent_time_ms")
+        self.derate_dc = int(settings.get("temp_derate_c") * 10)
+        self.shutdown_dc = int(settings.get("temp_shutdown_c") * 10)
+        self.resume_dc = int(settings.get("temp_resume_c") * 10)
+        self.debounce_ms = settings.get("close_debounce_ms")
+        self.pilot_fault_ms = settings.get("pilot_fault_ms")
+        self.c1_ms = settings.get("c1_timeout_ms")
+        self.weld_ms = settings.get("weld_check_ms")
+        self.rcd_test_ms = settings.get("rcd_test_timeout_ms")
+        self.temp_required = settings.get("temp_sensor_required")
+        self.faults.retry_ms = settings.get("fault_retry_s") * 1000
+        self.faults.max_retries = settings.get("fault_max_retries")
+        self.limits.claim(lim.SETTINGS, int(settings.get("max_current_a") * 10))
+
+    # ---- commands from the other tasks (OCPP, cards, buttons); they change inputs only ----
+
+    def authorize(self, id_tag=None):
+        self.authorized = True
+        self.id_tag = id_tag
+        self._stopped = False
+
+    def deauthorize(self, now=None):
+        """Authorization withdrawn: the contactor opens in this call, the session ends."""
+        self.authorized = False
+        self._end_session(DEAUTHORIZED)
+        self._stopped = True
+        self._apply(self.clock.ticks_ms() if now is None else now)
+
+    def stop(self, reason=LOCAL, now=None):
+        """Stop command: the contactor opens in this call, the session ends."""
+        self.authorized = False
+        self._end_session(reason)
+        self._stopped = True
+        self._apply(self.clock.ticks_ms() if now is None else now)
+
+    def set_available(self, available, now=None):
+        self.available = available
+        self._apply(self.clock.ticks_ms() if now is None else now)
+
+    def clear_fault(self, code):
+        """A person cleared a latched fault (welded contactor replaced, configuration fixed)."""
+        self.faults.clear_permanent(code)
+
+    # ---- the control tick ----
+
+    def update(self, now):
+        i = self.inp
+        f = self.faults
+        if self.duty != pilot.DUTY_OFF:
+            self._read_pilot(i, now)
+        connected = self.vs in _CONNECTED
+
+        # Diode: only measurable while the PWM runs and a vehicle loads the line.
+        pwm = self.duty != pilot.DUTY_FULL and self.duty != pilot.DUTY_OFF
+        if pwm and connected:
+            f.report(safety.DIODE, not pilot.diode_ok(i.low_mv), now, connected)
+        else:
+            f.report(safety.DIODE, False, now, connected)
+
+        self._rcd(i, now, connected)
+        self._contactor_feedback(i, now, connected)
+        self._overcurrent(i, now, connected)
+        self._cable(i, now, connected)
+        if i.temp_dc != self._temp_last:
+            self._temperature(i, now, connected)
+        elif f.active(safety.OVERTEMP) or f.active(safety.TEMP_SENSOR):
+            self._temperature(i, now, connected)
+
+        # Sessions: begin when a connected vehicle is authorized, end when it leaves.
+        if connected and not self._stopped and (self.authorized or self.free):
+            if not self.session:
+                self.session = True
+                self._emit("session", "start", self.id_tag)
+        self._apply(now)
+
+    def _read_pilot(self, i, now):
+        f = self.faults
+        raw = pilot.classify(i.high_mv)
+        if raw is None:
+            # Between bands: hold the previous state; a persistent gap is a pilot fault.
+            if self._oob_since is None:
+                self._oob_since = now
+            elif self.clock.ticks_diff(now, self._oob_since) >= self.pilot_fault_ms:
+                f.report(safety.PILOT, True, now, self.vs in _CONNECTED)
+            return
+        self._oob_since = None
+        if raw != self.vs:
+            if raw == A:
+                self._vehicle_left(now)
+            elif raw == B:
+                self._seen_b = True
+            if raw == C or raw == D:
+                self._cd_since = now
+            self.vs = raw
+        connected = raw in _CONNECTED
+        # A -> C/D without B, a line stuck at -12 V, or E while a vehicle could be there.
+        bad = ((raw == C or raw == D) and not self._seen_b) or raw == F
+        f.report(safety.PILOT, bad, now, connected)
+        f.report(safety.PILOT_SHORT, raw == E, now, True)
+
+    def _vehicle_left(self, now):
+        self._end_session(EV_DISCONNECTED)
+        self._stopped = False
+        self.authorized = False
+        self.id_tag = None
+        self._seen_b = False
+        self.rcd_ok = False
+        self._rcd_phase = _RCD_IDLE
+        self.rcd_test = False
+        self.faults.vehicle_left(now)
+
+    def _rcd(self, i, now, connected):
+        f = self.faults
+        if self._rcd_phase == _RCD_TESTING:
+            if i.rcd_input or i.rcd_tripped:
+                self.rcd_test = False
+                self._rcd_phase = _RCD_RELEASING
+            elif self.clock.ticks_diff(now, self._rcd_started) >= self.rcd_test_ms:
+                self.rcd_test = False
+                self._rcd_phase = _RCD_IDLE
+                f.trip(safety.RCD_SELFTEST, now, connected)
+            return
+        if self._rcd_phase == _RCD_RELEASING:
+            if not i.rcd_input:
+                self.rcd_clear = True  # the station clears the driver's latch
+                if not i.rcd_tripped:
+                    self._rcd_phase = _RCD_IDLE
+                    self.rcd_ok = True
+            return
+        # A real trip: the interrupt has already opened the relay.
+        if i.rcd_tripped:
+            self.rcd_ok = False
+            f.report(safety.RCD_TRIP, True, now, connected)
+            self.rcd_clear = not i.rcd_input
+        else:
+            f.report(safety.RCD_TRIP, False, now, connected)
+            f.report(safety.RCD_SELFTEST, False, now, connected)
+            if connected and not self.rcd_ok and not f.any() and self.duty != pilot.DUTY_OFF:
+                self.rcd_test = True
+                self._rcd_phase = _RCD_TESTING
+                self._rcd_started = now
+
+    def _contactor_feedback(self, i, now, connected):
+        # A contact that stays closed after opening is welded (permanent); one that does not
+        # close when commanded is a contactor failure (transient).
+        fb = i.feedback
+        if fb is None or fb == self.contactor:
+            self._fb_bad_since = None
+            self.faults.report(safety.CONTACTOR, False, now, connected)
+            return
+        if self._fb_bad_since is None:
+            self._fb_bad_since = now
+            return
+        if self.clock.ticks_diff(now, self._fb_bad_since) < self.weld_ms:
+            return
+        if fb:
+            self.faults.trip(safety.WELDED, now, connected)
+        else:
+            self.faults.report(safety.CONTACTOR, True, now, connected)
+
+    def _overcurrent(self, i, now, connected):
+        a = i.amps_da
+        over = self.contactor and a is not None and a > self.offer_da + self.margin_da
+        if not over:
+            self._over_since = None
+            self.faults.report(safety.OVERCURRENT, False, now, connected)
+        elif self._over_since is None:
+            self._over_since = now
+        elif self.clock.ticks_diff(now, self._over_since) >= self.over_ms:
+            self.faults.report(safety.OVERCURRENT, True, now, connected)
+
+    def _cable(self, i, now, connected):
+        if not self.socketed:
+            return
+        ohms = i.pp_ohms
+        if ohms is None:
+            da = None
+            bad = False
+        else:
+            amps = pilot.cable_amps(ohms, self.phases)
+            da = None if amps is None else amps * 10
+            bad = amps is None
+        self.faults.report(safety.CABLE, bad, now, connected)
+        if da != self.cable_da:
+            self.cable_da = da
+            self.limits.claim(lim.CABLE, da, safety=True)
+
+    def _temperature(self, i, now, connected):
+        t = i.temp_dc
+        self._temp_last = t
+        f = self.faults
+        if t is None:
+            f.report(safety.TEMP_SENSOR, self.temp_required, now, connected)
+            if self.temp_required:
+                return
+            da = None
+        else:
+            f.report(safety.TEMP_SENSOR, False, now, connected)
+            hot = t >= self.shutdown_dc or (f.active(safety.OVERTEMP) and t >= self.resume_dc)
+            f.report(safety.OVERTEMP, hot, now, connected)
+            if t <= self.derate_dc:
+                da = None
+            else:
+                span = self.shutdown_dc - self.derate_dc
+                da = self.hw_max_da - (self.hw_max_da - pilot.MIN_DA) * (t - self.derate_dc) // span
+                if da < pilot.MIN_DA:
+                    da = pilot.MIN_DA
+        self.limits.claim(lim.TEMPERATURE, da, safety=True)
+
+    def may_offer(self):
+        """Every precondition except the vehicle being ready."""
+        return (
+            self.vs in _CONNECTED
+            and (self.authorized or self.free)
+            and not self._stopped
+            and not self.faults.any()
+            and self.rcd_ok
+            and (not self.socketed or self.cable_da is not None)
+            and self._seen_b
+            and self.available
+        )
+
+    def _apply(self, now):
+        """Decide duty and contactor from the current inputs. Opening never waits."""
+        f = self.faults
+        offering = self.may_offer()
+        ready = self.vs == C or (self.vs == D and self.vent_allowed)
+        if offering:
+            da = self.limits.offer(now, self.duty != pilot.DUTY_FULL)
+        else:
+            da = 0
+        if f.active(safety.WELDED) or f.active(safety.CONFIG):
+            duty = pilot.DUTY_OFF  # state F: the station is out of service
+        elif da >= pilot.MIN_DA:
+            duty = pilot.duty_for(da)
+        else:
+            duty = pilot.DUTY_FULL
+            da = 0
+        if duty != self.duty or da != self.offer_da:
+            self.duty = duty
+            self.offer_da = da
+            self._emit("offer", da, duty)
+
+        close = offering and ready
+        if close and da == 0:
+            # Offer withdrawn but nothing unsafe: the vehicle has c1_timeout_ms to leave C.
+            if not self.contactor:
+                close = False
+            elif self._pwm_off_at is None:
+                self._pwm_off_at = now
+            elif self.clock.ticks_diff(now, self._pwm_off_at) >= self.c1_ms:
+                close = False
+        else:
+            self._pwm_off_at = None
+        if close and not self.contactor:
+            # Closing is the one debounced transition.
+            close = self._cd_since is not None and self.clock.ticks_diff(now, self._cd_since) >= self.debounce_ms
+        if close != self.contactor:
+            self.contactor = close
+            self._contactor_at = now
+            self._fb_bad_since = None
+            self._emit("contactor", close, None)
+
+        state = self._state_name()
+        if state != self.state:
+            self.state = state
+            self._emit("state", state, None)
+
+    def _state_name(self):
+        if self.duty == pilot.DUTY_OFF:
+            return F
+        vs = self.vs
+        if vs == B or vs == C or vs == D:
+            if self.duty == pilot.DUTY_FULL:
+                return vs + "1"
+            return vs + "2"
+        return vs
+
+    def _end_session(self, reason):
+        if self.session:
+            self.session = False
+            self._emit("session", "stop", reason)
+
+    def _emit(self, kind, a, b):
+        self.events.append((kind, a, b))

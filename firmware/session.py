@@ -1,0 +1,117 @@
+"""The session keeper: every charging session, durable in a journal.
+
+Records (one journal line each):
+  {"k": "start", "n": N, "tag": ID_TAG, "e0": METER_WH}   a session began
+  {"k": "e", "n": N, "e": METER_WH}                       progress (meter register), batched
+  {"k": "stop", "n": N, "reason": R, "e": METER_WH, "wh": SESSION_WH}
+
+The journal is the truth: after a power cut, `recover()` finds a session that started and never
+stopped, and the station closes it with reason PowerLoss and the last energy it knows. Progress
+is written every `progress_wh` so a power cut loses at most that much of the *record*; the meter's
+own register keeps the energy, and the stop record uses the register read after the reboot when
+the meter answers.
+"""
+
+
+class SessionKeeper:
+    def __init__(self, journal, progress_wh=100, keep=50):
+        self.journal = journal
+        self.progress_wh = progress_wh
+        self.keep = keep  # closed sessions kept when the journal is compacted
+        self.current = None  # dict of the open session, or None
+        self._last_n = 0
+        self._written_e = None
+        self._records = 0
+
+    def recover(self):
+        """Scan the journal; return the open session left by a power cut, if any."""
+        open_ = None
+        n = 0
+        count = 0
+        for rec in self.journal.records():
+            count += 1
+            k = rec.get("k")
+            if rec.get("n", 0) > n:
+                n = rec["n"]
+            if k == "start":
+                open_ = {"n": rec["n"], "tag": rec.get("tag"), "e0": rec.get("e0"), "e": rec.get("e0")}
+            elif k == "e" and open_ is not None and rec.get("n") == open_["n"]:
+                open_["e"] = rec.get("e")
+            elif k == "stop" and open_ is not None and rec.get("n") == open_["n"]:
+                open_ = None
+        self._last_n = n
+        self._records = count
+        self.current = open_
+        return open_
+
+    def start(self, id_tag, meter_wh):
+        self._last_n += 1
+        self.current = {"n": self._last_n, "tag": id_tag, "e0": meter_wh, "e": meter_wh}
+        self._write({"k": "start", "n": self._last_n, "tag": id_tag, "e0": meter_wh})
+        self._written_e = meter_wh
+        return self.current
+
+    def energy(self, meter_wh):
+        """Session energy in Wh for the open session at this meter reading (0 without a meter)."""
+        s = self.current
+        if s is None or s["e0"] is None or meter_wh is None:
+            return 0
+        return max(0, meter_wh - s["e0"])
+
+    def progress(self, meter_wh):
+        s = self.current
+        if s is None or meter_wh is None:
+            return
+        s["e"] = meter_wh
+        if self._written_e is None or meter_wh - self._written_e >= self.progress_wh:
+            self._write({"k": "e", "n": s["n"], "e": meter_wh})
+            self._written_e = meter_wh
+
+    def stop(self, reason, meter_wh):
+        """Close the open session; returns (session record, energy Wh) or None."""
+        s = self.current
+        if s is None:
+            return None
+        if meter_wh is None:
+            meter_wh = s["e"]
+        wh = self.energy(meter_wh)
+        self._write({"k": "stop", "n": s["n"], "reason": reason, "e": meter_wh, "wh": wh})
+        self.current = None
+        self._written_e = None
+        if self._records > 4 * self.keep:
+            self.compact()
+        return s, wh
+
+    def compact(self):
+        """Keep the last `keep` sessions; the rewrite is atomic (see store.Journal.rewrite)."""
+        first = self._last_n - self.keep
+        if self.current is not None and self.current["n"] <= first:
+            first = self.current["n"] - 1
+        kept = [0]
+
+        def newest():
+            for rec in self.journal.records():
+                if rec.get("n", 0) > first:
+                    kept[0] += 1
+                    yield rec
+
+        self.journal.rewrite(newest())
+        self._records = kept[0]
+
+    def history(self, limit=10):
+        """The last `limit` closed sessions, newest last (for the status page and the bench)."""
+        out = []
+        starts = {}
+        for rec in self.journal.records():
+            if rec.get("k") == "start":
+                starts[rec["n"]] = rec
+            elif rec.get("k") == "stop":
+                st = starts.pop(rec["n"], {})
+                out.append({"n": rec["n"], "tag": st.get("tag"), "reason": rec.get("reason"), "wh": rec.get("wh")})
+                if len(out) > limit:
+                    out.pop(0)
+        return out
+
+    def _write(self, rec):
+        self.journal.append(rec)
+        self._records += 1

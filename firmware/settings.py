@@ -1,0 +1,122 @@
+"""Every setting of the station: type, default, bounds and flags, with validated load and save.
+
+A settings file is a JSON object holding only the keys that differ from the defaults. Loading
+checks every key; any problem raises `SettingsError` whose message names the key, the value and
+what was expected, and nothing is applied. Saving is atomic (see store.py).
+
+Flags: "secret" values are never printed or reported; "reboot" values take effect after a restart.
+"""
+
+from firmware import store
+
+# key: (type, default, minimum, maximum, flags, help)
+SCHEMA = {
+    "free_charging": (bool, True, None, None, "", "Charge without authorization (private wallbox)."),
+    "max_current_a": (float, 32.0, 6.0, 80.0, "", "Installer's current limit for this station, in A."),
+    "ventilation_allowed": (bool, False, None, None, "", "Allow charging in state D (vehicle asks for ventilation)."),
+    "overcurrent_margin_a": (float, 2.0, 0.5, 10.0, "", "Current above the offer tolerated before an overcurrent fault."),
+    "overcurrent_time_ms": (int, 5000, 1000, 10000, "", "How long the vehicle may exceed offer + margin."),
+    "temp_derate_c": (float, 60.0, 40.0, 90.0, "", "Temperature at which the offer starts to shrink."),
+    "temp_shutdown_c": (float, 70.0, 45.0, 95.0, "", "Temperature at which charging stops (HighTemperature)."),
+    "temp_resume_c": (float, 55.0, 30.0, 90.0, "", "Temperature below which charging may resume after a shutdown."),
+    "fault_retry_s": (int, 30, 30, 3600, "", "Pause after a transient fault before energy is offered again."),
+    "fault_max_retries": (int, 3, 0, 10, "", "Retries per plug-in before a fault waits for the vehicle to be unplugged."),
+    "close_debounce_ms": (int, 200, 50, 2000, "", "Time the vehicle must stay in C/D before the contactor closes."),
+    "pilot_fault_ms": (int, 50, 20, 90, "", "Out-of-band pilot reading time before a pilot fault (opening stays within 100 ms)."),
+    "c1_timeout_ms": (int, 6000, 3000, 6000, "", "Contactor forced open this long after PWM removal if the vehicle stays in C."),
+    "weld_check_ms": (int, 1000, 200, 5000, "", "Delay after opening before the contactor feedback must show open."),
+    "rcd_test_timeout_ms": (int, 500, 100, 2000, "", "Time the RCD has to trip during its self-test."),
+    "temp_sensor_required": (bool, True, None, None, "", "A missing temperature sensor is a fault."),
+}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _type_name(t):
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}[t]
+
+
+def check(key, value):
+    """Return the value converted to the key's type, or raise SettingsError naming the problem."""
+    if key not in SCHEMA:
+        raise SettingsError("unknown setting '%s'" % key)
+    t, _default, lo, hi, _flags, _help = SCHEMA[key]
+    if t is bool:
+        ok = value is True or value is False
+    elif t is float:
+        ok = (type(value) is int or type(value) is float) and value is not True and value is not False
+        if ok:
+            value = float(value)
+    else:
+        ok = type(value) is t
+    if not ok:
+        raise SettingsError("setting '%s': expected %s, got %r" % (key, _type_name(t), value))
+    if lo is not None and value < lo:
+        raise SettingsError("setting '%s': %r is below the minimum %r" % (key, value, lo))
+    if hi is not None and value > hi:
+        raise SettingsError("setting '%s': %r is above the maximum %r" % (key, value, hi))
+    return value
+
+
+class Settings:
+    """Current values; `get` is cheap enough for slow tasks, the charger copies what it needs."""
+
+    def __init__(self, values=None):
+        self._v = {}
+        for key in SCHEMA:
+            self._v[key] = SCHEMA[key][1]
+        if values:
+            self.update(values)
+        self._cross_check(self._v)
+
+    def get(self, key):
+        return self._v[key]
+
+    def update(self, values):
+        """Validate every value first; apply all or none."""
+        if not isinstance(values, dict):
+            raise SettingsError("settings must be a JSON object, got %r" % (values,))
+        new = dict(self._v)
+        for key in values:
+            new[key] = check(key, values[key])
+        self._cross_check(new)
+        self._v = new
+
+    def _cross_check(self, v):
+        if not v["temp_resume_c"] < v["temp_derate_c"] < v["temp_shutdown_c"]:
+            raise SettingsError(
+                "settings temp_resume_c < temp_derate_c < temp_shutdown_c expected, got %r, %r, %r"
+                % (v["temp_resume_c"], v["temp_derate_c"], v["temp_shutdown_c"])
+            )
+
+    def changed(self):
+        """The values that differ from the defaults (what a settings file holds)."""
+        out = {}
+        for key in self._v:
+            if self._v[key] != SCHEMA[key][1]:
+                out[key] = self._v[key]
+        return out
+
+    def public(self):
+        """Values safe to print or report: secrets are masked."""
+        out = {}
+        for key in self._v:
+            out[key] = "***" if "secret" in SCHEMA[key][4] else self._v[key]
+        return out
+
+
+def load(path, fs=None):
+    """Settings from a JSON file; defaults when the file does not exist. Raises SettingsError."""
+    try:
+        values = store.read_json(path, fs)
+    except ValueError as e:
+        raise SettingsError("settings file %s: %s" % (path, e))
+    if values is None:
+        return Settings()
+    return Settings(values)
+
+
+def save(path, settings, fs=None):
+    store.write_json(path, settings.changed(), fs)

@@ -1,0 +1,317 @@
+"""Composition root: builds every part from the board profile and the settings, runs the tasks.
+
+Two tasks share the work:
+- `tick()`, the control task, every 10 ms: sample pilot, proximity, RCD, contactor feedback and
+  the meter's current; let the charger decide; apply duty, contactor and RCD test output. It
+  allocates nothing in steady state and never waits.
+- `service()`, the slow task, every 100 ms: temperature, events to the session journal and the
+  event sinks (log, LED, later OCPP), persistent faults, watchdog.
+
+On the board `main.py` calls `main()`, which runs both under asyncio. The simulator and the
+tests call `tick()` and `service()` themselves on a virtual clock.
+"""
+
+from firmware import charger as chg
+from firmware import safety
+from firmware import settings as settings_mod
+from firmware import store
+from firmware.session import SessionKeeper
+
+TICK_MS = 10
+SERVICE_MS = 100
+TEMP_MS = 1000
+METER_EVENT_MS = 10000
+
+SETTINGS_FILE = "settings.json"
+FAULTS_FILE = "faults.json"
+JOURNAL_FILE = "sessions.jnl"
+BOARD_FILE = "board.json"
+
+
+def _join(root, name):
+    if not root or root == "/":
+        return "/" + name
+    return root.rstrip("/") + "/" + name
+
+
+class Station:
+    def __init__(self, hw, profile, clock, root="/", settings=None, settings_error=None, fs=None):
+        self.hw = hw
+        self.profile = profile
+        self.clock = clock
+        self.root = root
+        self.fs = fs
+        self.sinks = []
+        self.settings_error = settings_error
+        if settings is None:
+            settings = settings_mod.Settings()
+        self.settings = settings
+        self.charger = chg.Charger(
+            clock,
+            settings,
+            profile["max_current_a"],
+            profile.get("phases", 3),
+            profile.get("socketed", True),
+        )
+        self.meter = getattr(hw, "meter", None)
+        self.keeper = SessionKeeper(store.Journal(_join(root, JOURNAL_FILE), fs))
+        now = clock.ticks_ms()
+        self._next_temp = now
+        self._next_meter_event = now
+        self._log_meter = None
+        if settings_error is not None:
+            self.charger.faults.trip(safety.CONFIG, now, False)
+        self._restore_faults(now)
+        self._recovered = self.keeper.recover()
+
+    # ---- persistence of latched faults ----
+
+    def _restore_faults(self, now):
+        try:
+            doc = store.read_json(_join(self.root, FAULTS_FILE), self.fs)
+        except ValueError:
+            doc = None  # a corrupt record errs on the safe side below
+            self.charger.faults.trip(safety.WELDED, now, False)
+        if doc and doc.get("welded"):
+            self.charger.faults.trip(safety.WELDED, now, False)
+
+    def _save_faults(self):
+        welded = self.charger.faults.active(safety.WELDED)
+        store.write_json(_join(self.root, FAULTS_FILE), {"welded": welded}, self.fs)
+
+    def clear_fault(self, code):
+        """A person cleared a latched fault (bench tool, local button or back end)."""
+        self.charger.clear_fault(code)
+        if code == safety.WELDED:
+            self._save_faults()
+
+    # ---- the control task ----
+
+    def tick(self):
+        now = self.clock.ticks_ms()
+        hw = self.hw
+        c = self.charger
+        i = c.inp
+        hw.pilot.sample()
+        i.high_mv = hw.pilot.high_mv
+        i.low_mv = hw.pilot.low_mv
+        if hw.proximity is not None:
+            i.pp_ohms = hw.proximity.ohms()
+        rcd = hw.rcd
+        i.rcd_tripped = rcd.tripped()
+        i.rcd_input = rcd.input_active()
+        i.feedback = hw.relay.feedback()
+        m = self.meter
+        if m is not None:
+            m.poll(now)
+            if m.valid:
+                a = m.amps_ma
+                top = a[0]
+                if a[1] > top:
+                    top = a[1]
+                if a[2] > top:
+                    top = a[2]
+                i.amps_da = top // 100
+            else:
+                i.amps_da = None
+        c.update(now)
+        self._outputs()
+
+    def _outputs(self):
+        hw = self.hw
+        c = self.charger
+        if c.duty != hw.pilot.duty_u16():
+            hw.pilot.set_duty_u16(c.duty)
+        if c.rcd_clear:
+            hw.rcd.clear()
+            c.rcd_clear = False
+        if c.rcd_test != self._rcd_test_out:
+            hw.rcd.test(c.rcd_test)
+            self._rcd_test_out = c.rcd_test
+        closed = c.contactor and not hw.rcd.tripped()
+        if closed != hw.relay.closed():
+            hw.relay.set(closed)
+
+    _rcd_test_out = False
+
+    # ---- the slow task ----
+
+    def service(self):
+        now = self.clock.ticks_ms()
+        hw = self.hw
+        c = self.charger
+        if self.clock.ticks_diff(now, self._next_temp) >= 0:
+            self._next_temp = self.clock.ticks_add(now, TEMP_MS)
+            c.inp.temp_dc = hw.temperature.deci_celsius(now) if hw.temperature is not None else None
+        if self._recovered is not None:
+            self._close_recovered()
+        if c.events:
+            self._drain()
+        if self.keeper.current is not None:
+            self.keeper.progress(self._meter_wh())
+        if self.meter is not None and self.clock.ticks_diff(now, self._next_meter_event) >= 0:
+            self._next_meter_event = self.clock.ticks_add(now, METER_EVENT_MS)
+            m = self.meter
+            if m.valid:
+                amps = [a / 1000 for a in m.amps_ma]
+                self._send("meter", {"energy_wh": m.energy_wh, "power_w": m.power_w, "amps": amps})
+        if hw.led is not None:
+            hw.led.show(self.status(), now)
+        if hw.watchdog is not None:
+            hw.watchdog.feed()
+
+    def _meter_wh(self):
+        m = self.meter
+        if m is not None and m.valid:
+            return m.energy_wh
+        return None
+
+    def _close_recovered(self):
+        # A session was open when the power went: close it with the energy the meter shows now
+        # (or, while the meter is not answering yet, wait up to a few seconds for it).
+        rec = self._recovered
+        wh = self._meter_wh()
+        if wh is None and self.meter is not None and not getattr(self, "_recover_gave_up", False):
+            if not hasattr(self, "_recover_since"):
+                self._recover_since = self.clock.ticks_ms()
+                return
+            if self.clock.ticks_diff(self.clock.ticks_ms(), self._recover_since) < 5000:
+                return
+        self._recovered = None
+        done = self.keeper.stop(chg.POWER_LOSS, wh)
+        if done is not None:
+            _s, energy = done
+            self._send("session", {"event": "stop", "reason": chg.POWER_LOSS, "energy_wh": energy,
+                                   "id_tag": rec.get("tag"), "recovered": True})
+
+    def _drain(self):
+        c = self.charger
+        events = c.events
+        c.events = []
+        for kind, a, b in events:
+            if kind == "state":
+                self._send("state", {"state": a})
+            elif kind == "offer":
+                self._send("offer", {"amps": a / 10, "duty": round(b * 100 / 65535, 2), "duty_u16": b})
+            elif kind == "contactor":
+                self._send("contactor", {"closed": a})
+            elif kind == "fault":
+                self._send("fault", {"code": a, "active": b, "ocpp": safety.OCPP_ERROR[a]})
+                if a == safety.WELDED:
+                    self._save_faults()
+            elif kind == "session":
+                self._session_event(a, b)
+            elif kind == "boot":
+                self._send("boot", {"settings_error": self.settings_error})
+
+    def _session_event(self, what, arg):
+        wh = self._meter_wh()
+        if what == "start":
+            if self._recovered is not None:
+                self._close_recovered_now()
+            self.keeper.start(arg, wh)
+            self._send("session", {"event": "start", "id_tag": arg, "energy_wh": 0})
+        else:
+            done = self.keeper.stop(arg, wh)
+            if done is not None:
+                s, energy = done
+                self._send("session", {"event": "stop", "reason": arg, "energy_wh": energy, "id_tag": s.get("tag")})
+
+    def _close_recovered_now(self):
+        self._recover_gave_up = True
+        self._close_recovered()
+
+    def status(self):
+        c = self.charger
+        if c.faults.any():
+            return "fault"
+        if not c.available:
+            return "unavailable"
+        if c.contactor:
+            return "charging"
+        if c.vs in ("B", "C", "D"):
+            return "connected"
+        return "idle"
+
+    def snapshot(self):
+        """A short summary for a status line or a bench report."""
+        c = self.charger
+        m = self.meter
+        return {
+            "state": c.state,
+            "offer_a": c.offer_da / 10,
+            "contactor": c.contactor,
+            "amps": (c.inp.amps_da / 10) if c.inp.amps_da is not None else None,
+            "energy_wh": self.keeper.energy(self._meter_wh()) if self.keeper.current else 0,
+            "meter_wh": m.energy_wh if m is not None and m.valid else None,
+            "faults": c.faults.codes(),
+            "temp_c": (c.inp.temp_dc / 10) if c.inp.temp_dc is not None else None,
+        }
+
+    def add_sink(self, fn):
+        """fn(kind, fields): receives every event (log, LED, OCPP link, simulator)."""
+        self.sinks.append(fn)
+
+    def _send(self, kind, fields):
+        for fn in self.sinks:
+            fn(kind, fields)
+
+    # ---- running on the board ----
+
+    async def _control(self, asyncio):
+        while True:
+            self.tick()
+            await asyncio.sleep_ms(TICK_MS)
+
+    async def _slow(self, asyncio):
+        while True:
+            self.service()
+            await asyncio.sleep_ms(SERVICE_MS)
+
+    def run(self):
+        import asyncio
+
+        async def both():
+            asyncio.create_task(self._control(asyncio))
+            await self._slow(asyncio)
+
+        asyncio.run(both())
+
+
+def load_settings(root, fs=None):
+    """(Settings, error message or None). A bad file keeps the defaults and reports why."""
+    try:
+        return settings_mod.load(_join(root, SETTINGS_FILE), fs), None
+    except settings_mod.SettingsError as e:
+        return settings_mod.Settings(), str(e)
+
+
+def start(root="/", clock=None, profile=None, fs=None):
+    """Build the station from the board profile and the settings on flash."""
+    from drivers import board
+    from firmware.clock import SystemClock
+
+    clock = clock or SystemClock()
+    if profile is None:
+        profile = board.load_installed(root)
+    hw = board.build(profile, clock)
+    st, err = load_settings(root, fs)
+    return Station(hw, profile, clock, root, st, err, fs)
+
+
+def log_sink(kind, fields):
+    print(kind, fields)
+
+
+def main(root="/"):
+    """Entry point on the board (main.py). A bad board profile leaves the outputs safe."""
+    from drivers import board
+
+    try:
+        station = start(root)
+    except board.BoardError as e:
+        print("board profile invalid:", e)
+        board.fail_safe()
+        raise
+    station.add_sink(log_sink)
+    station.run()

@@ -1,0 +1,15 @@
+"""Test setup: the fakes stand in for MicroPython's board modules.
+
+`tests_host/fakes` goes first on the path so `import machine` finds the fake, exactly as the
+simulator does with MICROPYPATH; `tests_host` makes `world` importable; the repository root makes
+`firmware` and `drivers` importable.
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for p in (ROOT, HERE, os.path.join(HERE, "fakes")):
+    if p in sys.path:
+        sys.path.remove(p)
+    sys.path.insert(0, p)
