@@ -1,0 +1,277 @@
+"""The virtual board: runs the real firmware against the simulated world on a virtual clock.
+
+Started by `tools/sim.py` under the unix MicroPython port (or CPython), with `tests_host/fakes`
+first on the module path so the firmware's drivers get the fake `machine`. The current working
+directory is the board's flash: the firmware reads `board.json` and `settings.json` there and
+writes its journal there, exactly as on the ESP32, where the working directory is `/`.
+
+Arguments (from tools/sim.py, which validates them first):
+  simrun.py ROOT [--scenario FILE] [--events FILE] [--speed N|max] [--quiet]
+
+Time: `T` is the firmware clock in ms since the first boot (the `t` of every event). Each step
+moves the world and the firmware 10 ms; at `--speed N` the loop sleeps so that N ms of virtual
+time pass per wall-clock ms. The firmware's own clock restarts at 0 after a power cut, as a
+board's `ticks_ms` does.
+"""
+import json
+import sys
+import time
+
+import machine
+from firmware.clock import SystemClock, VirtualClock
+from world import scenario
+from world.world import World
+
+STEP_MS = 10
+SERVICE_EVERY = 10  # service task every 100 ms, as on the board
+STATUS_MS = 500
+
+# Verbs whose part of the firmware is not built yet.
+NOT_YET = {
+    "card": "card readers and authorization come with the driver-token issue",
+    "net": "the back-end link comes with the OCPP issue",
+}
+
+HELP = """commands: any scenario line (plug 32, ev-ready 16, wait 10s, unplug, temp 65, weld, ...)
+shortcuts: p plug, u unplug, r ev-ready 16, s ev-pause, x stop, q quit, h help"""
+
+SHORTCUTS = {"p": "plug", "u": "unplug", "r": "ev-ready 16", "s": "ev-pause", "x": "stop"}
+
+
+class SimError(Exception):
+    pass
+
+
+def _purge_firmware():
+    # A power cut loses RAM: forget every firmware and driver module so the next boot runs
+    # boot.py and main's code afresh, with no state carried over except the flash.
+    for name in list(sys.modules):
+        if name.startswith("firmware") or name.startswith("drivers") or name in ("boot", "main"):
+            del sys.modules[name]
+
+
+class Sim:
+    def __init__(self, root_code, events_path=None, speed=None, quiet=False):
+        self.code = root_code
+        self.T = 0
+        self.clock = VirtualClock(0)
+        self.speed = speed  # None: as fast as possible
+        self.quiet = quiet
+        self.events = open(events_path, "w") if events_path else None
+        self.station = None
+        self.powered = True
+        self.restore_at = None
+        self.crashed = None
+        from drivers import board
+
+        self.profile = board.load_installed("")
+        self.world = World(self.profile)
+        self._wall = SystemClock()
+        self._wall0 = self._wall.ticks_ms()
+        self._steps = 0
+        self._boot()
+
+    # ---- events ----
+
+    def emit(self, kind, fields):
+        rec = {"t": self.T, "type": kind}
+        for k in fields:
+            rec[k] = fields[k]
+        if self.events is not None:
+            self.events.write(json.dumps(rec) + "\n")
+        if not self.quiet:
+            self._print_event(kind, fields)
+
+    def _print_event(self, kind, fields):
+        parts = []
+        for k in fields:
+            parts.append("%s=%s" % (k, fields[k]))
+        line = "%9.3fs %-9s %s" % (self.T / 1000, kind, " ".join(parts))
+        print(line)
+
+    # ---- power ----
+
+    def _boot(self):
+        _purge_firmware()
+        machine.hw_reset()
+        self.world.install()
+        self.clock.set(0)
+        g = {"__name__": "boot"}
+        exec(open(self.code + "/boot.py").read(), g)
+        from firmware import station
+
+        self.station = station.start("", self.clock)
+        self.station.add_sink(self.emit)
+        self.world.advance(self.T)
+
+    def power_cut(self, duration_ms):
+        self.station = None  # RAM is gone; only the flash (this directory) stays
+        self.world.power_cut()
+        self.powered = False
+        self.restore_at = self.T + duration_ms
+
+    # ---- the loop ----
+
+    def step(self):
+        self.T += STEP_MS
+        self.clock.advance(STEP_MS)
+        if not self.powered and self.T >= self.restore_at:
+            self.powered = True
+            self.world.power_restored()
+            self._boot()
+        self.world.advance(self.T)
+        machine.hw_advance_ms(STEP_MS)
+        if self.station is not None:
+            self.station.tick()
+            self._steps += 1
+            if self._steps % SERVICE_EVERY == 0:
+                self.station.service()
+        if self.speed:
+            ahead = self.T // self.speed - self._wall.ticks_diff(self._wall.ticks_ms(), self._wall0)
+            if ahead > 0:
+                time.sleep(ahead / 1000)
+
+    def run_for(self, ms):
+        end = self.T + ms
+        while self.T < end:
+            self.step()
+
+    def act(self, lineno, verb, args):
+        """Apply one scenario action. Raises SimError with the line number when it cannot."""
+        if verb == "wait":
+            self.run_for(args[0])
+            return
+        fields = {"action": verb, "args": list(args)}
+        if lineno:
+            fields["line"] = lineno
+        self.emit("world", fields)
+        if verb in NOT_YET:
+            raise SimError("line %d: %s: not available yet (%s)" % (lineno, verb, NOT_YET[verb]))
+        if verb == "power-cut":
+            self.power_cut(args[0] if args else 1000)
+        elif verb in ("limit", "stop", "clear-fault"):
+            self._command(lineno, verb, args)
+        else:
+            try:
+                self.world.apply(verb, args)
+            except ValueError as e:
+                raise SimError("line %d: %s" % (lineno, e))
+
+    def _command(self, lineno, verb, args):
+        # Commands a person or the operator gives the station (later: through OCPP).
+        st = self.station
+        if st is None:
+            raise SimError("line %d: %s: the station has no power" % (lineno, verb))
+        from firmware import limits
+
+        if verb == "limit":
+            st.charger.limits.claim(limits.OPERATOR, args[0] * 10)
+        elif verb == "stop":
+            st.charger.stop("Local")
+        elif verb == "clear-fault":
+            for code in st.charger.faults.codes():
+                st.clear_fault(code)
+
+    def finish(self):
+        self.emit("world", {"truth": round(self.world.truth_wh, 3)})
+        if self.events is not None:
+            self.events.close()
+
+    # ---- interactive ----
+
+    def status_line(self):
+        if self.station is None:
+            return "[no power]"
+        s = self.station.snapshot()
+        return "T=%7.1fs state=%-3s offer=%4.1fA contactor=%-6s current=%5sA energy=%7.1fWh faults=%s" % (
+            self.T / 1000,
+            s["state"],
+            s["offer_a"],
+            "closed" if s["contactor"] else "open",
+            "-" if s["amps"] is None else "%.1f" % s["amps"],
+            s["energy_wh"],
+            ",".join(s["faults"]) or "none",
+        )
+
+    def interactive(self):
+        import select
+
+        poll = select.poll()
+        poll.register(sys.stdin, select.POLLIN)
+        if self.speed is None:
+            self.speed = 1
+        print(HELP)
+        next_status = 0
+        while True:
+            for _ in range(5):
+                self.step()
+            if self._wall.ticks_diff(self._wall.ticks_ms(), next_status) >= 0:
+                next_status = self._wall.ticks_add(self._wall.ticks_ms(), STATUS_MS)
+                print(self.status_line())
+            if not poll.poll(0):
+                continue
+            line = sys.stdin.readline()
+            if not line:
+                return  # end of input
+            line = line.strip()
+            if line in ("q", "quit", "exit"):
+                return
+            if line in ("h", "help", "?"):
+                print(HELP)
+                continue
+            line = SHORTCUTS.get(line, line)
+            try:
+                for lineno, verb, args in scenario.parse(line):
+                    self.act(0, verb, args)
+            except (scenario.ScenarioError, SimError) as e:
+                print("error:", str(e).replace("line 1: ", "").replace("line 0: ", ""))
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    code = argv[1]
+    opts = {"--scenario": None, "--events": None, "--speed": None}
+    quiet = False
+    i = 2
+    while i < len(argv):
+        a = argv[i]
+        if a == "--quiet":
+            quiet = True
+            i += 1
+            continue
+        if a not in opts or i + 1 >= len(argv):
+            print("simrun: bad argument %r" % a)
+            return 2
+        opts[a] = argv[i + 1]
+        i += 2
+    speed = opts["--speed"]
+    speed = None if speed in (None, "max") else float(speed)
+    actions = None
+    if opts["--scenario"]:
+        with open(opts["--scenario"]) as f:
+            text = f.read()
+        try:
+            actions = scenario.parse(text)
+        except scenario.ScenarioError as e:
+            print("scenario %s: %s" % (opts["--scenario"], e))
+            return 2
+    sim = Sim(code, opts["--events"], speed, quiet)
+    try:
+        if actions is None:
+            sim.interactive()
+        else:
+            for lineno, verb, args in actions:
+                sim.act(lineno, verb, args)
+            sim.run_for(STEP_MS)
+    except SimError as e:
+        print("scenario %s: %s" % (opts["--scenario"], e))
+        sim.finish()
+        return 3
+    sim.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
