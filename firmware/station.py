@@ -92,7 +92,7 @@ class Station:
         hw = self.hw
         c = self.charger
         i = c.inp
-        hw.pilot.sample()
+        hw.pilot.measure()
         i.high_mv = hw.pilot.high_mv
         i.low_mv = hw.pilot.low_mv
         if hw.proximity is not None:

