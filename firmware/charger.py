@@ -66,9 +66,11 @@ class Charger:
             self.limits.claim(lim.CABLE, self.hw_max_da, safety=True)
         self.configure(settings)
 
+        self._now = clock.ticks_ms()  # time stamp of the events being emitted
         self.state = None  # reported state (A, B1, C2, ...)
         self.vs = A  # vehicle state from the pilot
         self._seen_b = False
+        self._diode_seen = False  # the last sample, taken under PWM, showed a good diode
         self._oob_since = None
         self._cd_since = None
         self.duty = pilot.DUTY_FULL
@@ -143,6 +145,7 @@ class Charger:
     # ---- the control tick ----
 
     def update(self, now):
+        self._now = now
         i = self.inp
         f = self.faults
         if self.duty != pilot.DUTY_OFF:
@@ -152,9 +155,12 @@ class Charger:
         # Diode: only measurable while the PWM runs and a vehicle loads the line.
         pwm = self.duty != pilot.DUTY_FULL and self.duty != pilot.DUTY_OFF
         if pwm and connected:
-            f.report(safety.DIODE, not pilot.diode_ok(i.low_mv), now, connected)
+            ok = pilot.diode_ok(i.low_mv)
+            f.report(safety.DIODE, not ok, now, connected)
+            self._diode_seen = ok
         else:
             f.report(safety.DIODE, False, now, connected)
+            self._diode_seen = False
 
         self._rcd(i, now, connected)
         self._contactor_feedback(i, now, connected)
@@ -259,7 +265,8 @@ class Charger:
 
     def _overcurrent(self, i, now, connected):
         a = i.amps_da
-        over = self.contactor and a is not None and a > self.offer_da + self.margin_da
+        # With the offer withdrawn the C1 timeout, not the overcurrent check, ends the charge.
+        over = self.contactor and self.offer_da > 0 and a is not None and a > self.offer_da + self.margin_da
         if not over:
             self._over_since = None
             self.faults.report(safety.OVERCURRENT, False, now, connected)
@@ -321,6 +328,7 @@ class Charger:
 
     def _apply(self, now):
         """Decide duty and contactor from the current inputs. Opening never waits."""
+        self._now = now
         f = self.faults
         offering = self.may_offer()
         ready = self.vs == C or (self.vs == D and self.vent_allowed)
@@ -352,8 +360,13 @@ class Charger:
         else:
             self._pwm_off_at = None
         if close and not self.contactor:
-            # Closing is the one debounced transition.
-            close = self._cd_since is not None and self.clock.ticks_diff(now, self._cd_since) >= self.debounce_ms
+            # Closing is the one debounced transition, and it needs a diode check made while
+            # this offer's PWM was already on the line.
+            close = (
+                self._diode_seen
+                and self._cd_since is not None
+                and self.clock.ticks_diff(now, self._cd_since) >= self.debounce_ms
+            )
         if close != self.contactor:
             self.contactor = close
             self._contactor_at = now
@@ -381,4 +394,4 @@ class Charger:
             self._emit("session", "stop", reason)
 
     def _emit(self, kind, a, b):
-        self.events.append((kind, a, b))
+        self.events.append((kind, a, b, self._now))

@@ -1,31 +1,38 @@
 """Clocks handed to every part that needs time.
 
 `SystemClock` is the board's millisecond tick; `VirtualClock` is moved by tests and the simulator.
-Both expose the wrap-aware helpers so no part calls `time` directly.
+Both expose the wrap-aware helpers so no part calls `time` directly. Tick values wrap at 2**30
+like MicroPython's `ticks_ms`; the arithmetic uses masks, never a number of 2**30 or more, so it
+stays in small ints (no heap allocation) on the 32-bit ESP32.
 """
 import time
 
-_PERIOD = 1 << 30  # MicroPython's ticks period on every port (TICKS_MAX + 1)
-_HALF = _PERIOD >> 1
+_MASK = 0x3FFFFFFF  # ticks period - 1
+_HALF = 0x20000000
 
 
 def _diff(a, b):
-    return ((a - b + _HALF) % _PERIOD) - _HALF
+    return ((a - b + _HALF) & _MASK) - _HALF
 
 
 def _add(a, ms):
-    return (a + ms) % _PERIOD
+    return (a + ms) & _MASK
 
 
-if hasattr(time, "ticks_ms"):
+if hasattr(time, "ticks_ms"):  # MicroPython: the port's own ticks
     _ticks_ms = time.ticks_ms
     ticks_us = time.ticks_us  # type: ignore[attr-defined]
+    _tdiff = time.ticks_diff  # type: ignore[attr-defined]
+    _tadd = time.ticks_add  # type: ignore[attr-defined]
 else:  # CPython: the same wrap-around ticks from the monotonic clock
     def _ticks_ms():
-        return int(time.monotonic() * 1000) % _PERIOD
+        return int(time.monotonic() * 1000) & _MASK
 
     def ticks_us():
-        return int(time.monotonic() * 1000000) % _PERIOD
+        return int(time.monotonic() * 1000000) & _MASK
+
+    _tdiff = _diff
+    _tadd = _add
 
 
 class SystemClock:
@@ -33,26 +40,26 @@ class SystemClock:
         return _ticks_ms()
 
     def ticks_diff(self, a, b):
-        return _diff(a, b)
+        return _tdiff(a, b)
 
     def ticks_add(self, a, ms):
-        return _add(a, ms)
+        return _tadd(a, ms)
 
 
 class VirtualClock:
     """A clock that only moves when told to; same wrap arithmetic as the board."""
 
     def __init__(self, start_ms=0):
-        self.now = start_ms % _PERIOD
+        self.now = start_ms & _MASK
 
     def ticks_ms(self):
         return self.now
 
     def advance(self, ms):
-        self.now = (self.now + ms) % _PERIOD
+        self.now = (self.now + ms) & _MASK
 
     def set(self, ms):
-        self.now = ms % _PERIOD
+        self.now = ms & _MASK
 
     def ticks_diff(self, a, b):
         return _diff(a, b)

@@ -2,7 +2,9 @@
 
 Records (one journal line each):
   {"k": "start", "n": N, "tag": ID_TAG, "e0": METER_WH}   a session began
-  {"k": "e", "n": N, "e": METER_WH}                       progress (meter register), batched
+  {"k": "e", "n": N, "e": METER_WH}                       progress (meter register), batched;
+                                                          the first one sets the start energy
+                                                          when the meter was silent at the start
   {"k": "stop", "n": N, "reason": R, "e": METER_WH, "wh": SESSION_WH}
 
 The journal is the truth: after a power cut, `recover()` finds a session that started and never
@@ -37,6 +39,8 @@ class SessionKeeper:
                 open_ = {"n": rec["n"], "tag": rec.get("tag"), "e0": rec.get("e0"), "e": rec.get("e0")}
             elif k == "e" and open_ is not None and rec.get("n") == open_["n"]:
                 open_["e"] = rec.get("e")
+                if open_["e0"] is None:
+                    open_["e0"] = open_["e"]
             elif k == "stop" and open_ is not None and rec.get("n") == open_["n"]:
                 open_ = None
         self._last_n = n
@@ -63,6 +67,8 @@ class SessionKeeper:
         if s is None or meter_wh is None:
             return
         s["e"] = meter_wh
+        if s["e0"] is None:
+            s["e0"] = meter_wh  # the meter was not answering yet when the session began
         if self._written_e is None or meter_wh - self._written_e >= self.progress_wh:
             self._write({"k": "e", "n": s["n"], "e": meter_wh})
             self._written_e = meter_wh

@@ -21,6 +21,7 @@ TICK_MS = 10
 SERVICE_MS = 100
 TEMP_MS = 1000
 METER_EVENT_MS = 10000
+RECOVER_WAIT_MS = 5000
 
 SETTINGS_FILE = "settings.json"
 FAULTS_FILE = "faults.json"
@@ -29,7 +30,10 @@ BOARD_FILE = "board.json"
 
 
 def _join(root, name):
-    if not root or root == "/":
+    """ROOT/name; an empty root means the working directory (the board's is "/")."""
+    if not root:
+        return name
+    if root == "/":
         return "/" + name
     return root.rstrip("/") + "/" + name
 
@@ -63,6 +67,7 @@ class Station:
             self.charger.faults.trip(safety.CONFIG, now, False)
         self._restore_faults(now)
         self._recovered = self.keeper.recover()
+        self._recover_since = None
 
     # ---- persistence of latched faults ----
 
@@ -145,7 +150,8 @@ class Station:
             c.inp.temp_dc = hw.temperature.deci_celsius(now) if hw.temperature is not None else None
         if self._recovered is not None:
             self._close_recovered()
-        if c.events:
+        if c.events and self._recovered is None:
+            # (new session events wait until the one cut by the power loss is closed)
             self._drain()
         if self.keeper.current is not None:
             self.keeper.progress(self._meter_wh())
@@ -167,15 +173,16 @@ class Station:
         return None
 
     def _close_recovered(self):
-        # A session was open when the power went: close it with the energy the meter shows now
-        # (or, while the meter is not answering yet, wait up to a few seconds for it).
+        # A session was open when the power went: close it with the energy the meter's own
+        # register shows now, waiting up to RECOVER_WAIT_MS for the meter to answer; without
+        # an answer the last energy in the journal is used.
         rec = self._recovered
         wh = self._meter_wh()
-        if wh is None and self.meter is not None and not getattr(self, "_recover_gave_up", False):
-            if not hasattr(self, "_recover_since"):
-                self._recover_since = self.clock.ticks_ms()
-                return
-            if self.clock.ticks_diff(self.clock.ticks_ms(), self._recover_since) < 5000:
+        now = self.clock.ticks_ms()
+        if wh is None and self.meter is not None:
+            if self._recover_since is None:
+                self._recover_since = now
+            if self.clock.ticks_diff(now, self._recover_since) < RECOVER_WAIT_MS:
                 return
         self._recovered = None
         done = self.keeper.stop(chg.POWER_LOSS, wh)
@@ -188,38 +195,32 @@ class Station:
         c = self.charger
         events = c.events
         c.events = []
-        for kind, a, b in events:
+        for kind, a, b, at in events:
             if kind == "state":
-                self._send("state", {"state": a})
+                self._send("state", {"state": a}, at)
             elif kind == "offer":
-                self._send("offer", {"amps": a / 10, "duty": round(b * 100 / 65535, 2), "duty_u16": b})
+                self._send("offer", {"amps": a / 10, "duty": round(b * 100 / 65535, 2), "duty_u16": b}, at)
             elif kind == "contactor":
-                self._send("contactor", {"closed": a})
+                self._send("contactor", {"closed": a}, at)
             elif kind == "fault":
-                self._send("fault", {"code": a, "active": b, "ocpp": safety.OCPP_ERROR[a]})
+                self._send("fault", {"code": a, "active": b, "ocpp": safety.OCPP_ERROR[a]}, at)
                 if a == safety.WELDED:
                     self._save_faults()
             elif kind == "session":
-                self._session_event(a, b)
+                self._session_event(a, b, at)
             elif kind == "boot":
-                self._send("boot", {"settings_error": self.settings_error})
+                self._send("boot", {"settings_error": self.settings_error}, at)
 
-    def _session_event(self, what, arg):
+    def _session_event(self, what, arg, at):
         wh = self._meter_wh()
         if what == "start":
-            if self._recovered is not None:
-                self._close_recovered_now()
             self.keeper.start(arg, wh)
-            self._send("session", {"event": "start", "id_tag": arg, "energy_wh": 0})
+            self._send("session", {"event": "start", "id_tag": arg, "energy_wh": 0}, at)
         else:
             done = self.keeper.stop(arg, wh)
             if done is not None:
                 s, energy = done
-                self._send("session", {"event": "stop", "reason": arg, "energy_wh": energy, "id_tag": s.get("tag")})
-
-    def _close_recovered_now(self):
-        self._recover_gave_up = True
-        self._close_recovered()
+                self._send("session", {"event": "stop", "reason": arg, "energy_wh": energy, "id_tag": s.get("tag")}, at)
 
     def status(self):
         c = self.charger
@@ -249,12 +250,15 @@ class Station:
         }
 
     def add_sink(self, fn):
-        """fn(kind, fields): receives every event (log, LED, OCPP link, simulator)."""
+        """fn(kind, fields, ticks_ms): every event (log, LED, OCPP link, simulator), with the
+        firmware tick at which it happened."""
         self.sinks.append(fn)
 
-    def _send(self, kind, fields):
+    def _send(self, kind, fields, at=None):
+        if at is None:
+            at = self.clock.ticks_ms()
         for fn in self.sinks:
-            fn(kind, fields)
+            fn(kind, fields, at)
 
     # ---- running on the board ----
 
@@ -299,8 +303,8 @@ def start(root="/", clock=None, profile=None, fs=None):
     return Station(hw, profile, clock, root, st, err, fs)
 
 
-def log_sink(kind, fields):
-    print(kind, fields)
+def log_sink(kind, fields, at):
+    print(at, kind, fields)
 
 
 def main(root="/"):

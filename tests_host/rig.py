@@ -60,7 +60,7 @@ class Rig:
         self.clock.advance(10)
         self._inputs()
         self.c.update(self.now)
-        self.events.extend(self.c.events)
+        self.events.extend(e[:3] for e in self.c.events)
         del self.c.events[:]
 
     def run(self, ms):

@@ -75,10 +75,20 @@ class Heap:
             __import__(name)
         gc.collect()
         self.code = gc.mem_alloc()
-        room = gc.mem_free() - budget
-        if room < 0:
+        if gc.mem_free() < budget:
             raise MemoryError("the heap cannot hold the code and a %d byte budget" % budget)
-        self.ballast = bytearray(room)
+        # Keep the budget in one piece: reserve it, fill every other hole, then free it.
+        reserve = bytearray(budget - 64)
+        self.ballast = [None] * 2048
+        n = 0
+        size = 1 << 16
+        while size >= 16 and n < len(self.ballast):
+            try:
+                self.ballast[n] = bytearray(size)
+                n += 1
+            except MemoryError:
+                size //= 2
+        reserve = None
         gc.collect()
         self.base = gc.mem_alloc()
 
@@ -112,6 +122,7 @@ class Sim:
         self.code = root_code
         self.heap = Heap(heap)
         self.T = 0
+        self.boot_T = 0
         self.clock = VirtualClock(0)
         self.speed = speed  # None: as fast as possible
         self.quiet = quiet
@@ -131,20 +142,22 @@ class Sim:
 
     # ---- events ----
 
-    def emit(self, kind, fields):
-        rec = {"t": self.T, "type": kind}
+    def emit(self, kind, fields, at=None):
+        """An event; `at` is the firmware tick it happened at (its clock restarts at boot)."""
+        t = self.T if at is None else self.boot_T + at
+        rec = {"t": t, "type": kind}
         for k in fields:
             rec[k] = fields[k]
         if self.events is not None:
             self.events.write(json.dumps(rec) + "\n")
         if not self.quiet:
-            self._print_event(kind, fields)
+            self._print_event(t, kind, fields)
 
-    def _print_event(self, kind, fields):
+    def _print_event(self, t, kind, fields):
         parts = []
         for k in fields:
             parts.append("%s=%s" % (k, fields[k]))
-        line = "%9.3fs %-9s %s" % (self.T / 1000, kind, " ".join(parts))
+        line = "%9.3fs %-9s %s" % (t / 1000, kind, " ".join(parts))
         print(line)
 
     # ---- power ----
@@ -155,12 +168,14 @@ class Sim:
         machine.hw_reset()
         self.world.install()
         self.clock.set(0)
+        self.boot_T = self.T
         __import__("boot")  # the board's boot.py, run afresh after every reset
         from firmware import station
 
         self.station = station.start("", self.clock)
         self.station.add_sink(self.emit)
         self.world.advance(self.T)
+        self.station.service()  # as on the board: the slow task's first round reports the boot
 
     def power_cut(self, duration_ms):
         self.station = None  # RAM is gone; only the flash (this directory) stays

@@ -1,0 +1,237 @@
+"""Scenarios: the whole firmware on the real unix MicroPython binary, with a 64 KB data heap.
+
+Each scenario file in tests_host/scenarios/ runs through `tools/sim.py` exactly as a person
+would run it; the tests read its events (JSON lines) and check what happened, on the firmware's
+virtual clock. All scenarios run once per test session, two at a time.
+"""
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SCENARIOS = os.path.join(HERE, "scenarios")
+SIM = os.path.join(ROOT, "tools", "sim.py")
+BUDGET_MS = 100  # IEC 61851-1: the contactor opens within 100 ms
+
+
+class Run:
+    def __init__(self, name, code, events, output):
+        self.name = name
+        self.code = code
+        self.events = events
+        self.output = output
+
+    def of(self, kind, **match):
+        return [e for e in self.events if e["type"] == kind and all(e.get(k) == v for k, v in match.items())]
+
+    def action(self, verb):
+        hits = [e for e in self.events if e["type"] == "world" and e.get("action") == verb]
+        assert hits, "%s: no %s action" % (self.name, verb)
+        return hits[0]["t"]
+
+    def closes(self):
+        return [e["t"] for e in self.of("contactor", closed=True)]
+
+    def opens(self):
+        return [e["t"] for e in self.of("contactor", closed=False)]
+
+    def first_open_after(self, t):
+        later = [x for x in self.opens() if x >= t]
+        assert later, "%s: the contactor never opened after %d ms" % (self.name, t)
+        return later[0]
+
+    def fault(self, code, active=True):
+        return [e["t"] for e in self.of("fault", code=code, active=active)]
+
+    def truth(self):
+        return [e for e in self.events if e["type"] == "world" and "truth" in e][0]["truth"]
+
+
+def run_sim(name, tmp, *extra):
+    events = os.path.join(tmp, name + ".jsonl")
+    cmd = [sys.executable, SIM, "--scenario", os.path.join(SCENARIOS, name + ".scn"), "--events", events,
+           "--runtime", "micropython", "--heap", "64K", "--quiet"] + list(extra)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    evs = []
+    if os.path.exists(events):
+        with open(events) as f:
+            evs = [json.loads(line) for line in f]
+    return Run(name, p.returncode, evs, p.stdout + p.stderr)
+
+
+NAMES = sorted(f[:-4] for f in os.listdir(SCENARIOS) if f.endswith(".scn"))
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("scenarios"))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = dict(zip(NAMES, pool.map(lambda n: run_sim(n, tmp), NAMES)))
+    return done
+
+
+def ok(runs, name):
+    r = runs[name]
+    assert r.code == 0, "%s exited %d:\n%s" % (name, r.code, r.output[-3000:])
+    heap = r.of("heap")
+    assert heap and heap[0]["budget"] == 65536
+    return r
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scenario_runs_to_its_end_within_64k(runs, name):
+    r = ok(runs, name)
+    assert r.events[0]["type"] == "boot"
+    assert r.of("heap")[0]["peak"] <= 65536
+    assert "truth" in r.events[-1]
+
+
+def test_normal_session(runs):
+    r = ok(runs, "normal_session")
+    ready = r.action("ev-ready")
+    assert r.closes() and 0 < r.closes()[0] - ready <= 3000  # closes within 3 s of the car's request
+    offers = r.of("offer")
+    assert offers[0]["amps"] == 32.0 and offers[0]["duty"] == pytest.approx(53.33, abs=0.01)
+    assert not r.of("fault")
+    starts, stops = r.of("session", event="start"), r.of("session", event="stop")
+    assert len(starts) == 1 and len(stops) == 1
+    assert stops[0]["reason"] == "EVDisconnected"
+    truth = r.truth()
+    assert truth == pytest.approx(11040 * 600 / 3600, rel=0.01)  # 3 x 230 V x 16 A for ten minutes
+    assert abs(stops[0]["energy_wh"] - truth) <= 1 + 0.005 * truth
+    assert r.first_open_after(r.action("ev-pause")) - r.action("ev-pause") <= BUDGET_MS
+
+
+def test_unplug_under_load(runs):
+    r = ok(runs, "unplug_under_load")
+    t = r.action("unplug")
+    assert r.first_open_after(t) - t <= BUDGET_MS
+    assert r.of("session", event="stop")[0]["reason"] == "EVDisconnected"
+    assert r.of("state")[-1]["state"] == "A"
+
+
+def test_c_to_b(runs):
+    r = ok(runs, "c_to_b")
+    t = r.action("ev-pause")
+    assert r.first_open_after(t) - t <= BUDGET_MS
+    assert r.of("state")[-1]["state"] == "B2"
+    assert not r.of("fault")
+
+
+def test_diode_fault(runs):
+    r = ok(runs, "diode_fault")
+    t = r.action("diode-fault")
+    assert r.first_open_after(t) - t <= BUDGET_MS
+    assert r.fault("diode") and r.fault("diode")[0] - t <= BUDGET_MS
+    assert len(r.closes()) == 1
+
+
+def test_pilot_short(runs):
+    r = ok(runs, "pilot_short")
+    t = r.action("pilot-short")
+    assert r.first_open_after(t) - t <= BUDGET_MS
+    assert r.fault("pilot-short")
+    cleared = r.fault("pilot-short", active=False)
+    assert cleared and cleared[0] - r.action("pilot-ok") >= 30000  # transient: retried after 30 s
+    assert len(r.closes()) == 2 and r.closes()[1] > cleared[0]
+
+
+def test_rcd_trip(runs):
+    r = ok(runs, "rcd_trip")
+    t = r.action("rcd-leak")
+    assert r.first_open_after(t) - t <= BUDGET_MS
+    assert r.fault("rcd-trip")
+    cleared = r.fault("rcd-trip", active=False)
+    assert cleared and cleared[0] - r.fault("rcd-trip")[0] >= 30000
+    assert len(r.closes()) == 2  # charging resumed after the pause and a new self-test
+
+
+def test_rcd_selftest_failure(runs):
+    r = ok(runs, "rcd_selftest_fail")
+    assert r.fault("rcd-selftest")
+    assert not r.closes()
+    assert all(o["amps"] == 0 for o in r.of("offer"))  # nothing was ever offered
+
+
+def test_weld_is_permanent(runs):
+    r = ok(runs, "weld")
+    assert r.fault("welded")
+    assert not r.fault("welded", active=False)
+    assert len(r.closes()) == 1  # no charging after the replug
+    assert r.of("state")[-1]["state"] == "F"
+
+
+def test_temperature_derating_then_shutdown(runs):
+    r = ok(runs, "temperature")
+    t65 = r.action("temp")
+    derated = [o for o in r.of("offer") if o["t"] > t65]
+    assert derated and 6 <= derated[0]["amps"] < 32 and derated[0]["t"] - t65 <= 1500
+    assert r.fault("over-temperature")
+    assert r.first_open_after(r.fault("over-temperature")[0]) - r.fault("over-temperature")[0] <= BUDGET_MS
+    assert r.fault("over-temperature", active=False)
+    assert len(r.closes()) == 2
+
+
+def test_car_ignoring_a_lowered_offer_is_overcurrent(runs):
+    r = ok(runs, "overcurrent")
+    t = r.action("limit")
+    lowered = [o for o in r.of("offer") if o["t"] >= t]
+    assert lowered[0]["amps"] == 10.0
+    f = r.fault("overcurrent")
+    assert f and 5000 <= f[0] - t <= 6000
+    assert r.first_open_after(f[0]) == f[0]
+
+
+def test_pwm_removed_car_stays_in_c(runs):
+    r = ok(runs, "pwm_removed")
+    t = r.action("limit")
+    off = [o for o in r.of("offer") if o["t"] >= t][0]
+    assert off["amps"] == 0 and off["duty"] == 100.0
+    opened = r.first_open_after(t)
+    assert 6000 <= opened - off["t"] <= 6000 + 20
+    assert not r.of("fault")
+
+
+def test_power_cut_while_charging(runs):
+    r = ok(runs, "power_cut")
+    boots = r.of("boot")
+    assert len(boots) == 2
+    cut = r.action("power-cut")
+    # after the reboot the contactor is open until the whole closing sequence ran again
+    reboot = boots[1]["t"]
+    first = [e for e in r.events if e["t"] >= reboot and e["type"] == "contactor"]
+    assert first[0]["closed"] is True and first[0]["t"] - reboot >= 200
+    stops = r.of("session", event="stop")
+    assert stops[0]["reason"] == "PowerLoss" and stops[0].get("recovered")
+    truth = r.truth()
+    total = sum(s["energy_wh"] for s in stops)
+    assert abs(total - truth) <= 2 + 0.005 * truth  # nothing lost across the cut
+    assert stops[0]["energy_wh"] >= 11040 * (cut - r.closes()[0]) / 3600000 - 1
+    assert stops[-1]["reason"] == "EVDisconnected"
+
+
+def test_a_to_c_without_b(runs):
+    r = ok(runs, "a_to_c")
+    assert r.fault("pilot")
+    assert not r.closes()
+
+
+def test_bad_scenario_line_names_its_line(tmp_path):
+    bad = tmp_path / "bad.scn"
+    bad.write_text("plug\nwait 2s\nev-ready sixteen\n")
+    p = subprocess.run([sys.executable, SIM, "--scenario", str(bad)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "line 3" in p.stderr and "ev-ready" in p.stderr
+
+
+def test_verb_not_built_yet_fails_clearly(tmp_path):
+    scn = tmp_path / "card.scn"
+    scn.write_text("plug\ncard 04A1B2C3\n")
+    p = subprocess.run([sys.executable, SIM, "--scenario", str(scn), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3
+    assert "line 2" in p.stdout and "not available yet" in p.stdout
