@@ -427,8 +427,9 @@ def _pick(section, key, default, want_bool):
     return v
 
 
-def make_safe(profile=None):
-    """Contactor open, pilot at steady +12 V. Never raises.
+def make_safe(profile=None, pilot_high=True):
+    """Contactor open, pilot at steady +12 V (or -12 V, state F, with pilot_high=False).
+    Never raises.
 
     profile: a profile dict (need not be valid), a profile name or path, or None for the
     generic DevKit pins. Entries that are missing or unusable fall back to the DevKit pins.
@@ -462,10 +463,11 @@ def make_safe(profile=None):
         errors.append("relay pin %d: %s" % (relay_pin, e))
     if pilot_pin >= 0:
         try:
-            p = Pin(pilot_pin, Pin.OUT, value=1)
+            level = 1 if pilot_high else 0
+            p = Pin(pilot_pin, Pin.OUT, value=level)
             try:
                 from machine import PWM
-                PWM(p, freq=PILOT_FREQ_HZ, duty_u16=65535)
+                PWM(p, freq=PILOT_FREQ_HZ, duty_u16=65535 * level)
             except Exception as e:  # noqa: BLE001 - the plain high level already holds +12 V
                 errors.append("pilot PWM %d: %s" % (pilot_pin, e))
         except Exception as e:  # noqa: BLE001
@@ -474,5 +476,6 @@ def make_safe(profile=None):
 
 
 def fail_safe(root="/"):
-    """make_safe() with the installed profile's pins, or the DevKit pins if it is unreadable."""
-    return make_safe(installed_path(root))
+    """Out of service: contactor open and pilot at -12 V (state F: a vehicle sees the station is
+    not available), with the installed profile's pins or the DevKit pins if it is unreadable."""
+    return make_safe(installed_path(root), pilot_high=False)

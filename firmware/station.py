@@ -290,15 +290,70 @@ def load_settings(root, fs=None):
         return settings_mod.Settings(), str(e)
 
 
+class OutOfService:
+    """What runs when the board profile is unusable: the outputs were made safe (contactor
+    open, pilot at -12 V = state F) and stay so; the error is reported, nothing else happens."""
+
+    def __init__(self, error, clock):
+        self.error = error
+        self.clock = clock
+        self.sinks = []
+        self._reported = False
+        self.charger = None
+
+    def tick(self):
+        pass
+
+    def service(self):
+        if not self._reported and self.sinks:
+            self._reported = True
+            self._send("boot", {"board_error": self.error})
+            self._send("state", {"state": "F"})
+            self._send("fault", {"code": safety.CONFIG, "active": True, "ocpp": safety.OCPP_ERROR[safety.CONFIG],
+                                 "reason": self.error})
+
+    def status(self):
+        return "fault"
+
+    def snapshot(self):
+        return {"state": "F", "offer_a": 0, "contactor": False, "amps": None, "energy_wh": 0,
+                "meter_wh": None, "faults": [safety.CONFIG], "temp_c": None}
+
+    def add_sink(self, fn):
+        self.sinks.append(fn)
+
+    def _send(self, kind, fields):
+        for fn in self.sinks:
+            fn(kind, fields, self.clock.ticks_ms())
+
+    def run(self):
+        import asyncio
+
+        async def idle():
+            while True:
+                self.service()
+                await asyncio.sleep_ms(1000)
+
+        asyncio.run(idle())
+
+
 def start(root="/", clock=None, profile=None, fs=None):
-    """Build the station from the board profile and the settings on flash."""
+    """Build the station from the board profile and the settings on flash.
+
+    A profile that cannot be used gives an OutOfService station with the outputs safe, never
+    an exception: a charger must not crash-loop with its contactor in an unknown state.
+    """
     from drivers import board
     from firmware.clock import SystemClock
 
     clock = clock or SystemClock()
-    if profile is None:
-        profile = board.load_installed(root)
-    hw = board.build(profile, clock)
+    try:
+        if profile is None:
+            profile = board.load_installed(root)
+        hw = board.build(profile, clock)
+    except (board.BoardError, ValueError, OSError) as e:
+        board.fail_safe(root)
+        return OutOfService(str(e), clock)
     st, err = load_settings(root, fs)
     return Station(hw, profile, clock, root, st, err, fs)
 
@@ -308,14 +363,7 @@ def log_sink(kind, fields, at):
 
 
 def main(root="/"):
-    """Entry point on the board (main.py). A bad board profile leaves the outputs safe."""
-    from drivers import board
-
-    try:
-        station = start(root)
-    except board.BoardError as e:
-        print("board profile invalid:", e)
-        board.fail_safe()
-        raise
+    """Entry point on the board (main.py)."""
+    station = start(root)
     station.add_sink(log_sink)
     station.run()

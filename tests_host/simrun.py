@@ -133,7 +133,12 @@ class Sim:
         self.crashed = None
         from drivers import board
 
-        self.profile = board.load_installed("")
+        try:
+            self.profile = board.load_installed("")
+        except board.BoardError as e:
+            # The installed profile is broken; the physical board is still the DevKit wiring.
+            print("board.json is invalid (%s); the simulated hardware is the esp32-devkit wiring" % e)
+            self.profile = board.load(self.code + "/drivers/boards/esp32-devkit.json")
         self.world = World(self.profile)
         self._wall = SystemClock()
         self._wall0 = self._wall.ticks_ms()
@@ -239,6 +244,8 @@ class Sim:
             raise SimError("line %d: %s: the station has no power" % (lineno, verb))
         from firmware import limits
 
+        if st.charger is None:
+            raise SimError("line %d: %s: the station is out of service (bad board profile)" % (lineno, verb))
         if verb == "limit":
             st.charger.limits.claim(limits.OPERATOR, args[0] * 10)
         elif verb == "stop":
