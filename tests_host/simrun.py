@@ -6,7 +6,7 @@ directory is the board's flash: the firmware reads `board.json` and `settings.js
 writes its journal there, exactly as on the ESP32, where the working directory is `/`.
 
 Arguments (from tools/sim.py, which validates them first):
-  simrun.py ROOT [--scenario FILE] [--events FILE] [--speed N|max] [--heap BYTES] [--quiet]
+  simrun.py ROOT [--scenario FILE] [--events FILE] [--speed N|max] [--heap BYTES] [--quiet] [--tty]
 
 Heap: with --heap, every module of the firmware, the drivers, the fakes and the world is loaded
 first (on the ESP32 this bytecode is frozen into flash and takes no heap); then all free heap
@@ -118,8 +118,9 @@ def _purge_firmware():
 
 
 class Sim:
-    def __init__(self, root_code, events_path=None, speed=None, quiet=False, heap=None):
+    def __init__(self, root_code, events_path=None, speed=None, quiet=False, heap=None, tty=False):
         self.code = root_code
+        self.tty = tty
         self.heap = Heap(heap)
         self.T = 0
         self.boot_T = 0
@@ -163,6 +164,8 @@ class Sim:
         for k in fields:
             parts.append("%s=%s" % (k, fields[k]))
         line = "%9.3fs %-9s %s" % (t / 1000, kind, " ".join(parts))
+        if self.tty:
+            line = "\r\x1b[K" + line  # over the live status line, which is redrawn below it
         print(line)
 
     # ---- power ----
@@ -292,7 +295,10 @@ class Sim:
                 self.step()
             if self._wall.ticks_diff(self._wall.ticks_ms(), next_status) >= 0:
                 next_status = self._wall.ticks_add(self._wall.ticks_ms(), STATUS_MS)
-                print(self.status_line())
+                if self.tty:
+                    sys.stdout.write("\r\x1b[K" + self.status_line())
+                else:
+                    print(self.status_line())
             if not poll.poll(0):
                 continue
             line = sys.stdin.readline()
@@ -319,11 +325,16 @@ def main(argv):
     code = argv[1]
     opts = {"--scenario": None, "--events": None, "--speed": None, "--heap": None}
     quiet = False
+    tty = False
     i = 2
     while i < len(argv):
         a = argv[i]
         if a == "--quiet":
             quiet = True
+            i += 1
+            continue
+        if a == "--tty":
+            tty = True
             i += 1
             continue
         if a not in opts or i + 1 >= len(argv):
@@ -343,7 +354,7 @@ def main(argv):
             print("scenario %s: %s" % (opts["--scenario"], e))
             return 2
     heap = int(opts["--heap"]) if opts["--heap"] else None
-    sim = Sim(code, opts["--events"], speed, quiet, heap)
+    sim = Sim(code, opts["--events"], speed, quiet, heap, tty)
     try:
         if actions is None:
             sim.interactive()

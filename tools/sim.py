@@ -206,6 +206,8 @@ def command(a):
         cmd += ["--speed", a.speed]
     if a.quiet:
         cmd += ["--quiet"]
+    if not a.scenario and sys.stdout.isatty():
+        cmd += ["--tty"]  # one live status line instead of a scrolling one
     return cmd, env
 
 
