@@ -27,6 +27,10 @@ class Relay:
         if closed and (guard is None or not guard.tripped()):
             self._pin.value(self._on)
             self._closed = True
+            # A trip interrupt between the check and the write opened nothing (the pin was
+            # still off) but latched: look again, so the coil is released within microseconds.
+            if guard is not None and guard.tripped():
+                self.open_now()
         else:
             self.open_now()
 

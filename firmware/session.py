@@ -91,8 +91,8 @@ class SessionKeeper:
     def compact(self):
         """Keep the last `keep` sessions; the rewrite is atomic (see store.Journal.rewrite)."""
         first = self._last_n - self.keep
-        if self.current is not None and self.current["n"] <= first:
-            first = self.current["n"] - 1
+        if self.current is not None:
+            first -= 1  # the open session is kept besides the `keep` closed ones
         kept = [0]
 
         def newest():

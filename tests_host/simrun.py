@@ -170,10 +170,10 @@ class Sim:
 
     # ---- power ----
 
-    def _boot(self):
+    def _boot(self, cause=None):
         _purge_firmware()
         self.heap.gc.collect()
-        machine.hw_reset()
+        machine.hw_reset(machine.PWRON_RESET if cause is None else cause)
         self.world.install()
         self.clock.set(0)
         self.boot_T = self.T
@@ -202,6 +202,13 @@ class Sim:
             self._boot()
         self.world.advance(self.T)
         machine.hw_advance_ms(STEP_MS)
+        if self.station is not None and machine.hw_wdt_expired():
+            # The firmware stopped feeding its watchdog: the board resets, as a real one would.
+            self.emit("reset", {"cause": "watchdog"})
+            self.station = None
+            self.world.power_cut()
+            self.world.power_restored()
+            self._boot(machine.WDT_RESET)
         if self.station is not None:
             self.station.tick()
             self._steps += 1

@@ -88,6 +88,7 @@ def test_scenario_runs_to_its_end_within_64k(runs, name):
     r = ok(runs, name)
     assert r.events[0]["type"] == "boot"
     assert r.of("heap")[0]["peak"] <= 65536
+    assert not r.of("reset"), "the watchdog reset the board"  # the service task feeds it
     assert "truth" in r.events[-1]
 
 
