@@ -771,3 +771,19 @@ def test_fakes_run_under_micropython(tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stdout + run.stderr
         assert "OK" + phase in run.stdout
+
+
+def test_watchdog_started_after_a_reset_counts_from_its_start():
+    import machine
+
+    machine.hw_reset()
+    machine.hw_advance_ms(60000)
+    w = machine.WDT(timeout=5000)
+    assert not machine.hw_wdt_expired()
+    machine.hw_advance_ms(4000)
+    w.feed()
+    machine.hw_advance_ms(4000)
+    assert not machine.hw_wdt_expired()
+    machine.hw_advance_ms(2000)
+    assert machine.hw_wdt_expired()
+    machine.hw_reset()

@@ -675,9 +675,11 @@ class WDT:
     """Starting it again only changes the timeout; it cannot be stopped."""
 
     def __init__(self, *, id=0, timeout=5000):
-        global _wdt_timeout_us
+        global _wdt_timeout_us, _wdt_fed_us
         if timeout <= 0:
             raise ValueError("WDT timeout too short")
+        if _wdt_timeout_us is None:  # starting now: the countdown begins now
+            _wdt_fed_us = _now_us
         _wdt_timeout_us = timeout * 1000
         self.feed()
 
