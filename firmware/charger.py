@@ -48,6 +48,7 @@ class Inputs:
         self.rcd_input = False  # the detector output right now
         self.feedback = None  # contactor auxiliary contact: True closed, None: not fitted
         self.amps_da = None  # highest phase current, deci-amps; None: no meter
+        self.meter_failed = False  # the board's meter stopped giving believable readings
 
 
 class Charger:
@@ -109,6 +110,7 @@ class Charger:
         self.weld_ms = settings.get("weld_check_ms")
         self.rcd_test_ms = settings.get("rcd_test_timeout_ms")
         self.temp_required = settings.get("temp_sensor_required")
+        self.meter_required = settings.get("meter_required")
         self.faults.retry_ms = settings.get("fault_retry_s") * 1000
         self.faults.max_retries = settings.get("fault_max_retries")
         self.limits.claim(lim.SETTINGS, int(settings.get("max_current_a") * 10))
@@ -165,6 +167,7 @@ class Charger:
         self._rcd(i, now, connected)
         self._contactor_feedback(i, now, connected)
         self._overcurrent(i, now, connected)
+        f.report(safety.METER, i.meter_failed and self.meter_required, now, connected)
         self._cable(i, now, connected)
         if i.temp_dc != self._temp_last:
             self._temperature(i, now, connected)

@@ -27,6 +27,8 @@ SCHEMA = {
     "weld_check_ms": (int, 1000, 200, 5000, "", "Delay after opening before the contactor feedback must show open."),
     "rcd_test_timeout_ms": (int, 500, 100, 2000, "", "Time the RCD has to trip during its self-test."),
     "temp_sensor_required": (bool, True, None, None, "", "A missing temperature sensor is a fault."),
+    "meter_required": (bool, True, None, None, "", "A meter that stops answering stops charging (PowerMeterFailure)."),
+    "meter_max_failures": (int, 3, 1, 20, "", "Consecutive failed meter refreshes before the meter counts as failed."),
 }
 
 

@@ -58,6 +58,7 @@ class Station:
             profile.get("socketed", True),
         )
         self.meter = getattr(hw, "meter", None)
+        self._meter_max = settings.get("meter_max_failures")
         self.keeper = SessionKeeper(store.Journal(_join(root, JOURNAL_FILE), fs))
         now = clock.ticks_ms()
         self._next_temp = now
@@ -119,6 +120,7 @@ class Station:
                 i.amps_da = top // 100
             else:
                 i.amps_da = None
+            i.meter_failed = m.failures >= self._meter_max
         c.update(now)
         self._outputs()
 

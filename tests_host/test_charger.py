@@ -392,3 +392,16 @@ def test_unavailable_offers_nothing():
     assert r.c.duty == pilot.DUTY_FULL
     r.c.set_available(True, r.now)
     assert r.until(lambda: r.c.contactor, 1000)
+
+
+def test_meter_failure_is_a_fault_unless_allowed():
+    r = Rig()
+    r.charging()
+    r.c.inp.meter_failed = True
+    r.step()
+    assert not r.c.contactor and r.c.faults.active(safety.METER)
+    r2 = Rig(meter_required=False)
+    r2.charging()
+    r2.c.inp.meter_failed = True
+    r2.run(1000)
+    assert r2.c.contactor

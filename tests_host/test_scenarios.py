@@ -236,3 +236,15 @@ def test_verb_not_built_yet_fails_clearly(tmp_path):
     p = subprocess.run([sys.executable, SIM, "--scenario", str(scn), "--quiet"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 3
     assert "line 2" in p.stdout and "not available yet" in p.stdout
+
+
+def test_meter_failure_stops_charging(runs):
+    r = ok(runs, "meter_fail")
+    t = r.action("meter-fail")
+    f = r.fault("meter")
+    assert f and f[0] - t <= 10000
+    assert r.of("fault", code="meter")[0]["ocpp"] == "PowerMeterFailure"
+    assert r.first_open_after(f[0]) == f[0]
+    cleared = r.fault("meter", active=False)
+    assert cleared and cleared[0] > r.action("meter-ok")
+    assert len(r.closes()) == 2  # charging resumed once the meter answered again
