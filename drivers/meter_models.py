@@ -35,23 +35,6 @@ MODELS = {
         },
         "scale": _EASTRON_SCALE,
     },
-    # Eastron SDM72D-M Modbus Protocol (input registers, function 04): same map as the SDM630
-    # for volts 0x0000/2/4, current 0x0006/8/A, total system power 0x0034, import kWh 0x0048.
-    # 9600 baud 8N1 by default.
-    "sdm72d": {
-        "phases": 3,
-        "function": 4,
-        "encoding": "float32",
-        "baudrate": 9600,
-        "reads": ((0x0000, 12), (0x0034, 2), (0x0048, 2)),
-        "values": {
-            "volts_dv": (0x0000, 0x0002, 0x0004),
-            "amps_ma": (0x0006, 0x0008, 0x000A),
-            "power_w": 0x0034,
-            "energy_wh": 0x0048,
-        },
-        "scale": _EASTRON_SCALE,
-    },
     # Eastron SDM120-Modbus protocol (input registers, function 04): voltage 30001 = 0x0000,
     # current 30007 = 0x0006, active power 30013 = 0x000C (no total system power register on a
     # 1-phase meter), import active energy 30073 = 0x0048. Registers between them are not all
@@ -87,3 +70,7 @@ MODELS = {
         "scale": _EASTRON_SCALE,
     },
 }
+
+# Eastron SDM72D-M Modbus Protocol (input registers, function 04): the SDM630's map for volts
+# 0x0000/2/4, current 0x0006/8/A, total system power 0x0034, import kWh 0x0048; 9600 baud 8N1.
+MODELS["sdm72d"] = MODELS["sdm630"]

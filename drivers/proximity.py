@@ -2,25 +2,19 @@
 
 ohms = pullup * v / (supply - v), integer math. None when open (no cable), 0 when shorted.
 """
-from machine import ADC, Pin
+from drivers.analog import AnalogIn
 
 OPEN_OHMS = 10000  # no Type 2 coding resistor is above 2.2 kOhm; anything this high is open
-_READS = 4
 
 
 class Proximity:
     def __init__(self, cfg):
         self._pullup = cfg["pullup_ohms"]
         self._supply = cfg["supply_mv"]
-        self._adc = ADC(Pin(cfg["adc_pin"]), atten=ADC.ATTN_11DB)
-        self._read = self._adc.read_uv  # bound once: reading then allocates nothing
+        self._in = AnalogIn(cfg["adc_pin"])
 
     def millivolts(self):
-        read = self._read
-        total = 0
-        for _ in range(_READS):
-            total += read()
-        return (total + 500 * _READS) // (1000 * _READS)
+        return self._in.millivolts()
 
     def ohms(self):
         return ohms_from_mv(self.millivolts(), self._pullup, self._supply)

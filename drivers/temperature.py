@@ -10,7 +10,9 @@ touched. Read about once a second, not per control tick (floats are used here).
 """
 import math
 
-from machine import ADC, Pin
+from machine import Pin
+
+from drivers.analog import AnalogIn
 
 CONVERT_MS = 750           # DS18B20 12-bit conversion time
 DS_STALE_MS = 5000         # a DS18B20 value older than this is not reported
@@ -18,7 +20,6 @@ MIN_DECI = -550            # plausible range; outside it the sensor is treated a
 MAX_DECI = 1500
 ADC_MAX_MV = 3100          # the 11 dB ESP32 ADC saturates about here: cannot tell from open
 _T25 = 298.15
-_READS = 4
 _PERIOD = 1 << 30          # MicroPython ticks period
 _HALF = _PERIOD >> 1
 
@@ -47,8 +48,7 @@ class Temperature:
         self._series = cfg["series_ohms"]
         self._r25 = cfg["ntc_r25"]
         self._beta = cfg["ntc_beta"]
-        self._adc = ADC(Pin(cfg["adc_pin"]), atten=ADC.ATTN_11DB)
-        self._read = self._adc.read_uv  # bound once: reading then allocates nothing
+        self._in = AnalogIn(cfg["adc_pin"])
         self._ds = None
         self._rom = None
         self._ds_started = None   # ticks when the running conversion was started
@@ -79,11 +79,7 @@ class Temperature:
         self._rom = roms[0]
 
     def millivolts(self):
-        read = self._read
-        total = 0
-        for _ in range(_READS):
-            total += read()
-        return (total + 500 * _READS) // (1000 * _READS)
+        return self._in.millivolts()
 
     def ntc_deci_celsius(self):
         return ntc_deci_celsius(self.millivolts(), self._supply, self._series, self._r25,

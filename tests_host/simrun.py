@@ -53,7 +53,7 @@ CODE = (
     "firmware.station", "firmware.charger", "firmware.pilot", "firmware.safety", "firmware.limits",
     "firmware.settings", "firmware.store", "firmware.session", "firmware.clock",
     "drivers.board", "drivers.pilot", "drivers.relay", "drivers.rcd", "drivers.proximity",
-    "drivers.temperature", "drivers.led", "drivers.watchdog", "drivers.meter", "drivers.modbus",
+    "drivers.temperature", "drivers.analog", "drivers.led", "drivers.watchdog", "drivers.meter", "drivers.modbus",
     "drivers.meter_models",
 )
 
