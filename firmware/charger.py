@@ -29,6 +29,8 @@ DEAUTHORIZED = "DeAuthorized"
 POWER_LOSS = "PowerLoss"
 
 _CONNECTED = (B, C, D)
+_X1 = {B: "B1", C: "C1", D: "D1"}  # no PWM: the station offers nothing
+_X2 = {B: "B2", C: "C2", D: "D2"}  # PWM on: the station offers current
 
 # RCD self-test phases
 _RCD_IDLE = 0
@@ -384,12 +386,8 @@ class Charger:
     def _state_name(self):
         if self.duty == pilot.DUTY_OFF:
             return F
-        vs = self.vs
-        if vs == B or vs == C or vs == D:
-            if self.duty == pilot.DUTY_FULL:
-                return vs + "1"
-            return vs + "2"
-        return vs
+        names = _X1 if self.duty == pilot.DUTY_FULL else _X2
+        return names.get(self.vs, self.vs)
 
     def _end_session(self, reason):
         if self.session:

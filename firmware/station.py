@@ -63,7 +63,6 @@ class Station:
         now = clock.ticks_ms()
         self._next_temp = now
         self._next_meter_event = now
-        self._log_meter = None
         if settings_error is not None:
             self.charger.faults.trip(safety.CONFIG, now, False)
         self._restore_faults(now)
