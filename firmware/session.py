@@ -5,7 +5,11 @@ Records (one journal line each):
   {"k": "e", "n": N, "e": METER_WH}                       progress (meter register), batched;
                                                           the first one sets the start energy
                                                           when the meter was silent at the start
-  {"k": "stop", "n": N, "reason": R, "e": METER_WH, "wh": SESSION_WH}
+  {"k": "stop", "n": N, "reason": R, "e": METER_WH, "wh": SESSION_WH[, "incomplete": true]}
+
+METER_WH is the station's lifetime energy register (firmware/metering.py). "incomplete" marks a
+session during which the meter failed and charging was allowed to go on (meter_required off):
+its energy is a lower bound.
 
 The journal is the truth: after a power cut, `recover()` finds a session that started and never
 stopped, and the station closes it with reason PowerLoss and the last energy it knows. Progress
@@ -73,7 +77,7 @@ class SessionKeeper:
             self._write({"k": "e", "n": s["n"], "e": meter_wh})
             self._written_e = meter_wh
 
-    def stop(self, reason, meter_wh):
+    def stop(self, reason, meter_wh, incomplete=False):
         """Close the open session; returns (session record, energy Wh) or None."""
         s = self.current
         if s is None:
@@ -81,7 +85,10 @@ class SessionKeeper:
         if meter_wh is None:
             meter_wh = s["e"]
         wh = self.energy(meter_wh)
-        self._write({"k": "stop", "n": s["n"], "reason": reason, "e": meter_wh, "wh": wh})
+        rec = {"k": "stop", "n": s["n"], "reason": reason, "e": meter_wh, "wh": wh}
+        if incomplete:
+            rec["incomplete"] = True
+        self._write(rec)
         self.current = None
         self._written_e = None
         if self._records > 4 * self.keep:
@@ -113,7 +120,8 @@ class SessionKeeper:
                 starts[rec["n"]] = rec
             elif rec.get("k") == "stop":
                 st = starts.pop(rec["n"], {})
-                out.append({"n": rec["n"], "tag": st.get("tag"), "reason": rec.get("reason"), "wh": rec.get("wh")})
+                out.append({"n": rec["n"], "tag": st.get("tag"), "reason": rec.get("reason"), "wh": rec.get("wh"),
+                            "incomplete": rec.get("incomplete", False)})
                 if len(out) > limit:
                     out.pop(0)
         return out

@@ -12,6 +12,7 @@ tests call `tick()` and `service()` themselves on a virtual clock.
 """
 
 from firmware import charger as chg
+from firmware import metering as metering_mod
 from firmware import safety
 from firmware import settings as settings_mod
 from firmware import store
@@ -58,7 +59,10 @@ class Station:
             profile.get("socketed", True),
         )
         self.meter = getattr(hw, "meter", None)
-        self._meter_max = settings.get("meter_max_failures")
+        self.metering = metering_mod.Metering(
+            self.meter, clock, _join(root, metering_mod.ENERGY_FILE), profile["max_current_a"],
+            profile.get("phases", 3), settings.get("meter_max_failures"), fs=fs)
+        self._incomplete = False  # the open session lost its meter for a while
         self.keeper = SessionKeeper(store.Journal(_join(root, JOURNAL_FILE), fs))
         now = clock.ticks_ms()
         self._next_temp = now
@@ -109,17 +113,10 @@ class Station:
         m = self.meter
         if m is not None:
             m.poll(now)
-            if m.valid:
-                a = m.amps_ma
-                top = a[0]
-                if a[1] > top:
-                    top = a[1]
-                if a[2] > top:
-                    top = a[2]
-                i.amps_da = top // 100
-            else:
-                i.amps_da = None
-            i.meter_failed = m.failures >= self._meter_max
+            mt = self.metering
+            mt.update(now)
+            i.amps_da = mt.max_amps_da()
+            i.meter_failed = mt.failed
         c.update(now)
         self._outputs()
 
@@ -154,23 +151,35 @@ class Station:
         if c.events and self._recovered is None:
             # (new session events wait until the one cut by the power loss is closed)
             self._drain()
+        mt = self.metering
         if self.keeper.current is not None:
             self.keeper.progress(self._meter_wh())
+            if mt.failed:
+                self._incomplete = True
+        if mt.due():
+            mt.save()
         if self.meter is not None and self.clock.ticks_diff(now, self._next_meter_event) >= 0:
             self._next_meter_event = self.clock.ticks_add(now, METER_EVENT_MS)
-            m = self.meter
-            if m.valid:
-                amps = [a / 1000 for a in m.amps_ma]
-                self._send("meter", {"energy_wh": m.energy_wh, "power_w": m.power_w, "amps": amps})
+            self._meter_event()
         if hw.led is not None:
             hw.led.show(self.status(), now)
         if hw.watchdog is not None:
             hw.watchdog.feed()
 
+    def _meter_event(self, at=None):
+        mt = self.metering
+        if self.meter is None or not mt.valid:
+            return
+        amps = [a / 1000 for a in mt.amps_ma] if mt.measures_current else None
+        self._send("meter", {"energy_wh": mt.register_wh, "power_w": mt.power_w, "amps": amps,
+                             "phases": mt.phases(), "bus_errors": sum(self.meter.errors.values()),
+                             "rejected": sum(mt.rejected.values())}, at)
+
     def _meter_wh(self):
-        m = self.meter
-        if m is not None and m.valid:
-            return m.energy_wh
+        """The lifetime energy register while the meter gives believable readings, else None."""
+        mt = self.metering
+        if mt.valid:
+            return mt.register_wh
         return None
 
     def _close_recovered(self):
@@ -186,11 +195,7 @@ class Station:
             if self.clock.ticks_diff(now, self._recover_since) < RECOVER_WAIT_MS:
                 return
         self._recovered = None
-        done = self.keeper.stop(chg.POWER_LOSS, wh)
-        if done is not None:
-            _s, energy = done
-            self._send("session", {"event": "stop", "reason": chg.POWER_LOSS, "energy_wh": energy,
-                                   "id_tag": rec.get("tag"), "recovered": True})
+        self._stop_session(chg.POWER_LOSS, wh, None, {"recovered": True, "incomplete": wh is None and self.meter is not None})
 
     def _drain(self):
         c = self.charger
@@ -215,13 +220,26 @@ class Station:
     def _session_event(self, what, arg, at):
         wh = self._meter_wh()
         if what == "start":
+            self._incomplete = self.metering.failed
             self.keeper.start(arg, wh)
             self._send("session", {"event": "start", "id_tag": arg, "energy_wh": 0}, at)
         else:
-            done = self.keeper.stop(arg, wh)
-            if done is not None:
-                s, energy = done
-                self._send("session", {"event": "stop", "reason": arg, "energy_wh": energy, "id_tag": s.get("tag")}, at)
+            self._stop_session(arg, wh, at, {"incomplete": self._incomplete})
+
+    def _stop_session(self, reason, wh, at, extra):
+        done = self.keeper.stop(reason, wh, extra.get("incomplete", False))
+        self.metering.save()
+        if done is None:
+            return
+        s, energy = done
+        self._meter_event(at)  # the register at the end of the session
+        fields = {"event": "stop", "reason": reason, "energy_wh": energy, "id_tag": s.get("tag")}
+        if self.meter is None:
+            fields["unmetered"] = True
+        for k in extra:
+            if extra[k]:
+                fields[k] = extra[k]
+        self._send("session", fields, at)
 
     def status(self):
         c = self.charger
@@ -238,14 +256,13 @@ class Station:
     def snapshot(self):
         """A short summary for a status line or a bench report."""
         c = self.charger
-        m = self.meter
         return {
             "state": c.state,
             "offer_a": c.offer_da / 10,
             "contactor": c.contactor,
             "amps": (c.inp.amps_da / 10) if c.inp.amps_da is not None else None,
             "energy_wh": self.keeper.energy(self._meter_wh()) if self.keeper.current else 0,
-            "meter_wh": m.energy_wh if m is not None and m.valid else None,
+            "meter_wh": self.metering.register_wh,
             "faults": c.faults.codes(),
             "temp_c": (c.inp.temp_dc / 10) if c.inp.temp_dc is not None else None,
         }

@@ -51,7 +51,7 @@ class SimError(Exception):
 CODE = (
     "machine", "esp32", "network", "world.world", "world.scenario", "world.modbus_meter",
     "firmware.station", "firmware.charger", "firmware.pilot", "firmware.safety", "firmware.limits",
-    "firmware.settings", "firmware.store", "firmware.session", "firmware.clock",
+    "firmware.settings", "firmware.store", "firmware.session", "firmware.clock", "firmware.metering",
     "drivers.board", "drivers.pilot", "drivers.relay", "drivers.rcd", "drivers.proximity",
     "drivers.temperature", "drivers.analog", "drivers.led", "drivers.watchdog", "drivers.meter", "drivers.modbus",
     "drivers.meter_models",
@@ -109,6 +109,49 @@ class Heap:
         return self.gc.mem_alloc() - self.base
 
 
+class CountingFS:
+    """The board's flash as the firmware sees it (firmware/store.py's fs), counting writes."""
+
+    def __init__(self):
+        from firmware import store
+
+        self._real = store.RealFS()
+        self.bytes = 0
+        self.writes = 0
+
+    def open(self, path, mode):
+        f = self._real.open(path, mode)
+        if "r" in mode:
+            return f
+        return _CountedFile(f, self)
+
+    def rename(self, a, b):
+        self._real.rename(a, b)
+
+    def remove(self, path):
+        self._real.remove(path)
+
+    def exists(self, path):
+        return self._real.exists(path)
+
+    def sync(self):
+        self._real.sync()
+
+
+class _CountedFile:
+    def __init__(self, f, fs):
+        self._f = f
+        self._fs = fs
+
+    def write(self, data):
+        self._fs.bytes += len(data)
+        self._fs.writes += 1
+        return self._f.write(data)
+
+    def close(self):
+        self._f.close()
+
+
 def _purge_firmware():
     # A power cut loses RAM: forget every firmware and driver module so the next boot runs
     # boot.py and main's code afresh, with no state carried over except the flash.
@@ -129,6 +172,7 @@ class Sim:
         self.quiet = quiet
         self.events = open(events_path, "w") if events_path else None
         self.station = None
+        self.flash = None
         self.powered = True
         self.restore_at = None
         self.crashed = None
@@ -172,6 +216,8 @@ class Sim:
 
     def _boot(self, cause=None):
         _purge_firmware()
+        if self.flash is None:
+            self.flash = CountingFS()  # outlives reboots: it is the flash, not the firmware
         self.heap.gc.collect()
         machine.hw_reset(machine.PWRON_RESET if cause is None else cause)
         self.world.install()
@@ -180,7 +226,7 @@ class Sim:
         __import__("boot")  # the board's boot.py, run afresh after every reset
         from firmware import station
 
-        self.station = station.start("", self.clock)
+        self.station = station.start("", self.clock, fs=self.flash)
         self.station.add_sink(self.emit)
         self.world.advance(self.T)
         self.station.service()  # as on the board: the slow task's first round reports the boot
@@ -268,6 +314,7 @@ class Sim:
         if self.heap.ballast is not None:
             self.emit("heap", {"budget": self.heap.budget, "peak": self.heap.peak, "live": self.heap.settle(),
                                "code": self.heap.code})
+        self.emit("flash", {"bytes_written": self.flash.bytes, "writes": self.flash.writes})
         self.emit("world", {"truth": round(self.world.truth_wh, 3)})
         if self.events is not None:
             self.events.close()

@@ -272,6 +272,79 @@ def test_top_level_must_be_an_object():
 
 
 # ---------------------------------------------------------------------------------------------
+# an S0 pulse meter instead of a Modbus one
+
+S0 = {"model": "s0", "pin": 35, "impulses_per_kwh": 800, "active_high": True}
+
+
+def _with_s0(section=None):
+    d = raw()
+    d["meter"] = dict(S0) if section is None else section
+    return d
+
+
+def test_s0_meter_section():
+    assert board.load(_with_s0())["meter"] == S0
+
+
+def test_s0_meter_defaults():
+    p = board.load(_with_s0({"model": "s0", "pin": 35}))
+    assert p["meter"] == {"model": "s0", "pin": 35, "impulses_per_kwh": 1000,
+                          "active_high": False}
+
+
+BAD_S0 = [
+    ("meter.uart", 2, "unknown key: meter.uart"),
+    ("meter.baudrate", 9600, "unknown key: meter.baudrate"),
+    ("meter.pin", _DELETE, "missing required entry: meter.pin"),
+    ("meter.pin", "35", "meter.pin: expected int, got str"),
+    ("meter.pin", None, "meter.pin: expected int, got null"),
+    ("meter.pin", 26, "pin 26 used twice: relay.pin and meter.pin"),
+    ("meter.pin", 7, "meter.pin: GPIO 7 is wired to the SPI flash"),
+    ("meter.pin", 20, "meter.pin: GPIO 20 does not exist"),
+    ("meter.impulses_per_kwh", 5, "meter.impulses_per_kwh: 5 out of range 10..100000"),
+    ("meter.impulses_per_kwh", 200000, "meter.impulses_per_kwh: 200000 out of range 10..100000"),
+    ("meter.impulses_per_kwh", 1000.0, "meter.impulses_per_kwh: expected int, got float"),
+    ("meter.active_high", 1, "meter.active_high: expected bool, got int"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", BAD_S0,
+                         ids=[b[0] + "=" + repr(b[1]) for b in BAD_S0])
+def test_s0_validation_error_names_the_entry(path, value, message):
+    d = _with_s0()
+    _set(d, path, value)
+    with pytest.raises(BoardError) as e:
+        board.load(d)
+    assert any(message in m for m in e.value.errors), e.value.errors
+
+
+def test_modbus_meter_keeps_its_keys():
+    d = raw()
+    d["meter"]["pin"] = 35
+    with pytest.raises(BoardError) as e:
+        board.load(d)
+    assert "unknown key: meter.pin" in e.value.errors
+
+
+def test_build_s0_meter_counts_pulses():
+    from drivers.s0 import S0Meter
+
+    clock = VirtualClock(1000)
+    b = board.build(board.load(_with_s0()), clock)
+    assert isinstance(b.meter, S0Meter) and b.meter.measures_current is False
+    assert b.meter.impulses_per_kwh == 800 and b.meter.active_high is True
+    for _ in range(8):
+        clock.advance(400)
+        machine.hw_set_input(35, 1)    # active high: the pulse drives the pin high
+        clock.advance(100)
+        machine.hw_set_input(35, 0)
+    b.meter.poll(clock.ticks_ms())
+    assert b.meter.pulses == 8 and b.meter.energy_wh == 10     # 8 x 1.25 Wh
+    assert b.meter.power_w == 3600000 * 1000 // 800 // 500    # 1.25 Wh every 500 ms: 9 kW
+
+
+# ---------------------------------------------------------------------------------------------
 # build
 
 def test_build_devkit(meter_stub):

@@ -1,6 +1,8 @@
-"""Modbus RTU master (drivers/modbus.py), the Eastron meter driver (drivers/meter.py) and the
-simulated meter (tests_host/world/modbus_meter.py): bytes on the bus, timing, faults, readings,
-and no allocation per poll on the real MicroPython binary."""
+"""Modbus RTU master (drivers/modbus.py), the meter driver (drivers/meter.py) with its model data
+(Eastron SDM630/SDM72D/SDM120/SDM230, Chint DTSU666/DDSU666) and the simulated meters
+(tests_host/world/modbus_meter.py): bytes on the bus, timing, faults, readings, scales, checks
+of the model data, and no allocation per poll on the real MicroPython binary."""
+import copy
 import os
 import random
 import struct
@@ -574,16 +576,18 @@ def test_unknown_model_named():
     with pytest.raises(ValueError) as e:
         meter.build(dict(SECTION, model="sdm999"), VirtualClock(0))
     msg = str(e.value)
-    assert "sdm999" in msg
-    for known in ("sdm120", "sdm230", "sdm630", "sdm72d"):
-        assert known in msg
+    assert msg == ("unknown meter model 'sdm999': known models are ddsu666, dtsu666, s0, sdm120, "
+                   "sdm230, sdm630, sdm72d")
 
 
 def test_model_data_is_consistent():
     for name in meter_models.MODELS:
         spec = meter_models.MODELS[name]
-        meter._plan(spec, name)  # every value register lies in a read
-        assert spec["function"] == 4 and spec["encoding"] == "float32"
+        meter.check_model(name, spec)  # every entry, every value register lies in a read
+        assert meter.model_spec(name) is spec
+        plans = meter._plan(spec, name)
+        slots = sorted(p[0] for plan in plans for p in plan)
+        assert slots == ([0, 1, 2, 3, 4, 5, 6, 7] if spec["phases"] == 3 else [0, 3, 6, 7])
 
 
 def test_dead_meter():
@@ -734,6 +738,345 @@ def test_meter_without_clock_runs_on_poll_time(start):
 
 
 # --------------------------------------------------------------------------------------------
+# Chint DTSU666 / DDSU666: function 03, scaled floats, byte for byte
+
+def test_chint_request_frames_crc():
+    # both CRC implementations (the driver's table, the slave's bitwise loop) agree on the
+    # Chint requests, and the frames are pinned here
+    for frame, crc in (("01 03 20 06 00 0E", "2F CF"), ("01 03 40 1E 00 02", "B1 CD"),
+                       ("01 03 20 00 00 06", "CE 08"), ("01 03 40 00 00 02", "D1 CB")):
+        b = h(frame)
+        c = modbus.crc16(b, len(b))
+        assert c == slave_crc(b)
+        assert bytes((c & 0xFF, c >> 8)) == h(crc), frame
+
+
+@pytest.mark.parametrize("model, frames", [
+    ("dtsu666", ["01 03 20 06 00 0E 2F CF", "01 03 40 1E 00 02 B1 CD"]),
+    ("ddsu666", ["01 03 20 00 00 06 CE 08", "01 03 40 00 00 02 D1 CB"]),
+])
+def test_chint_driver_frames_on_the_bus(model, frames):
+    b = Bench(model)
+    b.run(1000)
+    assert b.slave.frames == [h(f) for f in frames]
+    assert b.meter.valid and b.meter.readings == 1
+
+
+def test_dtsu666_readings_scaled():
+    b = Bench("dtsu666")
+    b.run(1000)
+    m = b.meter
+    assert m.valid and m.failures == 0 and m.last_error is None
+    assert m.volts_dv == [2301, 2312, 2293]          # registers hold 0.1 V
+    assert m.amps_ma == [16000, 15500, 250]          # registers hold 0.001 A
+    assert m.power_w == round(230.1 * 16 + 231.2 * 15.5 + 229.3 * 0.25)  # 0.1 W, divided
+    assert m.energy_wh == 12346                      # kWh
+    assert m.measures_current is True
+    assert sum(m.errors.values()) == 0
+
+
+def test_ddsu666_readings_scaled():
+    b = Bench("ddsu666")
+    b.run(1000)
+    m = b.meter
+    assert m.valid
+    assert m.volts_dv == [2301, 0, 0]
+    assert m.amps_ma == [16000, 0, 0]
+    assert m.power_w == round(230.1 * 16)            # register in kW
+    assert m.energy_wh == 12346
+
+
+def test_dtsu666_power_rounds_half_away_from_zero():
+    b = Bench("dtsu666")
+    b.truth["power_w"] = 1234.5          # register 12345.0 (0.1 W): exactly half a watt
+    b.run(1000)
+    assert b.meter.power_w == 1235
+    b.truth["power_w"] = -1234.5         # exporting
+    b.run(1000)
+    assert b.meter.power_w == -1235
+    b.truth["power_w"] = 1234.44
+    b.run(1000)
+    assert b.meter.power_w == 1234
+
+
+def test_dtsu666_slave_reply_bytes():
+    s = _slave("dtsu666")
+    p = 230.0 * 16 + 231.0 * 15 + 232.0 * 14
+    assert _ask(s, h("01 03 20 06 00 0E 2F CF")) == with_crc(
+        h("01 03 1C") + struct.pack(">7f", 2300.0, 2310.0, 2320.0, 16000.0, 15000.0, 14000.0,
+                                    p * 10))
+    got = _ask(s, h("01 03 40 1E 00 02 B1 CD"))
+    assert got == with_crc(h("01 03 04") + struct.pack(">f", 1.2345))
+    assert got[:3] == h("01 03 04") and got[3:7] == h("3F 9E 04 19")  # 1.2345 kWh, high word first
+    # line-to-line volts, frequency (0.01 Hz) and total power factor (0.001)
+    uab = _ask(s, with_crc(h("01 03 20 00 00 02")))[3:7]
+    assert abs(struct.unpack(">f", uab)[0] - 10 * (230 ** 2 + 230 * 231 + 231 ** 2) ** 0.5) < 0.01
+    assert _ask(s, with_crc(h("01 03 20 44 00 02"))) == with_crc(
+        h("01 03 04") + struct.pack(">f", 5000.0))
+    assert _ask(s, with_crc(h("01 03 20 2A 00 02"))) == with_crc(
+        h("01 03 04") + struct.pack(">f", 1000.0))
+
+
+def test_ddsu666_slave_reply_bytes():
+    s = _slave("ddsu666")
+    assert _ask(s, h("01 03 20 00 00 06 CE 08")) == with_crc(
+        h("01 03 0C") + struct.pack(">3f", 230.0, 16.0, 3.68))       # V, A, kW
+    assert _ask(s, h("01 03 40 00 00 02 D1 CB")) == with_crc(
+        h("01 03 04") + struct.pack(">f", 1.2345))
+    assert _ask(s, with_crc(h("01 03 20 0E 00 02"))) == with_crc(
+        h("01 03 04") + struct.pack(">f", 50.0))
+
+
+def test_dtsu666_slave_exceptions_and_settings():
+    s = _slave("dtsu666")
+    assert _ask(s, with_crc(h("01 04 20 06 00 02"))) == with_crc(h("01 84 01"))   # no 04
+    assert _ask(s, with_crc(h("01 06 00 2E 00 05"))) == with_crc(h("01 86 01"))   # no 06
+    assert _ask(s, with_crc(h("01 03 20 32 00 02"))) == with_crc(h("01 83 02"))   # gap
+    assert _ask(s, with_crc(h("01 03 20 42 00 04"))) == with_crc(h("01 83 02"))   # runs into one
+    assert _ask(s, with_crc(h("01 03 20 06 00 7E"))) == with_crc(h("01 83 03"))   # 126
+    # settings: signed 16-bit words, protocol n.1 (3), 9600 baud (code 3), address 1
+    assert _ask(s, with_crc(h("01 03 00 2C 00 03"))) == with_crc(h("01 03 06 00 03 00 03 00 01"))
+    assert _ask(s, with_crc(h("01 10 00 2E 00 01 02 00 05"))) == with_crc(h("01 10 00 2E 00 01"))
+    assert s.settings["address"] == 5
+    assert _ask(s, with_crc(h("01 10 00 2E 00 01 02 00 F8"))) == with_crc(h("01 90 03"))  # 248
+    assert _ask(s, with_crc(h("01 10 00 2D 00 01 02 FF FF"))) == with_crc(h("01 90 03"))  # -1
+    assert _ask(s, with_crc(h("01 10 20 06 00 02 04 00 00 00 00"))) == with_crc(h("01 90 02"))
+    assert s.settings == {"net": 0, "ct_ratio": 1, "vt_ratio": 10, "protocol": 3, "baud": 3,
+                          "address": 5}
+
+
+def test_ddsu666_slave_exceptions():
+    s = _slave("ddsu666")
+    assert _ask(s, with_crc(h("01 04 20 00 00 02"))) == with_crc(h("01 84 01"))
+    assert _ask(s, with_crc(h("01 03 20 00 00 10"))) == with_crc(h("01 83 02"))  # 200CH: none
+    assert _ask(s, with_crc(h("01 03 00 00 00 02"))) == with_crc(h("01 83 02"))
+    assert _ask(s, with_crc(h("01 10 00 00 00 01 02 00 01"))) == with_crc(h("01 90 02"))
+
+
+def test_chint_settings_through_the_master():
+    clock = VirtualClock(0)
+    s = _slave("dtsu666")
+    machine.hw_attach_uart(UART_ID, s)
+    m = Master(machine.UART(UART_ID, baudrate=9600, tx=17, rx=16), clock, 9600)
+    assert run(m, Request(1, 16, 0x002D, values=[2, 7]))[0] == modbus.OK  # 4800 baud, addr 7
+    assert s.settings["baud"] == 2 and s.settings["address"] == 7
+    assert run(m, Request(1, 3, 0x002C, 3))[0] == modbus.OK
+    assert [m.register(i) for i in range(3)] == [3, 2, 7]
+    assert run(m, Request(1, 6, 0x002E, values=9))[0] == modbus.EXCEPTION
+    assert m.exception_code == 1
+
+
+@pytest.mark.parametrize("configured, slave, message", [
+    ("dtsu666", "ddsu666", "address 1 answered exception 2 (illegal data address) to "
+                           "function 3, register 0x2006"),
+    ("ddsu666", "sdm120", "address 1 answered exception 2 (illegal data address) to "
+                          "function 3, register 0x2000"),
+    ("sdm630", "dtsu666", "address 1 answered exception 1 (illegal function) to "
+                          "function 4, register 0x0000"),
+])
+def test_wrong_model_configured_chint(configured, slave, message):
+    b = Bench(configured, slave_baud=9600, baud=9600)
+    b.slave = MeterSlave(slave, 1, lambda: b.truth, 9600)
+    machine.hw_attach_uart(UART_ID, b.slave)
+    b.run(2000)
+    m = b.meter
+    assert not m.valid and m.readings == 0
+    assert m.errors["exception"] == m.failures >= 1  # answered: not retried
+    assert m.last_error == message
+
+
+@pytest.mark.parametrize("model", ["dtsu666", "ddsu666"])
+def test_chint_dead_meter(model):
+    b = Bench(model)
+    b.run(1000)
+    assert b.meter.valid
+    b.slave.dead = True
+    b.run(3000)
+    m = b.meter
+    assert not m.valid and m.failures >= 2
+    assert m.last_error == "no answer from address 1 at 9600 baud"
+    assert 3 * m.failures <= m.errors["timeout"] < 3 * (m.failures + 1)
+    assert m.energy_wh == 12346
+    b.slave.dead = False
+    b.run(1500)
+    assert m.valid and m.failures == 0
+
+
+@pytest.mark.parametrize("model", ["dtsu666", "ddsu666"])
+def test_chint_crc_errors_never_believed(model):
+    b = Bench(model)
+    b.slave.noise = 1.0
+    b.run(3000)
+    m = b.meter
+    assert not m.valid and m.readings == 0
+    assert m.last_error.startswith("CRC errors: check baud rate and wiring")
+    assert 3 * m.failures <= m.errors["crc"] < 3 * (m.failures + 1)
+    assert m.energy_wh == 0 and m.amps_ma == [0, 0, 0]
+    b.slave.noise = 0.5
+    want = ([16000, 15500, 250] if model == "dtsu666" else [16000, 0, 0])
+
+    def check(mt):
+        if mt.valid:
+            assert mt.amps_ma == want and mt.energy_wh == 12346
+
+    b.run(10000, each=check)
+    assert m.readings >= 5 and m.errors["crc"] >= 10
+
+
+# --------------------------------------------------------------------------------------------
+# scales with a divisor: exact rounding
+
+def _exact(raw, mul, div):
+    from fractions import Fraction
+    f = struct.unpack(">f", struct.pack(">I", raw))[0]
+    x = Fraction(f) * mul / div
+    v = int(abs(x) + Fraction(1, 2))
+    return (-v if x < 0 else v), x
+
+
+@pytest.mark.parametrize("scale", [(1, 10), (1, 100), (3, 7), (1000, 3), (125, 1), (1, 1)])
+def test_divisor_scale_rounds_like_exact_arithmetic(scale):
+    mul, div = scale
+    odd, shift, d, half = meter._scale_plan(scale)
+    rnd = random.Random(11)
+    raws = [struct.unpack(">I", struct.pack(">f", v))[0]
+            for v in (0.0, 5.0, 15.0, 25.0, -25.0, 12345.0, 73225.25, 220000.0, 0.04, 0.05,
+                      4194303.0, 4194305.0, 3e7, -3e7)]
+    raws += [struct.unpack(">I", struct.pack(">f", rnd.uniform(-3e5, 3e5)))[0]
+             for _ in range(3000)]
+    raws += [struct.unpack(">I", struct.pack(">f", float(rnd.randrange(-3000000, 3000000))))[0]
+             for _ in range(3000)]
+    raws += [struct.unpack(">I", struct.pack(">f", rnd.uniform(-1e8, 1e8)))[0]
+             for _ in range(1000)]
+    for raw in raws:
+        got = meter.decode_scaled(raw >> 16, raw & 0xFFFF, odd, shift, d, half)
+        want, x = _exact(raw, mul, div)
+        if abs(want) >= modbus.SATURATED or abs(x * div) >= modbus.SATURATED:
+            # beyond the documented range (|register value * multiplier| < 2**30): saturated
+            assert abs(got) == modbus.SATURATED and (got > 0) == (want > 0)
+            continue
+        if got != want:
+            # only where the first rounding can tip an exact half: 1/512 of a unit, or half a
+            # register unit where the value needs the headroom (|x * mul| >= 2**22)
+            frac = abs(x) - int(abs(x))
+            big = abs(x * div) >= (1 << 22)
+            tol = (1.0 / div) if big else 1.0 / (2 * d)
+            assert abs(frac - 0.5) <= tol and abs(got - want) == 1, (hex(raw), scale)
+
+
+def test_divisor_keeps_saturation():
+    odd, shift, d, half = meter._scale_plan((1, 10))
+    assert meter.decode_scaled(0x7F80, 0, odd, shift, d, half) == modbus.SATURATED   # +inf
+    assert meter.decode_scaled(0xFF80, 0, odd, shift, d, half) == -modbus.SATURATED  # -inf
+    raw = struct.unpack(">I", struct.pack(">f", 2e10))[0]
+    assert meter.decode_scaled(raw >> 16, raw & 0xFFFF, odd, shift, d, half) == \
+        modbus.SATURATED
+
+
+# --------------------------------------------------------------------------------------------
+# model data: every entry checked, bad data named
+
+def _corrupt(model, path, value):
+    spec = copy.deepcopy(meter_models.MODELS[model])
+    d = spec
+    keys = path.split(".")
+    for k in keys[:-1]:
+        d = d[k]
+    if value is _DELETE:
+        del d[keys[-1]]
+    else:
+        d[keys[-1]] = value
+    return spec
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("model, path, value, message", [
+    ("dtsu666", "values.amps_ma", "0x200C",
+     "values.amps_ma: expected 3 register numbers, got '0x200C'"),
+    ("dtsu666", "values.amps_ma", (0x200C, "0x200E", 0x2010),
+     "values.amps_ma[1]: expected a register number 0..65535, got '0x200E'"),
+    ("ddsu666", "values.volts_dv", (0x2000, 0x2002),
+     "values.volts_dv: expected 1 register number, got (8192, 8194)"),
+    ("dtsu666", "values.power_w", "0x2012",
+     "values.power_w: expected a register number 0..65535, got '0x2012'"),
+    ("dtsu666", "values.energy_wh", 0x4000,
+     "values.energy_wh: register 0x4000 is in no read"),
+    ("dtsu666", "values.energy_wh", _DELETE, "values.energy_wh: missing"),
+    ("dtsu666", "values.frequency", 0x2044, "values: unknown key: frequency"),
+    ("dtsu666", "encoding", "int16", "encoding: unknown 'int16' (known: float32)"),
+    ("dtsu666", "reads", _DELETE, "missing entry: reads"),
+    ("dtsu666", "scale", _DELETE, "missing entry: scale"),
+    ("sdm630", "function", 6,
+     "function: expected 3 (read holding registers) or 4 (read input registers), got 6"),
+    ("sdm630", "phases", 2, "phases: expected 1 or 3, got 2"),
+    ("sdm630", "baudrate", "9600", "baudrate: expected a baud rate 300..115200, got '9600'"),
+    ("sdm630", "reads", ((0x0000, 200),),
+     "reads[0]: count 200 out of range 1..125 (and within 65535)"),
+    ("sdm630", "reads", ((0x0000, 12), "0x0034"),
+     "reads[1]: expected (first register, count), got '0x0034'"),
+    ("sdm630", "parity", "none", "unknown key: parity"),
+    ("dtsu666", "scale.power_w", 0.1,
+     "scale.power_w: expected a positive int or a (multiplier, divisor) pair of positive ints, "
+     "got 0.1"),
+    ("dtsu666", "scale.power_w", (1, 0),
+     "scale.power_w: expected a positive int or a (multiplier, divisor) pair of positive ints, "
+     "got (1, 0)"),
+    ("dtsu666", "scale.energy_wh", 10000,
+     "scale.energy_wh: scale's odd part must be at most 127, got 625"),
+    ("dtsu666", "scale.volts_dv", 0, "scale.volts_dv: the multiplier must be at least 1, got 0"),
+])
+def test_bad_model_data_named(model, path, value, message):
+    bad = _corrupt(model, path, value)
+    with pytest.raises(ValueError) as e:
+        meter.check_model(model, bad)
+    assert str(e.value) == "meter model %r: %s" % (model, message)
+
+
+def test_bad_model_data_stops_the_build_and_lists_every_entry(monkeypatch):
+    bad = _corrupt("dtsu666", "values.amps_ma", "0x200C")
+    bad["encoding"] = "float64"
+    monkeypatch.setitem(meter_models.MODELS, "dtsu666", bad)
+    with pytest.raises(ValueError) as e:
+        meter.build(dict(SECTION, model="dtsu666"), VirtualClock(0))
+    assert str(e.value) == ("meter model 'dtsu666': encoding: unknown 'float64' (known: float32); "
+                            "values.amps_ma: expected 3 register numbers, got '0x200C'")
+    with pytest.raises(ValueError):
+        meter.model_spec("dtsu666")
+    # the other models are not affected
+    assert meter.model_spec("ddsu666") is meter_models.MODELS["ddsu666"]
+
+
+def test_model_that_is_not_a_dict():
+    with pytest.raises(ValueError) as e:
+        meter.check_model("x", [1, 2])
+    assert str(e.value) == "meter model 'x': expected a dict of entries, got sequence"
+
+
+def test_a_new_scaled_model_is_data_only(monkeypatch):
+    # a made-up meter with volts in 0.01 V, current in 0.1 A, power in 0.01 kW and energy in
+    # 0.1 kWh on input registers: no driver code involved, only data
+    spec = {
+        "phases": 1, "function": 3, "encoding": "float32", "baudrate": 9600,
+        "reads": [[0x2006, 2], [0x200C, 2], [0x2012, 2], [0x401E, 2]],
+        "values": {"volts_dv": [0x2006], "amps_ma": [0x200C], "power_w": 0x2012,
+                   "energy_wh": 0x401E},
+        "scale": {"volts_dv": [1, 10], "amps_ma": 100, "power_w": [1, 100], "energy_wh": 1000},
+    }
+    monkeypatch.setitem(meter_models.MODELS, "made-up", spec)
+    b = Bench("dtsu666")  # its registers, read with the made-up scales
+    b.meter = meter.build(dict(SECTION, model="made-up", baudrate=9600), b.clock)
+    b.run(2000)
+    m = b.meter
+    assert m.valid
+    assert m.volts_dv == [230, 0, 0]      # 2301.0 / 10
+    assert m.amps_ma == [1600000, 0, 0]   # 16000.0 * 100
+    assert m.power_w == round(73225.25 / 100)
+    assert m.energy_wh == 12346
+
+
+# --------------------------------------------------------------------------------------------
 # the real MicroPython binary: runs, and allocates nothing per poll
 
 ALLOC_SCRIPT = r"""
@@ -744,9 +1087,10 @@ from world.modbus_meter import MeterSlave
 from firmware.clock import VirtualClock
 
 truth = {"volts": [230.1, 231.2, 229.3], "amps": [16.0, 15.5, 0.25], "import_wh": 12345.6}
+MODELS = ("sdm630", "sdm120", "sdm72d", "sdm230", "dtsu666", "ddsu666")
 
 # 1. the driver against the fake UART and the simulated meter (the simulator's setup)
-for model in ("sdm630", "sdm120", "sdm72d", "sdm230"):
+for model in MODELS:
     machine.hw_reset(keep_world=False)
     baud = 2400 if model in ("sdm120", "sdm230") else 9600
     slave = MeterSlave(model, 1, lambda: truth, baud)
@@ -805,8 +1149,9 @@ def measure(model):
     machine.hw_attach_uart(2, slave)
     machine.UART(2, baudrate=9600)
     replies = {}
-    for first, count in meter.meter_models.MODELS[model]["reads"]:
-        req = modbus.Request(1, 4, first, count)
+    spec = meter.meter_models.MODELS[model]
+    for first, count in spec["reads"]:
+        req = modbus.Request(1, spec["function"], first, count)
         slave.feed(bytes(req.frame))
         machine.hw_advance_ms(1000)
         replies[first] = bytearray(slave.take(slave.pending()))
@@ -826,7 +1171,7 @@ def measure(model):
     print("ALLOC", model, a1 - a0, m.readings - before_readings, m.valid, m.energy_wh)
 
 
-for model in ("sdm630", "sdm120", "sdm72d", "sdm230"):
+for model in MODELS:
     measure(model)
 """
 
@@ -843,14 +1188,14 @@ def test_runs_on_micropython_and_allocates_nothing_per_poll(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.split("\n")
     reads = [ln.split(" ", 2) for ln in lines if ln.startswith("READ ")]
-    assert len(reads) == 4
+    assert len(reads) == 6
     for _, model, rest in reads:
-        if model in ("sdm630", "sdm72d"):
+        if model in ("sdm630", "sdm72d", "dtsu666"):
             assert rest == "True 12346 7323 [16000, 15500, 250] [2301, 2312, 2293]", rest
         else:
             assert rest == "True 12346 3682 [16000, 0, 0] [2301, 0, 0]", rest
     allocs = [ln.split() for ln in lines if ln.startswith("ALLOC ")]
-    assert len(allocs) == 4
+    assert len(allocs) == 6
     for _, model, nbytes, readings, valid, wh in allocs:
         assert int(readings) >= 90, (model, readings)
         assert valid == "True" and wh == "12346"

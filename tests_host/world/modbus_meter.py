@@ -1,4 +1,5 @@
-"""A simulated Eastron meter (SDM630, SDM72D, SDM120, SDM230): a byte-exact Modbus RTU slave.
+"""Simulated Modbus energy meters (Eastron SDM630, SDM72D, SDM120, SDM230; Chint DTSU666,
+DDSU666): byte-exact Modbus RTU slaves.
 
     slave = MeterSlave("sdm630", 1, source, 9600)
     machine.hw_attach_uart(2, slave)     # the fake UART calls feed(bytes), take(n), pending()
@@ -7,17 +8,36 @@ source() -> {"volts": [v1, v2, v3], "amps": [a1, a2, a3], "import_wh": float} (o
 "power_w": total watts; else the sum of volts * amps, unity power factor). 1-phase models use
 phase 1 only.
 
-Registers come from the Eastron protocol documents and are written out here on their own, not
-taken from drivers/meter_models.py, so a wrong register in the driver's data shows up as a wrong
-reading in tests. Input registers (function 04) hold float32 values, big-endian, high word
-first, two registers each; a read that touches a register the model does not document gets
-exception 02. Holding registers (03 read, 06/16 write) hold the settings named in the facts file
-(parity/stop 0x0012, address 0x0014, baud code 0x001C), also float32; a write is stored but, as on
-the meter, a new address or baud rate only takes effect after a power cycle (not simulated).
+Registers come from the manufacturers' protocol documents and are written out here on their own,
+not taken from drivers/meter_models.py, so a wrong register, function or scale in the driver's
+data shows up as a wrong reading (or an exception) in tests. Each register map gives, per value
+register, the quantity and the factor it is stored with (the float in the register is quantity *
+factor: Chint's DTSU666 keeps volts in 0.1 V, so 230.1 V is stored as 2301.0). Values are
+float32, big-endian, high word first, two registers each; a read that touches a register the
+model does not document gets exception 02.
 
-Answers: exception 01 for a function other than 03/04/06/16, 02 for a register outside the map,
-03 for a bad count/byte count or a setting out of range. Frames for other addresses and frames
-with a bad CRC get no answer; address 0 (broadcast) writes are carried out silently.
+Eastron (SDM630 / SDM72D / SDM120 / SDM230 Modbus protocol documents): measurements are input
+registers (function 04), in V, A, W, kWh. Holding registers (03 read, 06/16 write) hold the
+settings named in the facts file (parity/stop 0x0012, address 0x0014, baud code 0x001C), also
+float32.
+Chint DTSU666 (user manual ZTY0.464.1448 / ZTW0.464.0104, table 11 "ModBus protocol address
+table": read command 03H, write command 10H): one holding-register space (function 03) holds the
+settings (signed 16-bit words: protocol 0x002C, baud code 0x002D, address 0x002E, network 0x0003,
+CT ratio 0x0006, VT ratio 0x0007) and the electricity data block 0x2000.. (line and phase volts
+in 0.1 V, currents in 0.001 A, powers in 0.1 W / 0.1 var, power factors in 0.001, frequency in
+0.01 Hz) and the energies 0x401E import / 0x4028 export in kWh. Settings are written with 10H
+only.
+Chint DDSU666 (user manuals ZTY0.464.922 / ZTY0.464.1036, appendix A): function 03 reads U 0x2000
+(V), I 0x2002 (A), P 0x2004 (kW), Q 0x2006 (kvar), S 0x2008 (kVA), PF 0x200A, frequency 0x200E
+(Hz), import energy 0x4000 and export energy 0x400A (kWh). Its settings registers are not
+simulated (writes get exception 02).
+A write is stored but, as on the meters, a new address or baud rate only takes effect after a
+power cycle (not simulated).
+
+Answers: exception 01 for a function the model does not implement (Eastron: 03/04/06/16; Chint:
+03/16), 02 for a register outside the map, 03 for a bad count/byte count or a setting out of
+range. Frames for other addresses and frames with a bad CRC get no answer; address 0 (broadcast)
+writes are carried out silently.
 
 Timing (virtual, from the fake's machine.hw_now_us(), which the simulator moves every step):
 the request takes its frame time on the wire, the meter answers `response_ms` later, and the
@@ -36,6 +56,7 @@ Faults:
 Counters for tests: `requests` (frames understood), `answered`, `ignored` (bad CRC, other
 address, baud mismatch), `frames` (the last 16 request frames, bytes).
 """
+import math
 import struct
 
 try:
@@ -43,9 +64,19 @@ try:
 except ImportError:  # pragma: no cover - always present with the fakes on the path
     machine = None
 
-# -- register maps: param register -> quantity (each spans the register and the next one)
+# -- register maps: value register -> (quantity, factor); each value spans the register and the
+#    next one and holds float32(quantity * factor)
+
+
+def _unit(names):
+    out = {}
+    for reg in names:
+        out[reg] = (names[reg], 1)
+    return out
+
+
 # Eastron SDM630 / SDM72D-M Modbus protocol, input registers 3xxxx (register = 3xxxx - 30001)
-_INPUT_3P = {
+_EASTRON_3P = _unit({
     0x0000: "v1", 0x0002: "v2", 0x0004: "v3",
     0x0006: "a1", 0x0008: "a2", 0x000A: "a3",
     0x000C: "p1", 0x000E: "p2", 0x0010: "p3",
@@ -56,9 +87,9 @@ _INPUT_3P = {
     0x0048: "import_kwh",
     0x004A: "export_kwh",
     0x0156: "total_kwh",
-}
+})
 # Eastron SDM120 / SDM230 Modbus protocol, input registers
-_INPUT_1P = {
+_EASTRON_1P = _unit({
     0x0000: "v1",
     0x0006: "a1",
     0x000C: "p1",
@@ -68,20 +99,76 @@ _INPUT_1P = {
     0x0048: "import_kwh",
     0x004A: "export_kwh",
     0x0156: "total_kwh",
+})
+# Chint DTSU666, table 11: the electricity data block (Uab..Uca, Ua..Uc x0.1 V; Ia..Ic x0.001 A;
+# Pt, Pa..Pc x0.1 W; Qt, Qa..Qc x0.1 var; PFt, PFa..PFc x0.001; Freq x0.01 Hz) and the energy
+# block (ImpEp 401EH, ExpEp 4028H, kWh)
+_DTSU666 = {
+    0x2000: ("v12", 10), 0x2002: ("v23", 10), 0x2004: ("v31", 10),
+    0x2006: ("v1", 10), 0x2008: ("v2", 10), 0x200A: ("v3", 10),
+    0x200C: ("a1", 1000), 0x200E: ("a2", 1000), 0x2010: ("a3", 1000),
+    0x2012: ("p", 10), 0x2014: ("p1", 10), 0x2016: ("p2", 10), 0x2018: ("p3", 10),
+    0x201A: ("q", 10), 0x201C: ("q1", 10), 0x201E: ("q2", 10), 0x2020: ("q3", 10),
+    0x202A: ("pf", 1000), 0x202C: ("pf1", 1000), 0x202E: ("pf2", 1000), 0x2030: ("pf3", 1000),
+    0x2044: ("hz", 100),
+    0x401E: ("import_kwh", 1),
+    0x4028: ("export_kwh", 1),
 }
-# holding registers 4xxxx: setting -> (register, lowest, highest)
-_HOLDING = {
+# Chint DDSU666, appendix A: engineering units, powers in k-units
+_DDSU666 = {
+    0x2000: ("v1", 1), 0x2002: ("a1", 1), 0x2004: ("p1", 0.001), 0x2006: ("q1", 0.001),
+    0x2008: ("va1", 0.001), 0x200A: ("pf1", 1), 0x200E: ("hz", 1),
+    0x4000: ("import_kwh", 1), 0x400A: ("export_kwh", 1),
+}
+
+# settings: register -> (name, lowest, highest)
+# Eastron holding registers 4xxxx, float32 (two registers each)
+_EASTRON_SETTINGS = {
     0x0012: ("parity", 0, 3),     # 0 = 1 stop no parity, 1 = even, 2 = odd, 3 = 2 stop no parity
     0x0014: ("address", 1, 247),
     0x001C: ("baud", 0, 5),       # 0 = 2400, 1 = 4800, 2 = 9600, 3 = 19200, 4 = 38400, 5 = 1200
 }
-_BAUD_CODES = {2400: 0, 4800: 1, 9600: 2, 19200: 3, 38400: 4, 1200: 5}
+_EASTRON_BAUD_CODES = {2400: 0, 4800: 1, 9600: 2, 19200: 3, 38400: 4, 1200: 5}
+# Chint DTSU666 keyboard parameters, signed 16-bit (one register each)
+_DTSU666_SETTINGS = {
+    0x0003: ("net", 0, 1),        # 0 = three phase four wire, 1 = three phase three wire
+    0x0006: ("ct_ratio", 1, 9999),
+    0x0007: ("vt_ratio", 1, 9999),  # x0.1
+    0x002C: ("protocol", 1, 5),   # 1 = DL/T645, 2 = n.2, 3 = n.1, 4 = E.1, 5 = o.1
+    0x002D: ("baud", 0, 4),       # 0 = 1200, 1 = 2400, 2 = 4800, 3 = 9600, 4 = 19200
+    0x002E: ("address", 1, 247),
+}
+_DTSU666_BAUD_CODES = {1200: 0, 2400: 1, 4800: 2, 9600: 3, 19200: 4}
+
+
+class _Model:
+    def __init__(self, phases, baud, measure, measure_fc, settings, settings_fc, words,
+                 baud_codes, writes, defaults):
+        self.phases = phases
+        self.baud = baud
+        self.measure = measure          # value register -> (quantity, factor)
+        self.measure_fc = measure_fc    # function that reads them
+        self.settings = settings        # register -> (name, lowest, highest)
+        self.settings_fc = settings_fc  # function that reads the settings
+        self.words = words              # registers a setting takes: 2 = float32, 1 = int16
+        self.baud_codes = baud_codes
+        self.writes = writes            # write functions understood
+        self.defaults = defaults        # settings other than address and baud
+
+
+_SDM_3P = _Model(3, 9600, _EASTRON_3P, 4, _EASTRON_SETTINGS, 3, 2, _EASTRON_BAUD_CODES,
+                 (6, 16), {"parity": 0})
+_SDM_1P = _Model(1, 2400, _EASTRON_1P, 4, _EASTRON_SETTINGS, 3, 2, _EASTRON_BAUD_CODES,
+                 (6, 16), {"parity": 0})
 
 MODELS = {
-    "sdm630": (3, _INPUT_3P, 9600),
-    "sdm72d": (3, _INPUT_3P, 9600),
-    "sdm120": (1, _INPUT_1P, 2400),
-    "sdm230": (1, _INPUT_1P, 2400),
+    "sdm630": _SDM_3P,
+    "sdm72d": _SDM_3P,
+    "sdm120": _SDM_1P,
+    "sdm230": _SDM_1P,
+    "dtsu666": _Model(3, 9600, _DTSU666, 3, _DTSU666_SETTINGS, 3, 1, _DTSU666_BAUD_CODES, (16,),
+                      {"net": 0, "ct_ratio": 1, "vt_ratio": 10, "protocol": 3}),
+    "ddsu666": _Model(1, 9600, _DDSU666, 3, {}, 3, 1, {}, (16,), {}),
 }
 
 _GARBAGE = b"\xff\x00\xf8\x80\x7f\x06"
@@ -116,10 +203,11 @@ class MeterSlave:
             raise ValueError("unknown meter model %r: known models are %s"
                              % (model, ", ".join(sorted(MODELS))))
         self.model = model
-        self.phases, self._input, default_baud = MODELS[model]
+        m = self._m = MODELS[model]
+        self.phases = m.phases
         self.address = address
         self.source = source
-        self.baudrate = baudrate or default_baud
+        self.baudrate = baudrate or m.baud
         self.response_ms = response_ms
         self.uart_id = None         # found from the fake's attachment table when None
         self._now_us = now_us       # time source override (fn() -> microseconds)
@@ -129,14 +217,22 @@ class MeterSlave:
         self.late_ms = 0
         self.wrong_address = False
         self.garbage_on_mismatch = False
-        # settings (holding registers), float values
-        self.settings = {"parity": 0.0, "address": float(address),
-                         "baud": float(_BAUD_CODES.get(self.baudrate, 2))}
+        # settings (holding registers): floats on Eastron meters, ints on Chint ones
+        num = float if m.words == 2 else int
+        self.settings = {}
+        for k in m.defaults:
+            self.settings[k] = num(m.defaults[k])
+        for reg in m.settings:
+            name = m.settings[reg][0]
+            if name == "address":
+                self.settings[name] = num(address)
+            elif name == "baud":
+                self.settings[name] = num(m.baud_codes.get(self.baudrate, m.baud_codes[m.baud]))
         self._holding = {}
-        for reg in _HOLDING:
-            hi, lo = _f32_words(self.settings[_HOLDING[reg][0]])
-            self._holding[reg] = hi
-            self._holding[reg + 1] = lo
+        for reg in m.settings:
+            words = self._setting_words(self.settings[m.settings[reg][0]])
+            for i in range(len(words)):
+                self._holding[reg + i] = words[i]
         # bus state
         self._inbuf = bytearray()
         self._fifo = bytearray()    # bytes already on the wire, waiting for the master's read
@@ -308,7 +404,14 @@ class MeterSlave:
             count = (data[2] << 8) | data[3]
             if not 1 <= count <= 125:
                 return bytes((fc | 0x80, 3))
-            words = self._input_words() if fc == 4 else self._holding
+            m = self._m
+            if fc != m.measure_fc and fc != m.settings_fc:
+                return bytes((fc | 0x80, 1))
+            words = {}
+            if fc == m.settings_fc:
+                words.update(self._holding)
+            if fc == m.measure_fc:
+                words.update(self._input_words())
             out = bytearray((fc, 2 * count))
             for reg in range(start, start + count):
                 w = words.get(reg)
@@ -317,6 +420,8 @@ class MeterSlave:
                 out.append(w >> 8)
                 out.append(w & 0xFF)
             return bytes(out)
+        if fc in (6, 16) and fc not in self._m.writes:
+            return bytes((fc | 0x80, 1))
         if fc == 6:
             if len(data) != 4:
                 return bytes((fc | 0x80, 3))
@@ -341,29 +446,40 @@ class MeterSlave:
             return bytes((fc,)) + bytes(data[:4])
         return bytes((fc | 0x80, 1))
 
+    def _setting_words(self, value):
+        if self._m.words == 2:
+            return _f32_words(value)
+        return (int(value) & 0xFFFF,)
+
+    def _setting_value(self, words):
+        if self._m.words == 2:
+            hi, lo = words
+            return struct.unpack(">f", bytes((hi >> 8, hi & 0xFF, lo >> 8, lo & 0xFF)))[0]
+        w = words[0]
+        return w - 0x10000 if w & 0x8000 else w  # signed 16-bit
+
     def _write(self, reg, values):
         """Write holding registers; 0 or an exception code. Nothing changes on an error."""
         h = self._holding
+        settings = self._m.settings
+        n = self._m.words
         new = {}
         for i in range(len(values)):
             if reg + i not in h:
                 return 2
             new[reg + i] = values[i]
-        # every setting touched must stay a valid float in range
-        for base in _HOLDING:
-            if base in new or base + 1 in new:
-                hi = new.get(base, h[base])
-                lo = new.get(base + 1, h[base + 1])
-                v = struct.unpack(">f", bytes((hi >> 8, hi & 0xFF, lo >> 8, lo & 0xFF)))[0]
-                name, low, high = _HOLDING[base]
+        # every setting touched must stay a valid number in range
+        for base in settings:
+            if any(base + i in new for i in range(n)):
+                v = self._setting_value([new.get(base + i, h[base + i]) for i in range(n)])
+                name, low, high = settings[base]
                 if not (low <= v <= high) or v != int(v):
                     return 3
         for r in new:
             h[r] = new[r]
-        for base in _HOLDING:
-            hi, lo = h[base], h[base + 1]
-            self.settings[_HOLDING[base][0]] = struct.unpack(
-                ">f", bytes((hi >> 8, hi & 0xFF, lo >> 8, lo & 0xFF)))[0]
+        for base in settings:
+            self.settings[settings[base][0]] = self._setting_value(
+                [h[base + i] for i in range(n)])
         return 0
 
     def _input_words(self):
@@ -371,7 +487,7 @@ class MeterSlave:
         volts = s.get("volts") or [0.0, 0.0, 0.0]
         amps = s.get("amps") or [0.0, 0.0, 0.0]
         n = self.phases
-        q = {"hz": 50.0, "export_kwh": 0.0}
+        q = {"hz": 50.0, "export_kwh": 0.0, "q": 0.0, "pf": 1.0}
         total = 0.0
         for i in range(3):
             v = float(volts[i]) if i < n else 0.0
@@ -380,8 +496,13 @@ class MeterSlave:
             q["a%d" % (i + 1)] = a
             q["p%d" % (i + 1)] = v * a
             q["va%d" % (i + 1)] = v * a
+            q["q%d" % (i + 1)] = 0.0
             q["pf%d" % (i + 1)] = 1.0
             total += v * a
+        for a, b in ((1, 2), (2, 3), (3, 1)):  # line-to-line: phases 120 degrees apart
+            va = q["v%d" % a]
+            vb = q["v%d" % b]
+            q["v%d%d" % (a, b)] = math.sqrt(va * va + va * vb + vb * vb)
         p = s.get("power_w")
         q["p"] = float(p) if p is not None else total
         if n == 1 and p is not None:
@@ -390,9 +511,10 @@ class MeterSlave:
         q["import_kwh"] = kwh
         q["total_kwh"] = kwh
         words = {}
-        m = self._input
+        m = self._m.measure
         for reg in m:
-            hi, lo = _f32_words(q[m[reg]])
+            name, factor = m[reg]
+            hi, lo = _f32_words(q[name] * factor)
             words[reg] = hi
             words[reg + 1] = lo
         return words
