@@ -32,6 +32,7 @@ _TEMP_KEYS = ("adc_pin", "ntc_r25", "ntc_beta", "series_ohms", "supply_mv", "ds1
 _LED_KEYS = ("pin", "active_high")
 _METER_KEYS = ("model", "uart", "tx_pin", "rx_pin", "de_pin", "address", "baudrate",
                "interval_ms", "timeout_ms", "retries")
+_S0_METER_KEYS = ("model", "pin", "impulses_per_kwh", "active_high")  # meter.model "s0"
 INSTALLED_FILE = "board.json"  # the profile installed on the board's flash
 
 
@@ -253,11 +254,20 @@ def validate(data, source="profile"):
         c.pin(s, "led.", "pin", "out")
         c.value(s, "led.", "active_high", "bool")
 
-    # meter (optional; only its shape is checked here, drivers.meter owns the rest)
-    s = c.section(data, "", "meter", _METER_KEYS, required=False, nullable=True)
+    # meter (optional; only its shape is checked here, drivers.meter owns the rest). Model "s0"
+    # is a pulse input (drivers/s0.py): {"model": "s0", "pin", "impulses_per_kwh" (1000),
+    # "active_high" (false: the pulse pulls the input low)}; any other model is a Modbus meter.
+    m = data.get("meter")
+    is_s0 = isinstance(m, dict) and m.get("model") == "s0"
+    s = c.section(data, "", "meter", _S0_METER_KEYS if is_s0 else _METER_KEYS, required=False,
+                  nullable=True)
     if "meter" in data and data["meter"] is None:
         del data["meter"]
-    if s is not None:
+    if s is not None and is_s0:
+        c.pin(s, "meter.", "pin", "in")
+        c.int_range(s, "meter.", "impulses_per_kwh", 10, 100000, required=False, default=1000)
+        c.value(s, "meter.", "active_high", "bool", required=False, default=False)
+    elif s is not None:
         ok, model = c.value(s, "meter.", "model", "str")
         if ok and not model:
             c.err("meter.model: must not be empty")
