@@ -88,6 +88,9 @@ def parse_args(argv):
     p.add_argument("--speed", type=speed, metavar="N", help="virtual time per wall-clock time; 'max' = unthrottled")
     p.add_argument("--board", default="esp32-devkit", metavar="NAME", help="board profile name or JSON path")
     p.add_argument("--settings", metavar="FILE", help="settings JSON put on the board's flash")
+    p.add_argument("--meter", metavar="MODEL",
+                   help="energy meter for this run, replacing the board profile's: a Modbus model "
+                        "(sdm630, sdm120, sdm230, sdm72d, dtsu666, ddsu666), s0, or none")
     p.add_argument("--csms", metavar="URL", help="OCPP back end (not available yet)")
     p.add_argument("--id", metavar="CHARGEBOXID", help="charge box id (not available yet)")
     p.add_argument("--flash", metavar="DIR", help="keep the board's flash in DIR between runs")
@@ -123,9 +126,45 @@ def check_scenario(path, parser):
         sys.exit(2)
 
 
-def prepare_flash(flash, board, settings, parser):
+S0_PIN = 35  # a free input on the DevKit wiring
+MODBUS_WIRING = {"uart": 2, "tx_pin": 17, "rx_pin": 16, "de_pin": 4, "address": 1}
+
+
+def meter_section(model, current, parser):
+    """The board profile's meter section for --meter MODEL (None: no meter)."""
+    sys.path.insert(0, ROOT)
+    from drivers import meter_models
+
+    known = sorted(meter_models.MODELS) + ["s0", "none"]
+    if model not in known:
+        parser.error("--meter %s: unknown meter model (known: %s)" % (model, ", ".join(known)))
+    if model == "none":
+        return None
+    if model == "s0":
+        return {"model": "s0", "pin": S0_PIN, "impulses_per_kwh": 1000, "active_high": False}
+    section = dict(MODBUS_WIRING)
+    if current and current.get("model") != "s0":
+        for k in MODBUS_WIRING:
+            section[k] = current.get(k, section[k])
+    section["model"] = model
+    section["baudrate"] = meter_models.MODELS[model]["baudrate"]
+    return section
+
+
+def prepare_flash(flash, board, settings, parser, meter=None):
     os.makedirs(flash, exist_ok=True)
     shutil.copyfile(board, os.path.join(flash, "board.json"))
+    if meter:
+        path = os.path.join(flash, "board.json")
+        with open(path) as f:
+            profile = json.load(f)
+        section = meter_section(meter, profile.get("meter"), parser)
+        if section is None:
+            profile.pop("meter", None)
+        else:
+            profile["meter"] = section
+        with open(path, "w") as f:
+            json.dump(profile, f, indent=2)
     if settings:
         if not os.path.exists(settings):
             parser.error("--settings %s: no such file" % settings)
@@ -218,7 +257,7 @@ def main(argv=None):
         check_scenario(a.scenario, parser)
     flash = os.path.abspath(a.flash) if a.flash else tempfile.mkdtemp(prefix="evse-flash-")
     try:
-        prepare_flash(flash, board, a.settings, parser)
+        prepare_flash(flash, board, a.settings, parser, a.meter)
         cmd, env = command(a)
         try:
             return subprocess.call(cmd, cwd=flash, env=env)

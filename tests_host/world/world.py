@@ -111,7 +111,12 @@ class World:
         if self._meter_cfg:
             from world.modbus_meter import MeterSlave
             m = self._meter_cfg
-            self.meter = MeterSlave(m["model"], m["address"], self._meter_source, m["baudrate"])
+            if m["model"] == "s0":
+                from world.s0 import S0Source
+
+                self.meter = S0Source(m["pin"], m["impulses_per_kwh"], active_high=m["active_high"])
+            else:
+                self.meter = MeterSlave(m["model"], m["address"], self._meter_source, m["baudrate"])
         self.install()
 
     # -- hooks
@@ -127,7 +132,10 @@ class World:
         if self.rcd.test_pin is not None:
             machine.hw_on_output(self.rcd.test_pin, self._on_test_fn)
         if self.meter is not None:
-            machine.hw_attach_uart(self._meter_cfg["uart"], self.meter)
+            if self._meter_cfg["model"] == "s0":
+                self.meter.install()
+            else:
+                machine.hw_attach_uart(self._meter_cfg["uart"], self.meter)
         self._fb_level = None
         self._rcd_level = None
         self._mode = -1
@@ -270,6 +278,8 @@ class World:
             self._sync()
         self._integrate(end - self.t)
         self.t = end
+        if self.meter is not None and self._meter_cfg["model"] == "s0":
+            self.meter.advance(self.t, self.truth_wh)
 
     @property
     def truth_wh(self):
@@ -383,11 +393,13 @@ class World:
             m.noise = 0
             m.late_ms = 0
             m.wrong_address = False
+            m.short_pulses = False
         elif verb == "meter-noise":
             m = self._need_meter(verb)
             if not n:
                 raise ValueError("meter-noise: expected PERCENT")
-            m.noise = _num(args[0], "percent", verb) / 100.0  # a fraction: 1 % is not 100 %
+            m.noise = _num(args[0], "percent", verb)
+            m.short_pulses = m.noise > 0  # an S0 line's noise: glitches the meter must reject / 100.0  # a fraction: 1 % is not 100 %
         else:
             raise ValueError("unknown world action %r (expected one of %s)"
                              % (verb, ", ".join(VERBS)))
