@@ -20,7 +20,7 @@ ROWS = ("C -> B (ev-pause) -> open", "state E (pilot-short) -> open", "diode fau
 def test_benchmark_quick(tmp_path):
     out_json = str(tmp_path / "bench.json")
     p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--trials", str(TRIALS),
-                        "--json", out_json], capture_output=True, text=True, timeout=300)
+                        "--json", out_json, "--scenario", os.path.join(HERE, "scenarios", "normal_session.scn")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     text = p.stdout
     assert re.search(r"^machine: .+, \d+ CPUs$", text, re.M), text
@@ -36,6 +36,13 @@ def test_benchmark_quick(tmp_path):
 
     m = re.search(r"^peak (\d+)\s+live (\d+)\s+budget 65536\s+code (\d+)$", text, re.M)
     assert m and 0 < int(m.group(1)) <= 65536 and int(m.group(3)) > 0, text
+    m = re.search(r"^flash written: (\d+) bytes in (\d+) writes over (\d+) s of charging = (\d+) bytes per hour$",
+                  text, re.M)
+    assert m and int(m.group(1)) > 0 and int(m.group(3)) >= 590, text
+    for model in ("sdm630", "sdm120", "sdm72d", "dtsu666", "ddsu666"):
+        m = re.search(r"^%s\s+%d\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$" % (model, TRIALS), text, re.M)
+        assert m, "no meter row for %s in:\n%s" % (model, text)
+        assert int(m.group(4)) == 0, "%s allocates per poll" % model
     m = re.search(r"^total (\d+) in (\d+) files$", text, re.M)
     assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, text
     assert len(re.findall(r"^  \S+\.mpy\s+\d+$", text, re.M)) >= 3, text

@@ -1105,58 +1105,13 @@ for model in MODELS:
     print("READ", model, m.valid, m.energy_wh, m.power_w, m.amps_ma, m.volts_dv)
 
 
-# 2. allocation: a UART and pin that allocate nothing themselves, replaying the simulated
-#    meter's replies, so what is measured is the driver alone
-class ReplayUART:
-    def __init__(self, replies):
-        self.replies = replies
-        self.cur = None
-        self.pos = 0
-
-    def write(self, buf):
-        self.cur = self.replies[(buf[2] << 8) | buf[3]]
-        self.pos = 0
-        return 8
-
-    def any(self):
-        if self.cur is None:
-            return 0
-        return len(self.cur) - self.pos
-
-    def readinto(self, buf, n):
-        cur = self.cur
-        p = self.pos
-        for i in range(n):
-            buf[i] = cur[p + i]
-        self.pos = p + n
-        return n
-
-    def txdone(self):
-        return True
-
-
-class Pin:
-    def __init__(self):
-        self.v = 0
-
-    def value(self, v):
-        self.v = v
+# 2. allocation: a bus that allocates nothing itself (world/replay_meter.py), so what is
+#    measured is the driver alone
+from world.replay_meter import replay_meter
 
 
 def measure(model):
-    machine.hw_reset(keep_world=False)
-    slave = MeterSlave(model, 1, lambda: truth, 9600)
-    machine.hw_attach_uart(2, slave)
-    machine.UART(2, baudrate=9600)
-    replies = {}
-    spec = meter.meter_models.MODELS[model]
-    for first, count in spec["reads"]:
-        req = modbus.Request(1, spec["function"], first, count)
-        slave.feed(bytes(req.frame))
-        machine.hw_advance_ms(1000)
-        replies[first] = bytearray(slave.take(slave.pending()))
-    master = modbus.Master(ReplayUART(replies), meter.TickClock(), 9600, de=Pin())
-    m = meter.Meter(master, model, 1, 100)
+    m = replay_meter(model, truth=truth)
     now = 0
     for i in range(300):          # warm-up
         m.poll(now)

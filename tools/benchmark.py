@@ -11,10 +11,13 @@
    opens the relay by itself, so its row is the IRQ path alone. Between trials the faults are
    cleared by hand: the 30 s retry pause is skipped.
 2. CPU time of station.tick() (N ticks while charging) and of service().
-3. Peak and live heap of the charging scenario tests_host/scenarios/normal_session.scn run by
-   tools/sim.py with --heap 64K, and the code bytes loaded beside it.
+3. Peak and live heap of an hour of charging (tests_host/scenarios/charge_1h.scn run by
+   tools/sim.py with --heap 64K), the code bytes loaded beside it, and the bytes the firmware
+   wrote to its flash in that hour.
 4. Size of the .mpy files for the ESP32 (mpy-cross -march=xtensawin): boot.py, main.py,
    firmware/ and drivers/.
+5. One meter poll per model (tests_host/bench_meter.py): mean and worst time of a poll, the time
+   of one complete refresh, and the heap allocated per poll after warm-up (target 0).
 
 The real-time measurements run as parallel processes (one per row; each is asleep most of the
 time). The figures depend on the machine: compare runs on the same one. Exit status 1 when a
@@ -38,7 +41,7 @@ ROOT = _venv.ROOT
 HEAP = "64K"
 BOARD = os.path.join(sim.BOARDS, "esp32-devkit.json")
 SETTINGS = {"close_debounce_ms": 50}  # the minimum: the car charges again quickly
-SCENARIO = os.path.join(sim.HOST, "scenarios", "normal_session.scn")
+SCENARIO = os.path.join(sim.HOST, "scenarios", "charge_1h.scn")
 REACTIONS = (
     ("c-b", "C -> B (ev-pause) -> open"),
     ("e", "state E (pilot-short) -> open"),
@@ -127,17 +130,43 @@ def loop_benches(trials, seed):
 
 # ---- 3: heap of a charging scenario ----
 
-def heap_figures():
+def heap_figures(scenario):
     with tempfile.TemporaryDirectory(prefix="evse-bench-") as tmp:
         events = os.path.join(tmp, "events.jsonl")
-        rc = sim.main(["--scenario", SCENARIO, "--heap", HEAP, "--events", events, "--quiet"])
+        rc = sim.main(["--scenario", scenario, "--heap", HEAP, "--events", events, "--quiet"])
         if rc:
-            raise BenchFailed("tools/sim.py %s --heap %s: exit %d" % (os.path.basename(SCENARIO), HEAP, rc))
+            raise BenchFailed("tools/sim.py %s --heap %s: exit %d" % (os.path.basename(scenario), HEAP, rc))
         with open(events) as f:
-            heap = [e for e in map(json.loads, f) if e["type"] == "heap"]
-    if not heap:
-        raise BenchFailed("tools/sim.py reported no heap event")
-    return {k: heap[-1][k] for k in ("budget", "peak", "live", "code")}
+            evs = [json.loads(line) for line in f]
+    heap = [e for e in evs if e["type"] == "heap"]
+    flash = [e for e in evs if e["type"] == "flash"]
+    if not heap or not flash:
+        raise BenchFailed("tools/sim.py reported no heap or flash event")
+    out = {k: heap[-1][k] for k in ("budget", "peak", "live", "code")}
+    out["flash_bytes"] = flash[-1]["bytes_written"]
+    out["flash_writes"] = flash[-1]["writes"]
+    closed = [e["t"] for e in evs if e["type"] == "contactor"]
+    out["charging_s"] = (closed[-1] - closed[0]) / 1000 if len(closed) >= 2 else 0
+    out["scenario"] = os.path.basename(scenario)
+    return out
+
+
+# ---- 5: meter polls ----
+
+def meter_polls(polls):
+    sim.compile_for_sim()
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join(d for _s, d, _a in sim.SIM_TREES))
+    p = subprocess.run([_venv.bin_path("micropython"), "-X", "heapsize=256K", "-m", "bench_meter", str(polls)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    if p.returncode or "done" not in p.stdout:
+        raise BenchFailed("bench_meter: exit %d: %s" % (p.returncode, (p.stdout + p.stderr)[-500:]))
+    rows = {}
+    for line in p.stdout.splitlines():
+        if line.startswith("METER "):
+            _, model, n, mean, worst, refresh, alloc, refreshes = line.split()
+            rows[model] = {"polls": int(n), "mean_us": int(mean), "max_us": int(worst),
+                           "refresh_us": int(refresh), "alloc_bytes": int(alloc), "refreshes": int(refreshes)}
+    return rows
 
 
 # ---- 4: code size for the ESP32 ----
@@ -179,12 +208,20 @@ def table(r):
         s = r[key]
         lines.append(row % (label, s["n"], s["p50"], s["p99"], s["max"]))
     h = r["heap"]
-    lines += ["", "3. heap, bytes (%s, --heap %s)" % (os.path.basename(SCENARIO), HEAP),
-              "peak %d   live %d   budget %d   code %d" % (h["peak"], h["live"], h["budget"], h["code"])]
+    per_hour = h["flash_bytes"] * 3600 / h["charging_s"] if h["charging_s"] else 0
+    lines += ["", "3. heap, bytes (%s, --heap %s)" % (h["scenario"], HEAP),
+              "peak %d   live %d   budget %d   code %d" % (h["peak"], h["live"], h["budget"], h["code"]),
+              "flash written: %d bytes in %d writes over %.0f s of charging = %.0f bytes per hour"
+              % (h["flash_bytes"], h["flash_writes"], h["charging_s"], per_hour)]
     m = r["mpy"]
     lines += ["", "4. .mpy for the ESP32 (mpy-cross -march=xtensawin), bytes",
               "total %d in %d files" % (m["total"], m["files"])]
     lines += ["  %-38s %6d" % (name, size) for name, size in m["largest"]]
+    mrow = "%-10s %7s %9s %9s %11s %13s"
+    lines += ["", "5. meter poll (every 10 ms, refresh once a second), us; heap per poll after warm-up",
+              mrow % ("model", "polls", "mean", "max", "refresh", "alloc bytes")]
+    for model, x in sorted(r["meter"].items()):
+        lines.append(mrow % (model, x["polls"], x["mean_us"], x["max_us"], x["refresh_us"], x["alloc_bytes"]))
     return "\n".join(lines)
 
 
@@ -193,13 +230,16 @@ def main(argv=None):
     p.add_argument("--trials", type=int, default=1000, help="trials per reaction and ticks measured (default 1000)")
     p.add_argument("--seed", type=int, default=1, help="seed of the random injection moments")
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    p.add_argument("--scenario", default=SCENARIO, metavar="FILE",
+                   help="charging scenario for the heap and flash rows (default: an hour of charging)")
     a = p.parse_args(argv)
     if a.trials < 1:
         p.error("--trials must be at least 1")
     try:
         r = {"machine": machine(), "micropython": micropython_version(), "trials": a.trials}
         r["mpy"] = mpy_sizes()
-        r["heap"] = heap_figures()  # before the real-time part: it keeps a CPU busy
+        r["heap"] = heap_figures(a.scenario)  # before the real-time part: it keeps a CPU busy
+        r["meter"] = meter_polls(a.trials)
         r.update(loop_benches(a.trials, a.seed))
     except (BenchFailed, subprocess.CalledProcessError, OSError) as e:
         print("benchmark failed: %s" % e, file=sys.stderr)

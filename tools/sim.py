@@ -186,7 +186,7 @@ SIM_TREES = (
     (HOST, os.path.join(SIM_BUILD, "host"), False),
 )
 APP_PARTS = ("boot.py", "main.py", "firmware", "drivers")
-HOST_PARTS = ("simrun.py", "bench_reaction.py", "world")
+HOST_PARTS = ("simrun.py", "bench_reaction.py", "bench_meter.py", "world")
 
 
 def _sources(src, app):
