@@ -398,8 +398,8 @@ class World:
             m = self._need_meter(verb)
             if not n:
                 raise ValueError("meter-noise: expected PERCENT")
-            m.noise = _num(args[0], "percent", verb)
-            m.short_pulses = m.noise > 0  # an S0 line's noise: glitches the meter must reject / 100.0  # a fraction: 1 % is not 100 %
+            m.noise = _num(args[0], "percent", verb) / 100.0  # a fraction: 1 % is not 100 %
+            m.short_pulses = m.noise > 0  # on an S0 line: glitches the meter must reject
         else:
             raise ValueError("unknown world action %r (expected one of %s)"
                              % (verb, ", ".join(VERBS)))
