@@ -458,7 +458,8 @@ class Master:
         if code == OK:
             return "ok"
         if code == TIMEOUT:
-            return "no answer from address %d at %d baud" % (addr, self.baudrate)
+            return ("no answer from address %d at %d baud: check the meter's Modbus address and baud "
+                    "rate, and the A/B wiring" % (addr, self.baudrate))
         if code == CRC:
             return "CRC errors: check baud rate and wiring (address %d, %d baud)" % (
                 addr, self.baudrate)

@@ -51,6 +51,7 @@ class Inputs:
         self.feedback = None  # contactor auxiliary contact: True closed, None: not fitted
         self.amps_da = None  # highest phase current, deci-amps; None: no meter
         self.meter_failed = False  # the board's meter stopped giving believable readings
+        self.meter_ready = True  # no meter, or it gave a believable reading since boot
 
 
 class Charger:
@@ -319,7 +320,8 @@ class Charger:
         self.limits.claim(lim.TEMPERATURE, da, safety=True)
 
     def may_offer(self):
-        """Every precondition except the vehicle being ready."""
+        """Every precondition except the vehicle being ready. With a required meter, nothing is
+        offered before it gave a first believable reading: unmetered energy cannot be billed."""
         return (
             self.vs in _CONNECTED
             and (self.authorized or self.free)
@@ -329,6 +331,7 @@ class Charger:
             and (not self.socketed or self.cable_da is not None)
             and self._seen_b
             and self.available
+            and (self.inp.meter_ready or not self.meter_required)
         )
 
     def _apply(self, now):

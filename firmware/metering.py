@@ -45,6 +45,7 @@ class Metering:
         self.volts_dv = [0, 0, 0]
         self.phases_used = 0  # bit mask: 1 = L1, 2 = L2, 4 = L3
         self.valid = False
+        self.seen = False  # a reading was believed since boot
         self.failed = False
         self.rejected = {"backwards": 0, "jump": 0, "current": 0, "rebased": 0}
         self._seen = 0  # meter.readings already looked at
@@ -163,6 +164,7 @@ class Metering:
                     mask |= 1 << k
             self.phases_used = mask
         self.valid = True
+        self.seen = True
 
     def max_amps_da(self):
         """Highest phase current in deci-amps, or None when the meter cannot tell."""

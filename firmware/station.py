@@ -117,6 +117,7 @@ class Station:
             mt.update(now)
             i.amps_da = mt.max_amps_da()
             i.meter_failed = mt.failed
+            i.meter_ready = mt.seen
         c.update(now)
         self._outputs()
 
@@ -209,7 +210,10 @@ class Station:
             elif kind == "contactor":
                 self._send("contactor", {"closed": a}, at)
             elif kind == "fault":
-                self._send("fault", {"code": a, "active": b, "ocpp": safety.OCPP_ERROR[a]}, at)
+                fields = {"code": a, "active": b, "ocpp": safety.OCPP_ERROR[a]}
+                if a == safety.METER and b and self.meter is not None:
+                    fields["reason"] = self.meter.last_error or "readings not believable"
+                self._send("fault", fields, at)
                 if a == safety.WELDED:
                     self._save_faults()
             elif kind == "session":

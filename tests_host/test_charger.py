@@ -405,3 +405,15 @@ def test_meter_failure_is_a_fault_unless_allowed():
     r2.c.inp.meter_failed = True
     r2.run(1000)
     assert r2.c.contactor
+
+
+def test_nothing_offered_before_the_meter_gave_a_reading():
+    r = Rig()
+    r.c.inp.meter_ready = False
+    r.vehicle("B")
+    r.run(1000)
+    r.vehicle("C")
+    r.run(2000)
+    assert not r.c.contactor and r.c.duty == 65535
+    r.c.inp.meter_ready = True
+    assert r.until(lambda: r.c.contactor, 1000)

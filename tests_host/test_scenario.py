@@ -130,8 +130,8 @@ def test_every_verb_documented_in_spec():
     assert set(SPEC) == {
         "wait", "plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "card",
         "rcd-leak", "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok",
-        "temp", "meter-fail", "meter-ok", "meter-noise", "net", "power-cut", "limit", "stop",
-        "clear-fault"}
+        "temp", "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "net",
+        "power-cut", "limit", "stop", "clear-fault"}
 
 
 # -- errors: each names the line, the verb and what was expected

@@ -293,3 +293,17 @@ def test_power_cut_loses_no_energy_from_the_register(runs):
     assert after[0] >= before[-1]
     assert abs(m[-1]["energy_wh"] - r.truth()) <= 10 + 0.005 * r.truth()
     billed_within_resolution(r)
+
+
+def test_meter_on_the_wrong_address_is_reported_as_such(runs):
+    r = ok(runs, "meter_wrong_address")
+    f = r.of("fault", code="meter", active=True)
+    assert f and "address 1" in f[0]["reason"] and "Modbus address" in f[0]["reason"]
+    assert not r.closes()  # never metered, never charged
+
+
+def test_meter_at_the_wrong_baud_rate_is_reported_as_such(runs):
+    r = ok(runs, "meter_wrong_baud")
+    f = r.of("fault", code="meter", active=True)
+    assert f and "baud" in f[0]["reason"]
+    assert not r.closes()

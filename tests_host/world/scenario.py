@@ -76,6 +76,8 @@ SPEC = {
     "meter-fail": (),
     "meter-ok": (),
     "meter-noise": (_int_in("PERCENT", 0, 100),),
+    "meter-address": (_int_in("ADDRESS", 1, 247),),
+    "meter-baud": (_choice("BAUD", (1200, 2400, 4800, 9600, 19200, 38400)),),
     "net": (("STATE", "word", False, ("down", "up")),),
     "power-cut": (("DURATION", "duration", True, None),),
     "limit": (_int_in("AMPS", 0, 80),),

@@ -56,7 +56,7 @@ OUT_PWM = 3
 # limit, stop, clear-fault)
 VERBS = ("plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "rcd-leak",
          "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok", "temp",
-         "meter-fail", "meter-ok", "meter-noise")
+         "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud")
 
 
 def _ticks_diff(a, b):
@@ -400,6 +400,14 @@ class World:
                 raise ValueError("meter-noise: expected PERCENT")
             m.noise = _num(args[0], "percent", verb) / 100.0  # a fraction: 1 % is not 100 %
             m.short_pulses = m.noise > 0  # on an S0 line: glitches the meter must reject
+        elif verb == "meter-address" or verb == "meter-baud":
+            m = self._need_meter(verb)
+            if not hasattr(m, "address"):
+                raise ValueError("%s: the board's meter is not on a Modbus bus" % verb)
+            if verb == "meter-address":
+                m.address = _num(args[0], "address", verb)  # the meter was set up differently
+            else:
+                m.baudrate = _num(args[0], "baud", verb)
         else:
             raise ValueError("unknown world action %r (expected one of %s)"
                              % (verb, ", ".join(VERBS)))
