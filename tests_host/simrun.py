@@ -180,11 +180,12 @@ class Sim:
 
         try:
             self.profile = board.load_installed("")
-        except board.BoardError as e:
-            # The installed profile is broken; the physical board is still the DevKit wiring.
-            print("board.json is invalid (%s); the simulated hardware is the esp32-devkit wiring" % e)
+            self.world = World(self.profile)
+        except (board.BoardError, ValueError) as e:
+            # The installed profile is unusable; the physical board is still the DevKit wiring.
+            print("board.json is unusable (%s); the simulated hardware is the esp32-devkit wiring" % e)
             self.profile = board.load(self.code + "/drivers/boards/esp32-devkit.json")
-        self.world = World(self.profile)
+            self.world = World(self.profile)
         self._wall = SystemClock()
         self._wall0 = self._wall.ticks_ms()
         self._steps = 0

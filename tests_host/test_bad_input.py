@@ -136,3 +136,10 @@ def test_bad_command_line(args, words):
     assert p.returncode == 2
     for w in words:
         assert w in p.stderr
+
+
+def test_unknown_meter_model_in_the_board_profile_names_it(tmp_path):
+    events, _out = sim(tmp_path, "--board", broken_board(tmp_path, lambda p: p["meter"].update({"model": "abb-b23"})))
+    boot = [e for e in events if e["type"] == "boot"][0]
+    assert "abb-b23" in boot["board_error"] and "sdm630" in boot["board_error"]
+    assert_out_of_service(events)

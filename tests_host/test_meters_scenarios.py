@@ -47,3 +47,23 @@ def test_each_meter_bills_the_session(runs, model):
         assert meter[-1]["amps"] is None  # pulses carry energy only
     else:
         assert meter[-1]["amps"][0] == 16.0 and meter[-1]["phases"] == "L1"
+
+
+def test_meter_failure_tolerated_when_allowed_marks_the_session_incomplete(tmp_path):
+    scn = tmp_path / "s.scn"
+    scn.write_text("plug\nwait 2s\nev-ready 16\nwait 30s\nmeter-fail\nwait 30s\nev-pause\nwait 1s\nunplug\nwait 1s\n")
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"meter_required": False}))
+    ev = tmp_path / "e.jsonl"
+    p = subprocess.run([sys.executable, SIM, "--scenario", str(scn), "--events", str(ev), "--heap", "64K", "--quiet",
+                        "--settings", str(settings)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    events = [json.loads(line) for line in open(ev)]
+    closes = [e for e in events if e["type"] == "contactor"]
+    assert closes[0]["closed"] and not closes[1]["closed"]
+    fail_t = [e["t"] for e in events if e["type"] == "world" and e.get("action") == "meter-fail"][0]
+    assert closes[1]["t"] > fail_t + 25000  # kept charging without the meter
+    assert not [e for e in events if e["type"] == "fault" and e["active"]]
+    stop = [e for e in events if e["type"] == "session" and e["event"] == "stop"][0]
+    assert stop["incomplete"] is True
+    assert stop["energy_wh"] < events[-1]["truth"]  # a lower bound: what was metered
