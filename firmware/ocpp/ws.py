@@ -1,0 +1,715 @@
+"""WebSocket client for OCPP-J 1.6 (RFC 6455) over asyncio streams.
+
+- `connect(url, charge_box_id, clock, ...)` opens one connection and returns a `WebSocket`:
+  the URL is the endpoint + "/" + the percent-encoded charge box id, the subprotocol must be
+  `ocpp1.6`, the server's Sec-WebSocket-Accept is checked, HTTP basic auth (user = charge box id,
+  password = AuthorizationKey) is sent when a password is given (security profiles 1 and 2), and
+  `wss://` checks the server certificate against the configured CA and the host name (profile 2).
+- `WebSocket`: text messages in and out (client frames masked, fragments reassembled up to
+  `max_size`, a bigger frame is refused with close code 1009 and never buffered), pings
+  answered, `keepalive()` pings and declares the link dead when nothing comes back, close
+  handshake, protocol errors close with 1002.
+- `Link` keeps a connection up: reconnects with exponential backoff and full jitter, tells
+  truthfully whether it is connected, and hands incoming messages to `recv()`.
+
+The password never appears in an exception, a repr or a log line: messages name the host, the
+port and what went wrong, and quote nothing the server sent except its HTTP status code.
+Masking an outgoing frame is a byte loop: a few ms for an OCPP message, more for tens of KB.
+"""
+import asyncio
+import hashlib
+import struct
+import sys
+from binascii import a2b_base64, b2a_base64
+
+try:
+    from os import urandom as _random_bytes
+except ImportError:  # pragma: no cover - every supported runtime has os.urandom
+    import random
+
+    def _random_bytes(n):
+        return bytes(random.getrandbits(8) for _ in range(n))
+
+_MICROPYTHON = sys.implementation.name == "micropython"
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+SUBPROTOCOL = "ocpp1.6"
+DEFAULT_MAX_SIZE = 16384
+
+CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+
+
+class WSError(Exception):
+    """Anything that went wrong with the WebSocket connection."""
+
+
+class HandshakeError(WSError):
+    """The server did not accept an OCPP 1.6 WebSocket; `status` is its HTTP status code."""
+
+    def __init__(self, msg, status=None):
+        super().__init__(msg)
+        self.status = status
+
+
+class TLSError(WSError):
+    """The TLS handshake failed, e.g. the server certificate is not signed by the configured CA."""
+
+
+class ClosedError(WSError):
+    """The connection is closed; `code` is the close code (1006: lost without a close frame)."""
+
+    def __init__(self, code, reason=""):
+        super().__init__("connection closed (%d%s)" % (code, " " + reason if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
+if hasattr(asyncio, "sleep_ms"):
+    _sleep_ms = asyncio.sleep_ms  # type: ignore[attr-defined]
+else:
+    async def _sleep_ms(ms):
+        await asyncio.sleep(ms / 1000)
+
+
+async def _wait(aw, ms):
+    """`aw` with a time limit (raises asyncio.TimeoutError); `aw` must be a coroutine."""
+    return await asyncio.wait_for(aw, ms / 1000)
+
+
+def quote(text):
+    """Percent-encode `text` (UTF-8) for a URL path segment, as RFC 3986 asks."""
+    out = []
+    for b in text.encode():
+        out.append(chr(b) if b in _UNRESERVED else "%%%02X" % b)
+    return "".join(out)
+
+
+def parse_url(url):
+    """(tls, host, port, path) of a ws:// or wss:// URL."""
+    if url.startswith("ws://"):
+        tls, rest, port = False, url[5:], 80
+    elif url.startswith("wss://"):
+        tls, rest, port = True, url[6:], 443
+    else:
+        raise ValueError("URL must start with ws:// or wss://")
+    i = rest.find("/")
+    netloc, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
+    if "@" in netloc:
+        raise ValueError("URL must not hold credentials; give the password separately")
+    if netloc.startswith("["):  # IPv6 literal
+        j = netloc.find("]")
+        host, tail = netloc[1:j], netloc[j + 1:]
+    else:
+        j = netloc.rfind(":")
+        host, tail = (netloc, "") if j < 0 else (netloc[:j], netloc[j:])
+    if tail:
+        if not tail.startswith(":") or not tail[1:].isdigit():
+            raise ValueError("bad port in URL")
+        port = int(tail[1:])
+    if not host:
+        raise ValueError("no host in URL")
+    return tls, host, port, path
+
+
+def _ca_certs(ca):
+    """The DER certificates in `ca`: PEM or DER bytes/str, or the path of such a file."""
+    if isinstance(ca, str) and "-----BEGIN" not in ca:
+        with open(ca, "rb") as f:
+            ca = f.read()
+    if isinstance(ca, str):
+        ca = ca.encode()
+    if b"-----BEGIN" not in ca:
+        return [bytes(ca)]
+    certs, lines = [], None
+    for line in ca.split(b"\n"):
+        line = line.strip()
+        if line.startswith(b"-----BEGIN"):
+            lines = []
+        elif line.startswith(b"-----END"):
+            if lines is not None:
+                certs.append(a2b_base64(b"".join(lines)))
+            lines = None
+        elif lines is not None:
+            lines.append(line)
+    if not certs:
+        raise ValueError("no certificate in the CA data")
+    return certs
+
+
+def tls_context(ca):
+    """A TLS client context that accepts only a server whose certificate chains up to `ca` and
+    names the host we connect to (open_connection passes it as `server_hostname`).
+
+    The runtimes differ in two ways, both handled here: MicroPython (mbedTLS) reads only DER
+    through `cadata` (so PEM is decoded here, one certificate per call, which both runtimes
+    accept) and its clients default to CERT_NONE, so CERT_REQUIRED is set explicitly (mbedTLS
+    then also checks the host name); CPython's PROTOCOL_TLS_CLIENT checks both by default.
+    """
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for der in _ca_certs(ca):
+        ctx.load_verify_locations(cadata=der)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if not _MICROPYTHON:
+        ctx.check_hostname = True  # type: ignore[attr-defined]
+    return ctx
+
+
+def _tls_failure(e):
+    """What went wrong in the TLS layer, when exception `e` came from it; else None."""
+    if _MICROPYTHON:  # mbedTLS: OSError with a negative code, ValueError for a refused certificate
+        if isinstance(e, ValueError):
+            return str(e).strip() or "certificate refused"
+        if isinstance(e, OSError) and e.args and isinstance(e.args[0], int) and e.args[0] < 0:
+            return str(e.args[-1]) if len(e.args) > 1 else "mbedTLS error %d" % e.args[0]
+        return None
+    import ssl
+
+    if not isinstance(e, ssl.SSLError):
+        return None
+    why = getattr(e, "verify_message", None)
+    return (e.reason or e.__class__.__name__) + (" (%s)" % why if why else "")
+
+
+def _basic_auth(user, password):
+    if isinstance(password, str):
+        password = password.encode()
+    return b2a_base64(user.encode() + b":" + password).strip()
+
+
+def accept_key(key):
+    """Sec-WebSocket-Accept expected for Sec-WebSocket-Key `key` (bytes, base64)."""
+    return b2a_base64(hashlib.sha1(key + _GUID).digest()).strip()
+
+
+def _encode_frame(op, payload):
+    """One final client frame, masked with a fresh random key."""
+    n = len(payload)
+    if n < 126:
+        hdr = struct.pack("!BB", 0x80 | op, 0x80 | n)
+    elif n < 65536:
+        hdr = struct.pack("!BBH", 0x80 | op, 0xFE, n)
+    else:
+        hdr = struct.pack("!BBQ", 0x80 | op, 0xFF, n)
+    key = _random_bytes(4)
+    o = len(hdr) + 4
+    buf = bytearray(o + n)
+    buf[0:o - 4] = hdr
+    buf[o - 4:o] = key
+    buf[o:] = payload
+    for i in range(n):
+        buf[o + i] ^= key[i & 3]
+    return buf
+
+
+async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DEFAULT_MAX_SIZE,
+                  timeout_ms=10000):
+    """Open an OCPP-J 1.6 WebSocket to `url` + "/" + charge box id; returns a `WebSocket`.
+
+    `password`: the AuthorizationKey (str or bytes) for HTTP basic auth, or None. `ca`: the CA
+    certificate that must have signed a wss:// server's certificate (PEM or DER, bytes or str,
+    or a file path); wss:// refuses to run without one. Raises HandshakeError, TLSError, WSError
+    (timeout), OSError (network) or ValueError (bad URL).
+    """
+    tls, host, port, path = parse_url(url)
+    if tls and ca is None:
+        raise ValueError("wss:// needs the CA certificate of the back end (ca=...)")
+    if not path.endswith("/"):
+        path += "/"
+    path += quote(charge_box_id)
+    auth = None if password is None else _basic_auth(charge_box_id, password)
+    ws = WebSocket(clock, max_size)
+    where = "%s:%d" % (host, port)
+    try:
+        await _wait(ws._open(host, port, path, auth, tls_context(ca) if tls else None), timeout_ms)
+    except asyncio.TimeoutError:
+        await ws._shutdown(1006, "timeout")
+        raise WSError("no WebSocket to %s within %d ms" % (where, timeout_ms))
+    except BaseException as e:  # also a cancellation: never leave the socket open
+        await ws._shutdown(1006, "handshake failed")
+        if not isinstance(e, Exception):
+            raise
+        why = _tls_failure(e) if tls else None
+        if why:
+            raise TLSError("TLS with %s failed: %s" % (where, why))
+        raise
+    return ws
+
+
+class WebSocket:
+    """One client connection. Use `connect()` to make one.
+
+    Exactly one task may call `recv()` at a time; it also answers pings and sees pongs, so
+    `keepalive()` only works while some task keeps calling `recv()`. Sending is safe from any task.
+    """
+
+    def __init__(self, clock, max_size=DEFAULT_MAX_SIZE):
+        self._clock = clock
+        self.max_size = max_size
+        self.send_timeout_ms = 10000  # a frame not written within this: the link is dead
+        self.open = False  # True while messages can be sent
+        self.closed = False  # True once the socket is closed
+        self.close_code = None
+        self.close_reason = ""
+        self.rx_frames = 0  # frames received, of any kind
+        self.last_rx_ms = None  # clock.ticks_ms() of the last frame received
+        self._r = self._w = None
+        self._lock = asyncio.Lock()
+        self._reader = None  # task inside recv()
+        self._closing = False  # we sent a close frame
+        self._close_seen = asyncio.Event()
+        self._msg = None  # fragments of a message being received
+        self._host = ""
+
+    def __repr__(self):
+        state = "open" if self.open else ("closed %s" % self.close_code if self.closed else "closing")
+        return "<WebSocket %s %s>" % (self._host, state)
+
+    async def _open(self, host, port, path, auth, ctx):
+        self._host = "%s:%d" % (host, port)
+        if ctx is None:
+            self._r, self._w = await asyncio.open_connection(host, port)
+        else:
+            self._r, self._w = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host)
+        key = b2a_base64(_random_bytes(16)).strip()
+        hosthdr = ("[%s]" % host) if ":" in host else host
+        if port != (443 if ctx else 80):
+            hosthdr += ":%d" % port
+        req = ("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n"
+               % (path, hosthdr, key.decode(), SUBPROTOCOL)).encode()
+        if auth:
+            req += b"Authorization: Basic " + auth + b"\r\n"
+        self._w.write(req + b"\r\n")
+        req = None
+        await self._w.drain()
+        line = await self._r.readline()
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            raise HandshakeError("%s did not answer with HTTP" % self._host)
+        status = int(parts[1])
+        headers = {}
+        while True:
+            line = await self._r.readline()
+            if not line:
+                raise HandshakeError("%s closed the connection during the handshake" % self._host, status)
+            if line in (b"\r\n", b"\n"):
+                break
+            if len(headers) >= 64:
+                raise HandshakeError("%s sent too many headers" % self._host, status)
+            i = line.find(b":")
+            if i > 0:
+                headers[line[:i].strip().lower()] = line[i + 1:].strip()
+        if status != 101:
+            raise HandshakeError("%s refused the WebSocket: HTTP %d" % (self._host, status), status)
+        if headers.get(b"upgrade", b"").lower() != b"websocket" or \
+                b"upgrade" not in headers.get(b"connection", b"").lower():
+            raise HandshakeError("%s did not upgrade to WebSocket" % self._host, status)
+        if headers.get(b"sec-websocket-accept") != accept_key(key):
+            raise HandshakeError("%s sent a wrong Sec-WebSocket-Accept" % self._host, status)
+        if headers.get(b"sec-websocket-protocol") != SUBPROTOCOL.encode():
+            raise HandshakeError("%s did not select subprotocol %s" % (self._host, SUBPROTOCOL), status)
+        self.open = True
+        self.last_rx_ms = self._clock.ticks_ms()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _send_frame(self, op, payload):
+        frame = _encode_frame(op, payload)
+        async with self._lock:
+            if self.closed:
+                raise ClosedError(self.close_code, self.close_reason)
+            try:
+                self._w.write(frame)
+                await _wait(self._drain(), self.send_timeout_ms)
+            except (OSError, EOFError, asyncio.TimeoutError):  # TimeoutError: nothing moves
+                await self._shutdown(1006, "connection lost")
+                raise ClosedError(1006, "connection lost")
+
+    async def _drain(self):
+        await self._w.drain()
+
+    async def send(self, text):
+        """Send one text message. Raises ClosedError when the connection is not open."""
+        if not self.open:
+            raise ClosedError(self.close_code or 1006, self.close_reason)
+        await self._send_frame(TEXT, text.encode() if isinstance(text, str) else text)
+
+    async def ping(self, data=b""):
+        if not self.open:
+            raise ClosedError(self.close_code or 1006, self.close_reason)
+        await self._send_frame(PING, data)
+
+    async def _send_close(self, code, reason=""):
+        if self._closing or self.closed:
+            return
+        self._closing = True
+        self.open = False
+        try:
+            await _wait(self._send_frame(CLOSE, struct.pack("!H", code) + reason.encode()[:120]), 1000)
+        except Exception:  # a dead link: the socket gets closed anyway
+            pass
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def _read_into(self, buf):
+        mv = memoryview(buf)
+        pos = 0
+        readinto = getattr(self._r, "readinto", None)  # MicroPython: no intermediate copies
+        while pos < len(buf):
+            if readinto:
+                k = await readinto(mv[pos:])
+                if k is None:  # TLS: no application data yet
+                    continue
+            else:
+                chunk = await self._r.read(len(buf) - pos)
+                k = len(chunk)
+                mv[pos:pos + k] = chunk
+            if not k:
+                raise EOFError
+            pos += k
+
+    async def _skip(self, n):
+        while n > 0:
+            chunk = await self._r.read(min(n, 512))
+            if not chunk:
+                raise EOFError
+            n -= len(chunk)
+
+    async def _fail(self, code, reason, skip=None):
+        """Close with `code` because of what the server sent. After a protocol error the stream
+        is out of step, so the socket is closed at once; a message that is only too big is
+        skipped (`skip` bytes, never buffered) and the server gets a second to answer the
+        close frame, so that it learns the code instead of seeing a reset."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        await self._send_close(code, reason)
+        if skip is not None:
+            self._reader = None  # the skipping below ends by itself
+            try:
+                await _wait(self._skip_until_close(skip), 1000)
+            except Exception:
+                pass
+        await self._shutdown(code, reason)
+        raise ClosedError(code, reason)
+
+    async def _skip_until_close(self, n):
+        await self._skip(n)
+        await self._drain_until_close()
+
+    async def _next(self):
+        """Read one frame; returns a complete text message or None (control frame handled)."""
+        b0, b1 = await self._r.readexactly(2)
+        fin, op, n = b0 & 0x80, b0 & 0x0F, b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", await self._r.readexactly(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", await self._r.readexactly(8))[0]
+        self.rx_frames += 1
+        self.last_rx_ms = self._clock.ticks_ms()
+        if b0 & 0x70:
+            await self._fail(1002, "reserved bits set")
+        if b1 & 0x80:
+            await self._fail(1002, "masked frame from server")
+        if op >= 8:
+            if op not in (CLOSE, PING, PONG):
+                await self._fail(1002, "unknown opcode")
+            if not fin or n > 125:
+                await self._fail(1002, "bad control frame")
+        elif op not in (CONT, TEXT, BINARY):
+            await self._fail(1002, "unknown opcode")
+        elif self._closing:  # data after our close frame is not wanted, nor buffered
+            await self._skip(n)
+            return None
+        elif (op == CONT) != (self._msg is not None):
+            await self._fail(1002, "bad fragmentation")
+        if op < 8 and n + (len(self._msg) if self._msg is not None else 0) > self.max_size:
+            self._msg = None
+            await self._fail(1009, "message too big", n)
+        payload = bytearray(n)
+        await self._read_into(payload)
+        if op == PING:
+            if not self._closing:
+                await self._send_frame(PONG, payload)
+            return None
+        if op == PONG:
+            return None
+        if op == CLOSE:
+            await self._on_close(payload)
+        if op == BINARY:
+            await self._fail(1003, "binary frames are not OCPP-J")
+        if self._msg is None:
+            self._msg = payload
+        else:
+            self._msg.extend(payload)
+        if not fin:
+            return None
+        data, self._msg = self._msg, None
+        try:
+            return str(data, "utf-8")
+        except UnicodeError:
+            await self._fail(1007, "text is not UTF-8")
+
+    async def _on_close(self, payload):
+        code, reason = 1005, ""
+        if len(payload) == 1:
+            await self._fail(1002, "bad close frame")
+        if len(payload) >= 2:
+            code = struct.unpack("!H", payload[:2])[0]
+            try:
+                reason = str(payload[2:], "utf-8")
+            except UnicodeError:
+                reason = ""
+        self._close_seen.set()
+        if not self._closing:  # the server started the close handshake: answer it
+            await self._send_close(code if 1000 <= code < 5000 and code not in (1005, 1006, 1015) else 1000)
+            self.close_code, self.close_reason = code, reason
+        await self._shutdown(self.close_code or code, self.close_reason or reason)
+        raise ClosedError(self.close_code, self.close_reason)
+
+    async def recv(self):
+        """The next text message (str). Raises ClosedError once the connection is closed."""
+        if self.closed:
+            raise ClosedError(self.close_code, self.close_reason)
+        self._reader = asyncio.current_task()
+        try:
+            while True:
+                msg = await self._next()
+                if msg is not None and not self._closing:
+                    return msg
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+            # Closed by another task (close(), keepalive) while we waited: not a cancellation.
+            task = asyncio.current_task()
+            if hasattr(task, "uncancel"):  # CPython counts cancellations
+                task.uncancel()  # type: ignore[attr-defined]
+            raise ClosedError(self.close_code, self.close_reason)
+        except (EOFError, OSError):
+            await self._shutdown(1006, "connection lost")
+            raise ClosedError(1006, "connection lost")
+        finally:
+            self._reader = None
+
+    # -- liveness and closing -----------------------------------------------------------------
+
+    async def keepalive(self, interval_ms):
+        """Ping every `interval_ms` (a number, or a function giving the current one; 0: no pings).
+        When nothing at all arrived in the interval after a ping, the link is dead and gets
+        closed (code 1006), so a half-open connection is noticed within two intervals. Returns
+        when the connection is closing or closed."""
+        while self.open:
+            ms = interval_ms() if callable(interval_ms) else interval_ms
+            if not ms:
+                await _sleep_ms(1000)
+                continue
+            seen = self.rx_frames
+            try:
+                await _wait(self.ping(), ms)
+            except (ClosedError, asyncio.TimeoutError):
+                if self.open:
+                    await self._shutdown(1006, "ping not sent within %d ms" % ms)
+                return
+            await _sleep_ms(ms)
+            if self.open and self.rx_frames == seen:  # (a close handshake has its own time limit)
+                await self._shutdown(1006, "no answer to ping within %d ms" % ms)
+
+    async def close(self, code=1000, reason="", timeout_ms=2000):
+        """Close handshake: send a close frame, wait up to `timeout_ms` for the server's, then
+        close the socket."""
+        if self.closed:
+            return
+        self.close_code, self.close_reason = code, reason
+        await self._send_close(code, reason)
+        try:
+            if self._reader is not None:  # the reading task will see the server's close frame
+                await _wait(self._wait_close_seen(), timeout_ms)
+            else:
+                await _wait(self._drain_until_close(), timeout_ms)
+        except Exception:
+            pass
+        await self._shutdown(code, reason)
+
+    async def _wait_close_seen(self):
+        await self._close_seen.wait()
+
+    async def _drain_until_close(self):
+        try:
+            while True:
+                await self._next()
+        except ClosedError:
+            pass
+
+    async def _shutdown(self, code, reason):
+        """Close the socket now (no handshake); a task blocked in recv() gets ClosedError."""
+        if self.closed:
+            return
+        self.closed = True
+        self.open = False
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self._close_seen.set()
+        task = self._reader
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        w = self._w
+        if w is None:
+            return
+        try:
+            t = getattr(w, "transport", None)
+            if t is not None:  # CPython: drop the connection at once, no TLS goodbye
+                t.abort()
+            w.close()
+            await _wait(w.wait_closed(), 1000)  # on MicroPython this is what closes the socket
+        except Exception:
+            pass
+
+
+class Backoff:
+    """Delays between reconnect attempts: full jitter, i.e. uniform in [0, min(cap, first * 2**n)]
+    for the n-th failure in a row; `reset()` after a connection that stayed up."""
+
+    def __init__(self, first_ms=1000, cap_ms=300000, randint=None):
+        if randint is None:
+            import random
+
+            randint = random.randint
+        self.first_ms, self.cap_ms, self.randint = first_ms, cap_ms, randint
+        self.failures = 0
+
+    def ceiling_ms(self):
+        c = self.first_ms
+        for _ in range(self.failures):
+            c *= 2
+            if c >= self.cap_ms:
+                return self.cap_ms
+        return min(c, self.cap_ms)
+
+    def next_ms(self):
+        c = self.ceiling_ms()
+        self.failures += 1
+        return self.randint(0, c)
+
+    def reset(self):
+        self.failures = 0
+
+
+class Link:
+    """Keeps an OCPP-J connection up and says truthfully whether it is.
+
+    `start()` (or `await run()`) connects and reconnects after every loss, waiting `Backoff`
+    delays; a connection that stayed up `stable_ms` resets the backoff. `connected` is True only
+    while the WebSocket is open and answering pings. `send(text)` raises ClosedError when the
+    link is down; `recv()` waits for the next message across reconnects (at most `inbox` messages
+    are kept; more are dropped and counted in `dropped`). `on_up()` and `on_down(reason)` are
+    called on each change. `ping_interval_s` (WebSocketPingInterval, 0 = off) and `password`
+    may be changed at any time; they apply from the next ping/connection.
+    """
+
+    def __init__(self, url, charge_box_id, clock, password=None, ca=None, ping_interval_s=60,
+                 max_size=DEFAULT_MAX_SIZE, connect_timeout_ms=10000, backoff=None, stable_ms=60000,
+                 inbox=8, on_up=None, on_down=None, sleep_ms=None):
+        self.url, self.charge_box_id, self.clock = url, charge_box_id, clock
+        self.password, self.ca = password, ca
+        self.ping_interval_s = ping_interval_s
+        self.max_size, self.connect_timeout_ms = max_size, connect_timeout_ms
+        self.backoff = backoff or Backoff()
+        self.stable_ms = stable_ms
+        self.on_up, self.on_down = on_up, on_down
+        self._sleep_ms = sleep_ms or _sleep_ms
+        self._inbox, self._inbox_max = [], inbox
+        self._has_msg = asyncio.Event()
+        self.dropped = 0
+        self.attempts = 0  # connection attempts so far
+        self.last_error = None  # why the last attempt or connection ended
+        self.ws = None
+        self._task = None
+        self._stopped = False
+
+    def __repr__(self):
+        return "<Link %s %s>" % (self.url, "connected" if self.connected else "down")
+
+    @property
+    def connected(self):
+        ws = self.ws
+        return ws is not None and ws.open
+
+    def start(self):
+        self._stopped = False
+        self._task = asyncio.create_task(self.run())
+        return self._task
+
+    async def stop(self):
+        """Close the connection (close handshake) and stop reconnecting."""
+        self._stopped = True
+        ws = self.ws
+        if ws is not None:
+            await ws.close(1000)
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+            try:
+                await self._task
+            except BaseException:
+                pass
+            self._task = None
+
+    async def send(self, text):
+        ws = self.ws
+        if ws is None or not ws.open:
+            raise ClosedError(1006, "not connected")
+        await ws.send(text)
+
+    async def recv(self):
+        while not self._inbox:
+            self._has_msg.clear()
+            await self._has_msg.wait()
+        return self._inbox.pop(0)
+
+    async def run(self):
+        while not self._stopped:
+            self.attempts += 1
+            try:
+                ws = await connect(self.url, self.charge_box_id, self.clock, self.password, self.ca,
+                                   self.max_size, self.connect_timeout_ms)
+            except Exception as e:
+                self.last_error = "%s: %s" % (e.__class__.__name__, e)
+                await self._sleep_ms(self.backoff.next_ms())
+                continue
+            up_at = self.clock.ticks_ms()
+            self.ws = ws
+            self.last_error = None
+            self._call(self.on_up)
+            try:
+                await self._serve(ws)
+            finally:
+                await ws._shutdown(1006, "link stopped")
+                self.ws = None
+                self.last_error = "closed (%s %s)" % (ws.close_code, ws.close_reason)
+                self._call(self.on_down, self.last_error)
+            if self.clock.ticks_diff(self.clock.ticks_ms(), up_at) >= self.stable_ms:
+                self.backoff.reset()
+            if not self._stopped:
+                await self._sleep_ms(self.backoff.next_ms())
+
+    async def _serve(self, ws):
+        ka = asyncio.create_task(ws.keepalive(lambda: int(self.ping_interval_s * 1000)))
+        try:
+            while True:
+                msg = await ws.recv()
+                if len(self._inbox) >= self._inbox_max:
+                    self.dropped += 1
+                    continue
+                self._inbox.append(msg)
+                self._has_msg.set()
+        except ClosedError:
+            pass
+        finally:
+            ka.cancel()
+
+    def _call(self, cb, *args):
+        if cb is not None:
+            try:
+                cb(*args)
+            except Exception as e:  # a broken callback must not take the link down
+                self.last_error = "callback failed: %r" % e
