@@ -51,7 +51,8 @@ class BoardError(Exception):
 # ---------------------------------------------------------------------------------------------
 # validation helpers
 
-def _tname(v):
+def type_name(v):
+    """A JSON-ish name of a value's type, for error messages."""
     if v is None:
         return "null"
     if v is True or v is False:
@@ -64,7 +65,7 @@ def _tname(v):
         return "str"
     if isinstance(v, dict):
         return "object"
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return "list"
     return type(v).__name__
 
@@ -94,7 +95,7 @@ class _Checker:
                 self.err(full + ": expected object, got null")
             return None
         if not isinstance(v, dict):
-            self.err(full + ": expected object, got " + _tname(v))
+            self.err(full + ": expected object, got " + type_name(v))
             return None
         for k in v:
             if k not in allowed:
@@ -123,7 +124,7 @@ class _Checker:
         else:
             ok = isinstance(v, str)
         if not ok:
-            self.err(full + ": expected " + kind + ", got " + _tname(v))
+            self.err(full + ": expected " + kind + ", got " + type_name(v))
             return False, None
         return True, v
 
@@ -166,7 +167,7 @@ def validate(data, source="profile"):
     Raises BoardError listing every problem ("; "-joined, sorted; each names its entry).
     """
     if not isinstance(data, dict):
-        raise BoardError("%s: expected object at top level, got %s" % (source, _tname(data)))
+        raise BoardError("%s: expected object at top level, got %s" % (source, type_name(data)))
     c = _Checker()
     for k in data:
         if k not in _TOP_KEYS:
@@ -361,7 +362,7 @@ def load(name_or_path):
     if isinstance(name_or_path, dict):
         return validate(name_or_path)
     if not isinstance(name_or_path, str) or not name_or_path:
-        raise BoardError("board profile: expected a name or a path, got " + _tname(name_or_path))
+        raise BoardError("board profile: expected a name or a path, got " + type_name(name_or_path))
     path, data = _find(name_or_path)
     return validate(data, path)
 

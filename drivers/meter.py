@@ -23,6 +23,7 @@ Readings (ints in fixed units, so a refresh allocates nothing once running):
 Values are published together only when every read of a refresh succeeded; a refresh whose
 energy is lower than the last believed one is not believed (counted in errors["backwards"]).
 """
+from drivers import board
 from drivers import meter_models
 from drivers import modbus
 
@@ -69,24 +70,6 @@ def model_spec(model):
     return spec
 
 
-def _tname(v):
-    if v is None:
-        return "null"
-    if v is True or v is False:
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "str"
-    if isinstance(v, dict):
-        return "dict"
-    if isinstance(v, (list, tuple)):
-        return "sequence"
-    return type(v).__name__
-
-
 def _is_int(v):
     return isinstance(v, int) and v is not True and v is not False
 
@@ -127,7 +110,7 @@ def check_model(name, spec):
     """
     if not isinstance(spec, dict):
         raise ValueError("meter model %r: expected a dict of entries, got %s" % (
-            name, _tname(spec)))
+            name, board.type_name(spec)))
     errs = []
     for k in sorted([str(k) for k in spec]):
         if k not in _KEYS:

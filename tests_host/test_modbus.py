@@ -1051,7 +1051,7 @@ def test_bad_model_data_stops_the_build_and_lists_every_entry(monkeypatch):
 def test_model_that_is_not_a_dict():
     with pytest.raises(ValueError) as e:
         meter.check_model("x", [1, 2])
-    assert str(e.value) == "meter model 'x': expected a dict of entries, got sequence"
+    assert str(e.value) == "meter model 'x': expected a dict of entries, got list"
 
 
 def test_a_new_scaled_model_is_data_only(monkeypatch):
