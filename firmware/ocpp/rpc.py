@@ -1,0 +1,538 @@
+"""OCPP-J 1.6 RPC framework: frames in and out, schema validation, call/answer matching.
+
+Frames (OCPP-J 1.6 section 4.2): `[2, id, action, {payload}]` Call, `[3, id, {payload}]`
+CallResult, `[4, id, code, description, {details}]` CallError.
+
+    parse(text, supported=None, max_size=MAX_FRAME) -> one tuple:
+        (CALL, id, action, payload)          a valid call for a supported action
+        (RESULT, id, payload)                a CallResult (payload checked by the Rpc, which
+                                             knows the action)
+        (ERROR, id, code, description, details)
+        (REFUSE, id, code, description)      answer it with error_frame(id, code, description)
+        (DROP, id_or_None, code, description) nothing to answer (see below); count it
+    validate(action, kind, payload) -> None or (code, description); kind "req" or "conf"
+    call_frame / result_frame / error_frame(...) -> compact JSON text
+    Rpc(send, clock, handler, ...)           one connection's RPC state (see the class)
+
+CallError decisions (spec = ocpp-j-1.6-specification, errata = ocpp-j-1.6-errata-sheet):
+- Codes are spelled as in the spec's table 7: "FormationViolation" and
+  "OccurenceConstraintViolation". Errata 5.1 and 5.2 keep these spellings for 1.6 ("Do not fix,
+  this is a message level change"); the `ocpp` package the back end runs knows both spellings
+  (FormationViolationError, OccurenceConstraintViolationError).
+- Not JSON, not an array, an empty array, a message type that is not an integer, a wrong
+  element count, an id/action that is not a string, a payload that is neither an object nor
+  null: FormationViolation ("not conform the PDU structure"). null payloads are read as {}
+  (spec 4.2.1 allows both notations).
+- The unique id is echoed when element 1 is a string. When it can not be read the id is "-1":
+  OCPP-J 1.6 says nothing; "-1" is the convention OCPP-J 2.0.1 (section 4.2.3) made explicit.
+- Unique id longer than 36 characters (spec 4.1.4 table 3, named as a CallError case in 4.2.3):
+  FormationViolation, with the id echoed unchanged so the sender can match it.
+- Message type number not 2, 3 or 4 (spec 4.1.3: "it SHALL ignore the message payload"):
+  dropped, nothing is answered (1.6 has no code for it).
+- Unknown action: NotImplemented; an OCPP 1.6 action the charger does not handle (not in
+  `supported`): NotSupported (table 7; errata 3.7 example).
+- Payload against the schema: wrong JSON type -> TypeConstraintViolation; value out of range,
+  not in the enum, string too long, not a multiple of the schema's multipleOf, a malformed
+  date-time -> PropertyConstraintViolation; a required property missing, a property the schema
+  does not have (additionalProperties false, errata 3.1), an array shorter than minItems ->
+  OccurenceConstraintViolation. (The `ocpp` package maps some of these differently, e.g. a
+  missing property to ProtocolError; table 7's descriptions are followed here.)
+  The date-time check is "YYYY-MM-DDTHH:MM:SS[.f...][Z|+hh:mm|-hh:mm]" with the fields in range;
+  a missing offset is tolerated (read as UTC by the caller) because some back ends omit it.
+- A Call with the same id as the call being handled, or any second Call while one is being
+  handled (spec 4.1.1: the other side SHOULD NOT send it; 4.2.3 names "an existing call with
+  the same unique identifier is being handled already" as a CallError case): GenericError.
+- A frame longer than `max_size` bytes is never given to json.loads. If its head reads
+  `[2,"<id>"` it is answered GenericError ("frame too large") with that id; otherwise dropped.
+- A malformed CallResult/CallError is never answered (a CallError answers a Call only): it is
+  dropped and counted; when its id is that of the outstanding call, that call fails with the code.
+- Running out of memory while decoding: InternalError.
+"""
+import json
+
+from firmware.ocpp import schemas
+
+try:
+    from os import urandom as _urandom
+except ImportError:  # pragma: no cover
+    import random
+
+    def _urandom(n):
+        return bytes(random.getrandbits(8) for _ in range(n))
+
+import asyncio
+
+CALL, RESULT, ERROR = 2, 3, 4
+REFUSE, DROP = 0, 1
+
+MAX_ID = 36
+MAX_FRAME = 8192  # bytes; a bigger frame is refused before json.loads
+UNREADABLE_ID = "-1"
+
+NOT_IMPLEMENTED = "NotImplemented"
+NOT_SUPPORTED = "NotSupported"
+INTERNAL = "InternalError"
+PROTOCOL = "ProtocolError"
+SECURITY = "SecurityError"
+FORMATION = "FormationViolation"
+PROPERTY = "PropertyConstraintViolation"
+OCCURENCE = "OccurenceConstraintViolation"
+TYPE = "TypeConstraintViolation"
+GENERIC = "GenericError"
+TIMEOUT = "Timeout"  # local only: no answer in time (never sent)
+CLOSED = "Closed"  # local only: the connection went down before the answer
+
+try:
+    json.dumps([], separators=(",", ":"))
+
+    def _dumps(o):
+        return json.dumps(o, separators=(",", ":"))
+except TypeError:  # pragma: no cover - an old MicroPython without separators
+    _dumps = json.dumps
+
+_TNAME = {"s": "string", "e": "string", "d": "date-time string", "i": "integer", "n": "number",
+          "b": "boolean", "o": "object", "a": "array"}
+
+
+class RpcError(Exception):
+    """A call failed (`code`: a CallError code, TIMEOUT or CLOSED), or a handler refuses a
+    call with this CallError."""
+
+    def __init__(self, code, description="", details=None):
+        super().__init__(code, description)
+        self.code = code
+        self.description = description
+        self.details = details
+
+
+# ---------------------------------------------------------------------------- schemas
+
+def find(action):
+    """(action, request JSON, response JSON) of an OCPP 1.6 action, or None."""
+    for row in schemas.A:
+        if row[0] == action:
+            return row
+    return None
+
+
+def actions():
+    return [row[0] for row in schemas.A]
+
+
+def _digits(s, i, n):
+    v = 0
+    for k in range(i, i + n):
+        c = ord(s[k]) - 48
+        if c < 0 or c > 9:
+            return -1
+        v = v * 10 + c
+    return v
+
+
+def is_datetime(s):
+    """RFC 3339 date-time ("2013-02-01T20:53:32.486Z"); the offset may be left out."""
+    n = len(s)
+    if n < 19 or s[4] != "-" or s[7] != "-" or s[10] not in "Tt" or s[13] != ":" or s[16] != ":":
+        return False
+    if (_digits(s, 0, 4) < 0 or not 1 <= _digits(s, 5, 2) <= 12 or not 1 <= _digits(s, 8, 2) <= 31
+            or not 0 <= _digits(s, 11, 2) <= 23 or not 0 <= _digits(s, 14, 2) <= 59
+            or not 0 <= _digits(s, 17, 2) <= 60):
+        return False
+    i = 19
+    if i < n and s[i] == ".":
+        i += 1
+        j = i
+        while i < n and "0" <= s[i] <= "9":
+            i += 1
+        if i == j:
+            return False
+    if i == n:
+        return True
+    if s[i] in "Zz":
+        return i + 1 == n
+    if s[i] in "+-" and n - i == 6 and s[i + 3] == ":":
+        return 0 <= _digits(s, i + 1, 2) <= 23 and 0 <= _digits(s, i + 4, 2) <= 59
+    return False
+
+
+def _check(code, arg, v, path):
+    """None, or (error code, description) for value `v` against one item spec."""
+    t = type(v)
+    if code == "s" or code == "e" or code == "d":
+        if t is not str:
+            return TYPE, "%s: expected string" % path
+        if code == "s":
+            if arg is not None and len(v) > arg:
+                return PROPERTY, "%s: longer than %d" % (path, arg)
+        elif code == "e":
+            if "|" in v or ("|" + v + "|") not in schemas.E[arg]:
+                return PROPERTY, "%s: not an allowed value" % path
+        elif not is_datetime(v):
+            return PROPERTY, "%s: not a date-time" % path
+        return None
+    if code == "i":
+        if t is not int:
+            return TYPE, "%s: expected integer" % path
+        return None
+    if code == "n":
+        if t is not int and t is not float:
+            return TYPE, "%s: expected number" % path
+        if arg and t is float:
+            r = v * arg
+            if r != r or abs(r - round(r)) > 1e-6 * abs(r) + 1e-9:  # float32 on the ESP32
+                return PROPERTY, "%s: not a multiple of 1/%d" % (path, arg)
+        return None
+    if code == "b":
+        if t is not bool:
+            return TYPE, "%s: expected boolean" % path
+        return None
+    if code == "o":
+        if t is not dict:
+            return TYPE, "%s: expected object" % path
+        return check_object(arg, v, path)
+    if code == "a":
+        if t is not list:
+            return TYPE, "%s: expected array" % path
+        if len(v) < arg[0]:
+            return OCCURENCE, "%s: fewer than %d items" % (path, arg[0])
+        it = arg[1]
+        ic = it[0]
+        ia = it[1] if len(it) > 1 else None
+        for k in range(len(v)):
+            e = _check(ic, ia, v[k], path)
+            if e is not None:
+                return e[0], e[1].replace(path, "%s[%d]" % (path, k), 1)
+        return None
+    return INTERNAL, "%s: bad schema code %r" % (path, code)  # pragma: no cover
+
+
+def check_object(props, obj, path=""):
+    """None or (code, description) for dict `obj` against a decoded object of the table."""
+    for k in obj:
+        for p in props:
+            if p[0] == k:
+                break
+        else:
+            return OCCURENCE, "%s%s: unexpected property" % (path + "." if path else "", k)
+    for p in props:
+        name = p[0]
+        c = p[1]
+        sub = path + "." + name if path else name
+        if name not in obj:
+            if c < "a":  # upper case: required
+                return OCCURENCE, "%s: required" % sub
+            continue
+        e = _check(c.lower(), p[2] if len(p) > 2 else None, obj[name], sub)
+        if e is not None:
+            return e
+    return None
+
+
+def validate(action, kind, payload):
+    """None when `payload` is a valid `action` request (kind "req") or response ("conf"),
+    else (code, description). An unknown action gives (NotImplemented, ...)."""
+    row = find(action)
+    if row is None:
+        return NOT_IMPLEMENTED, "unknown action %s" % action
+    if type(payload) is not dict:
+        return TYPE, "payload: expected object"
+    return check_object(_props(row[1] if kind == "req" else row[2]), payload)
+
+
+def _props(text):
+    """The property list of one object of the table (decoded on use: the table stays text)."""
+    return json.loads(text)
+
+
+# ---------------------------------------------------------------------------- frames
+
+def _peek_call_id(text):
+    """The id of a frame that starts `[2,"<id>"` (blanks allowed), else None; no allocation
+    beyond the id itself. Used for frames too large to decode."""
+    n = min(len(text), 64)
+    i = 0
+
+    def skip(i):
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        return i
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text[:n]).decode()
+        except Exception:
+            return None
+        n = len(text)
+    i = skip(i)
+    if i >= n or text[i] != "[":
+        return None
+    i = skip(i + 1)
+    if i >= n or text[i] != "2":
+        return None
+    i = skip(i + 1)
+    if i >= n or text[i] != ",":
+        return None
+    i = skip(i + 1)
+    if i >= n or text[i] != '"':
+        return None
+    j = i + 1
+    while j < n and j - i <= MAX_ID + 1:
+        c = text[j]
+        if c == '"':
+            return text[i + 1:j]
+        if c == "\\":
+            return None
+        j += 1
+    return None
+
+
+def parse(text, supported=None, max_size=MAX_FRAME):
+    """Decode one incoming frame (str or bytes); never raises. See the module's docstring."""
+    if len(text) > max_size:
+        uid = _peek_call_id(text)
+        if uid is None:
+            return (DROP, None, GENERIC, "frame too large")
+        return (REFUSE, uid, GENERIC, "frame too large (limit %d bytes)" % max_size)
+    try:
+        if not isinstance(text, str):
+            text = bytes(text).decode()
+        m = json.loads(text)
+    except MemoryError:
+        return (REFUSE, UNREADABLE_ID, INTERNAL, "out of memory")
+    except Exception:
+        return (REFUSE, UNREADABLE_ID, FORMATION, "not JSON")
+    if type(m) is not list or not m:
+        return (REFUSE, UNREADABLE_ID, FORMATION, "not a non-empty JSON array")
+    n = len(m)
+    uid = m[1] if n > 1 and type(m[1]) is str else None
+    t = m[0]
+    if type(t) is not int:
+        return (REFUSE, UNREADABLE_ID if uid is None else uid, FORMATION, "message type is not an integer")
+    if t == CALL:
+        if uid is None:
+            return (REFUSE, UNREADABLE_ID, FORMATION, "unique id is not a string")
+        if n != 4:
+            return (REFUSE, uid, FORMATION, "a call has 4 elements")
+        if len(uid) > MAX_ID:
+            return (REFUSE, uid, FORMATION, "unique id longer than %d" % MAX_ID)
+        action = m[2]
+        payload = m[3]
+        if type(action) is not str:
+            return (REFUSE, uid, FORMATION, "action is not a string")
+        if payload is None:
+            payload = {}
+        elif type(payload) is not dict:
+            return (REFUSE, uid, FORMATION, "payload is not an object")
+        row = find(action)
+        if row is None:
+            return (REFUSE, uid, NOT_IMPLEMENTED, "unknown action")
+        if supported is not None and action not in supported:
+            return (REFUSE, uid, NOT_SUPPORTED, "%s not supported" % action)
+        try:
+            e = check_object(_props(row[1]), payload)
+        except MemoryError:
+            return (REFUSE, uid, INTERNAL, "out of memory")
+        if e is not None:
+            return (REFUSE, uid, e[0], e[1])
+        return (CALL, uid, action, payload)
+    if t == RESULT:
+        if uid is None or n != 3:
+            return (DROP, uid, FORMATION, "malformed CallResult")
+        payload = m[2]
+        if payload is None:
+            payload = {}
+        elif type(payload) is not dict:
+            return (DROP, uid, FORMATION, "CallResult payload is not an object")
+        return (RESULT, uid, payload)
+    if t == ERROR:
+        if uid is None or n != 5 or type(m[2]) is not str:
+            return (DROP, uid, FORMATION, "malformed CallError")
+        desc = m[3] if type(m[3]) is str else ""
+        details = m[4] if type(m[4]) is dict else {}
+        return (ERROR, uid, m[2], desc, details)
+    return (DROP, uid, None, "unknown message type %d" % t)
+
+
+def call_frame(uid, action, payload):
+    return _dumps([CALL, uid, action, payload])
+
+
+def result_frame(uid, payload):
+    return _dumps([RESULT, uid, payload])
+
+
+def error_frame(uid, code, description="", details=None):
+    return _dumps([ERROR, uid, code, description, details if details is not None else {}])
+
+
+# ---------------------------------------------------------------------------- the RPC object
+
+if hasattr(asyncio, "sleep_ms"):
+    _sleep_ms = asyncio.sleep_ms  # type: ignore[attr-defined]
+else:
+    async def _sleep_ms(ms):
+        await asyncio.sleep(ms / 1000)
+
+
+class Rpc:
+    """The RPC state of one OCPP-J connection (spec 4.1.1: one outstanding call each way).
+
+        rpc = Rpc(send, clock, handler, supported=("Reset", ...), timeout_ms=30000)
+        await rpc.feed(text)               # every text message the WebSocket receives
+        payload = await rpc.call("Heartbeat", {})   # raises RpcError(code, ...) on failure
+        rpc.closed()                       # the connection went down: the outstanding call
+                                           # fails with CLOSED
+
+    `send(text)` is an async function (WebSocket.send). `handler(action, payload)` is an async
+    function that returns the CallResult payload or raises RpcError(code, description) to
+    answer with that CallError; any other exception is answered with InternalError.
+
+    Outgoing calls: at most one outstanding. A second `call()` waits (FIFO) until the first is
+    answered or timed out; its own `timeout_ms` runs from the moment it is sent. Unique ids are
+    a boot-random prefix (8 hex digits) + a hex counter ("3fa2c91b1a"): unique on the
+    connection and, with overwhelming probability, across reboots. A CallResult/CallError whose
+    id is not the outstanding call's (late, unknown) is ignored and counted in `late`.
+    The result payload is validated against the action's response schema; an invalid one fails
+    the call with that code (counted in `bad_results`).
+
+    Incoming calls: one handled at a time; the handler runs as its own task so that answers to
+    our calls are still read meanwhile; a Call that arrives while one is being handled is
+    refused with GenericError. Refused frames are counted in `refused`, dropped ones in
+    `dropped`.
+
+    check_out (default True): every outgoing call payload and result payload is validated
+    first; a failure raises RpcError(InternalError) in `call()` (nothing sent) or answers the
+    incoming call with InternalError instead of the invalid payload, and is counted in `bugs`.
+    """
+
+    def __init__(self, send, clock, handler=None, supported=None, timeout_ms=30000,
+                 max_size=MAX_FRAME, check_out=True, poll_ms=20, prefix=None):
+        self.send = send
+        self.clock = clock
+        self.handler = handler
+        self.supported = supported
+        self.timeout_ms = timeout_ms
+        self.max_size = max_size
+        self.check_out = check_out
+        self.poll_ms = poll_ms
+        if prefix is None:
+            prefix = "".join("%02x" % b for b in _urandom(4))
+        self.prefix = prefix
+        self.seq = 0
+        self.lock = asyncio.Lock()
+        self._out_id = None  # id of the outstanding call
+        self._out_action = None
+        self._answer = None  # (RESULT, payload) or (ERROR, code, desc, details)
+        self._in_id = None  # id of the incoming call being handled
+        self.late = 0
+        self.refused = 0
+        self.dropped = 0
+        self.bad_results = 0
+        self.bugs = 0
+        self.timeouts = 0
+
+    def next_id(self):
+        self.seq += 1
+        return "%s%x" % (self.prefix, self.seq)
+
+    @property
+    def busy(self):
+        """True while an incoming call is being handled."""
+        return self._in_id is not None
+
+    @property
+    def outstanding(self):
+        """Id of the outstanding outgoing call, or None."""
+        return self._out_id
+
+    async def call(self, action, payload, timeout_ms=None):
+        """Send a Call and return the CallResult payload; raises RpcError(code, description):
+        the CallError's code, a schema code for an invalid result, TIMEOUT or CLOSED."""
+        if self.check_out:
+            e = validate(action, "req", payload)
+            if e is not None:
+                self.bugs += 1
+                raise RpcError(INTERNAL, "outgoing %s: %s" % (action, e[1]))
+        await self.lock.acquire()
+        try:
+            uid = self.next_id()
+            self._answer = None
+            self._out_id = uid
+            self._out_action = action
+            await self.send(call_frame(uid, action, payload))
+            clock = self.clock
+            deadline = clock.ticks_add(clock.ticks_ms(), self.timeout_ms if timeout_ms is None else timeout_ms)
+            while self._answer is None:
+                if self._out_id is None:
+                    raise RpcError(CLOSED, "connection closed")
+                if clock.ticks_diff(clock.ticks_ms(), deadline) >= 0:
+                    self.timeouts += 1
+                    raise RpcError(TIMEOUT, "no answer to %s" % action)
+                await _sleep_ms(self.poll_ms)
+            a = self._answer
+            if a[0] == RESULT:
+                e = validate(action, "conf", a[1])
+                if e is not None:
+                    self.bad_results += 1
+                    raise RpcError(e[0], "%s.conf: %s" % (action, e[1]))
+                return a[1]
+            raise RpcError(a[1], a[2], a[3])
+        finally:
+            self._out_id = None
+            self._out_action = None
+            self._answer = None
+            self.lock.release()
+
+    def closed(self):
+        """The connection is gone: the outstanding call fails with CLOSED."""
+        self._out_id = None
+
+    async def feed(self, text):
+        """Take one incoming text message. Returns the parsed tuple (for logs and tests)."""
+        m = parse(text, self.supported, self.max_size)
+        k = m[0]
+        if k == CALL:
+            if self._in_id is not None:
+                self.refused += 1
+                desc = "call with this id is being handled" if m[1] == self._in_id else "busy with another call"
+                await self.send(error_frame(m[1], GENERIC, desc))
+                return (REFUSE, m[1], GENERIC, desc)
+            self._in_id = m[1]
+            asyncio.create_task(self._serve(m[1], m[2], m[3]))
+        elif k == REFUSE:
+            self.refused += 1
+            await self.send(error_frame(m[1], m[2], m[3]))
+        elif k == RESULT or k == ERROR:
+            if m[1] != self._out_id or self._answer is not None:
+                self.late += 1
+            else:
+                self._answer = (RESULT, m[2]) if k == RESULT else (ERROR, m[2], m[3], m[4])
+        else:  # DROP
+            self.dropped += 1
+            if m[1] is not None and m[1] == self._out_id and m[2] is not None and self._answer is None:
+                self._answer = (ERROR, m[2], m[3], None)
+        return m
+
+    async def _serve(self, uid, action, payload):
+        try:
+            try:
+                if self.handler is None:
+                    raise RpcError(NOT_SUPPORTED, "%s not supported" % action)
+                res = await self.handler(action, payload)
+                if res is None:
+                    res = {}
+                if self.check_out:
+                    e = validate(action, "conf", res)
+                    if e is not None:
+                        self.bugs += 1
+                        raise RpcError(INTERNAL, "bad %s.conf: %s" % (action, e[1]))
+                frame = result_frame(uid, res)
+            except RpcError as e:
+                frame = error_frame(uid, e.code, e.description, e.details)
+            except Exception as e:  # a bug in a handler: tell the back end, keep running
+                frame = error_frame(uid, INTERNAL, "%s" % type(e).__name__)
+            try:
+                await self.send(frame)
+            except Exception:
+                pass  # the link is down: the back end times the call out
+        finally:
+            self._in_id = None
