@@ -65,22 +65,6 @@ MODELS = {
         },
         "scale": _EASTRON_SCALE,
     },
-    # Eastron SDM230-Modbus protocol: the SDM120 map (voltage 0x0000, current 0x0006, active
-    # power 0x000C, import active energy 0x0048, function 04). 2400 baud 8N1 by default.
-    "sdm230": {
-        "phases": 1,
-        "function": 4,
-        "encoding": "float32",
-        "baudrate": 2400,
-        "reads": ((0x0000, 2), (0x0006, 2), (0x000C, 2), (0x0048, 2)),
-        "values": {
-            "volts_dv": (0x0000,),
-            "amps_ma": (0x0006,),
-            "power_w": 0x000C,
-            "energy_wh": 0x0048,
-        },
-        "scale": _EASTRON_SCALE,
-    },
     # Chint DTSU666 (3-phase 4-wire DIN-rail meter; the DSSU666 is its 3-wire sibling).
     # Source: Chint "DTSU666 series and DSSU666 series three phase electronic energy meter, User
     # manual" (ZTY0.464.1448; also ZTW0.464.0104 of 2023-11-14), 5.3 "Communication function",
@@ -137,3 +121,7 @@ MODELS = {
 # Eastron SDM72D-M Modbus Protocol (input registers, function 04): the SDM630's map for volts
 # 0x0000/2/4, current 0x0006/8/A, total system power 0x0034, import kWh 0x0048; 9600 baud 8N1.
 MODELS["sdm72d"] = MODELS["sdm630"]
+
+# Eastron SDM230-Modbus protocol: the SDM120 map (voltage 0x0000, current 0x0006, active power
+# 0x000C, import active energy 0x0048, function 04). 2400 baud 8N1 by default.
+MODELS["sdm230"] = MODELS["sdm120"]

@@ -88,6 +88,7 @@ import json
 import os
 
 from firmware import store
+from firmware.ocpp import dumps as _dumps
 from firmware.clock import SystemClock
 
 try:
@@ -102,13 +103,6 @@ MAX_BODY = 8192  # hard limit of one record's JSON (bytes); max_bytes may only b
 _HDR = 14  # "CCCCCCCC LLLL "
 _MAX_WAIT = 0x0FFFFFFF  # longest retry wait in ms (~74 h), safe for ticks_add on every port
 
-try:
-    json.dumps([], separators=(",", ":"))
-
-    def _dumps(o):
-        return json.dumps(o, separators=(",", ":"))
-except TypeError:  # pragma: no cover - an old MicroPython without separators
-    _dumps = json.dumps
 
 
 class OutboxFull(Exception):

@@ -51,6 +51,7 @@ CallError decisions (spec = ocpp-j-1.6-specification, errata = ocpp-j-1.6-errata
 import json
 
 from firmware.ocpp import schemas
+from firmware.ocpp import dumps as _dumps
 
 try:
     from os import urandom as _urandom
@@ -82,13 +83,6 @@ GENERIC = "GenericError"
 TIMEOUT = "Timeout"  # local only: no answer in time (never sent)
 CLOSED = "Closed"  # local only: the connection went down before the answer
 
-try:
-    json.dumps([], separators=(",", ":"))
-
-    def _dumps(o):
-        return json.dumps(o, separators=(",", ":"))
-except TypeError:  # pragma: no cover - an old MicroPython without separators
-    _dumps = json.dumps
 
 _TNAME = {"s": "string", "e": "string", "d": "date-time string", "i": "integer", "n": "number",
           "b": "boolean", "o": "object", "a": "array"}
