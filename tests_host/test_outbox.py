@@ -15,68 +15,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from firmware.clock import VirtualClock
 from firmware.ocpp import outbox
 from firmware.ocpp.outbox import Outbox, OutboxFull
+from flaky_fs import FlakyFS, PowerCut
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
-
-
-class PowerCut(Exception):
-    pass
-
-
-class FlakyFS(outbox.FS):
-    """The real filesystem, but the power fails at write operation number `cut_at`.
-
-    Write operations are file writes, renames and removals. mode "torn": a cut write leaves
-    half of its bytes, a cut rename/removal did not happen. mode "after": the operation
-    completed, then the power failed (before the caller learnt of it).
-    """
-
-    def __init__(self, cut_at=None, mode="torn"):
-        self.cut_at = cut_at
-        self.mode = mode
-        self.ops = 0
-        self.bytes = 0
-
-    def _tick(self):
-        self.ops += 1
-        return self.cut_at is not None and self.ops == self.cut_at
-
-    def open(self, path, mode):
-        f = open(path, mode)
-        if "r" in mode:
-            return f
-        fs = self
-
-        class W:
-            def write(self, data):
-                if fs._tick():
-                    f.write(data if fs.mode == "after" else data[: len(data) // 2])
-                    f.close()
-                    raise PowerCut()
-                fs.bytes += len(data)
-                return f.write(data)
-
-            def close(self):
-                if not f.closed:
-                    f.close()
-
-        return W()
-
-    def rename(self, a, b):
-        if self._tick():
-            if self.mode == "after":
-                os.rename(a, b)
-            raise PowerCut()
-        os.rename(a, b)
-
-    def remove(self, path):
-        if self._tick():
-            if self.mode == "after":
-                os.remove(path)
-            raise PowerCut()
-        os.remove(path)
 
 
 def start(key, tx):

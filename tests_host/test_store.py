@@ -6,56 +6,7 @@ import pytest
 
 from firmware import store
 from firmware.session import SessionKeeper
-
-
-class PowerCut(Exception):
-    pass
-
-
-class FlakyFS(store.RealFS):
-    """The real filesystem, but the power fails at write operation number `cut_at`.
-
-    A write cut mid-way leaves half of its bytes on the disk (a torn write); a cut rename
-    leaves both files as they were.
-    """
-
-    def __init__(self, cut_at=None):
-        self.cut_at = cut_at
-        self.ops = 0
-
-    def _tick(self):
-        self.ops += 1
-        if self.cut_at is not None and self.ops == self.cut_at:
-            return True
-        return False
-
-    def open(self, path, mode):
-        f = open(path, mode)
-        if "r" in mode:
-            return f
-        fs = self
-
-        class W:
-            def write(self, data):
-                if fs._tick():
-                    f.write(data[: len(data) // 2])
-                    f.close()
-                    raise PowerCut()
-                return f.write(data)
-
-            def close(self):
-                if not f.closed:
-                    f.close()
-
-            def readline(self):
-                return f.readline()
-
-        return W()
-
-    def rename(self, a, b):
-        if self._tick():
-            raise PowerCut()
-        os.rename(a, b)
+from flaky_fs import FlakyFS, PowerCut
 
 
 def story(keeper, acked):
