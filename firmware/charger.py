@@ -92,6 +92,7 @@ class Charger:
         self.available = True
         self.authorized = False
         self.id_tag = None
+        self.reserved = False  # a reservation holds the station: free charging waits
         self.session = False
         self._stopped = False  # session ended by a command: wait for unplug or a new authorization
         self.cable_da = None
@@ -178,7 +179,7 @@ class Charger:
             self._temperature(i, now, connected)
 
         # Sessions: begin when a connected vehicle is authorized, end when it leaves.
-        if connected and not self._stopped and (self.authorized or self.free):
+        if connected and not self._stopped and (self.authorized or (self.free and not self.reserved)):
             if not self.session:
                 self.session = True
                 self._emit("session", "start", self.id_tag)
@@ -324,7 +325,7 @@ class Charger:
         offered before it gave a first believable reading: unmetered energy cannot be billed."""
         return (
             self.vs in _CONNECTED
-            and (self.authorized or self.free)
+            and (self.authorized or (self.free and not self.reserved))
             and not self._stopped
             and not self.faults.any()
             and self.rcd_ok

@@ -35,7 +35,17 @@ else:  # CPython: the same wrap-around ticks from the monotonic clock
     _tadd = _add
 
 
+def _asyncio():
+    import asyncio  # only the tasks that wait need it; the control tick never does
+
+    return asyncio
+
+
 class SystemClock:
+    async def sleep_ms(self, ms):
+        """Wait `ms` milliseconds (the board's asyncio)."""
+        await _asyncio().sleep(ms / 1000)
+
     def ticks_ms(self):
         return _ticks_ms()
 
@@ -47,19 +57,48 @@ class SystemClock:
 
 
 class VirtualClock:
-    """A clock that only moves when told to; same wrap arithmetic as the board."""
+    """A clock that only moves when told to; same wrap arithmetic as the board.
+
+    `await sleep_ms(ms)` parks the task until `advance()` or `set()` moved the clock past its
+    deadline, so tasks that wait (the OCPP link) follow virtual time too.
+    """
 
     def __init__(self, start_ms=0):
         self.now = start_ms & _MASK
+        self._sleepers = []  # [deadline, asyncio.Event]
 
     def ticks_ms(self):
         return self.now
 
     def advance(self, ms):
         self.now = (self.now + ms) & _MASK
+        if self._sleepers:
+            self._wake()
 
     def set(self, ms):
+        """Restart the clock (a reboot): every sleeper is woken."""
         self.now = ms & _MASK
+        for s in self._sleepers:
+            s[1].set()
+        self._sleepers = []
+
+    def _wake(self):
+        keep = []
+        for s in self._sleepers:
+            if _diff(self.now, s[0]) >= 0:
+                s[1].set()
+            else:
+                keep.append(s)
+        self._sleepers = keep
+
+    async def sleep_ms(self, ms):
+        aio = _asyncio()
+        if ms <= 0:
+            await aio.sleep(0)  # only lets the other tasks run
+            return
+        ev = aio.Event()
+        self._sleepers.append([_add(self.now, ms), ev])
+        await ev.wait()
 
     def ticks_diff(self, a, b):
         return _diff(a, b)

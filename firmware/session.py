@@ -1,11 +1,14 @@
 """The session keeper: every charging session, durable in a journal.
 
 Records (one journal line each):
-  {"k": "start", "n": N, "tag": ID_TAG, "e0": METER_WH}   a session began
+  {"k": "start", "n": N, "tag": ID_TAG, "e0": METER_WH[, "t": EPOCH]}   a session began
   {"k": "e", "n": N, "e": METER_WH}                       progress (meter register), batched;
                                                           the first one sets the start energy
                                                           when the meter was silent at the start
-  {"k": "stop", "n": N, "reason": R, "e": METER_WH, "wh": SESSION_WH[, "incomplete": true]}
+  {"k": "stop", "n": N, "reason": R, "e": METER_WH, "wh": SESSION_WH[, "incomplete": true][, "t": EPOCH]}
+
+EPOCH is the wall-clock time in seconds since 1970 when the station knows it (the OCPP link
+sets it); the OCPP link rebuilds a lost StartTransaction/StopTransaction from these records.
 
 METER_WH is the station's lifetime energy register (firmware/metering.py). "incomplete" marks a
 session during which the meter failed and charging was allowed to go on (meter_required off):
@@ -40,7 +43,8 @@ class SessionKeeper:
             if rec.get("n", 0) > n:
                 n = rec["n"]
             if k == "start":
-                open_ = {"n": rec["n"], "tag": rec.get("tag"), "e0": rec.get("e0"), "e": rec.get("e0")}
+                open_ = {"n": rec["n"], "tag": rec.get("tag"), "e0": rec.get("e0"), "e": rec.get("e0"),
+                         "t": rec.get("t")}
             elif k == "e" and open_ is not None and rec.get("n") == open_["n"]:
                 open_["e"] = rec.get("e")
                 if open_["e0"] is None:
@@ -52,10 +56,14 @@ class SessionKeeper:
         self.current = open_
         return open_
 
-    def start(self, id_tag, meter_wh):
+    def start(self, id_tag, meter_wh, t=None):
+        """Open a session; `t`: wall-clock time (epoch s) when the station knows it."""
         self._last_n += 1
-        self.current = {"n": self._last_n, "tag": id_tag, "e0": meter_wh, "e": meter_wh}
-        self._write({"k": "start", "n": self._last_n, "tag": id_tag, "e0": meter_wh})
+        self.current = {"n": self._last_n, "tag": id_tag, "e0": meter_wh, "e": meter_wh, "t": t}
+        rec = {"k": "start", "n": self._last_n, "tag": id_tag, "e0": meter_wh}
+        if t is not None:
+            rec["t"] = t
+        self._write(rec)
         self._written_e = meter_wh
         return self.current
 
@@ -77,17 +85,20 @@ class SessionKeeper:
             self._write({"k": "e", "n": s["n"], "e": meter_wh})
             self._written_e = meter_wh
 
-    def stop(self, reason, meter_wh, incomplete=False):
+    def stop(self, reason, meter_wh, incomplete=False, t=None):
         """Close the open session; returns (session record, energy Wh) or None."""
         s = self.current
         if s is None:
             return None
         if meter_wh is None:
             meter_wh = s["e"]
+        s["e"] = meter_wh
         wh = self.energy(meter_wh)
         rec = {"k": "stop", "n": s["n"], "reason": reason, "e": meter_wh, "wh": wh}
         if incomplete:
             rec["incomplete"] = True
+        if t is not None:
+            rec["t"] = t
         self._write(rec)
         self.current = None
         self._written_e = None
@@ -110,6 +121,27 @@ class SessionKeeper:
 
         self.journal.rewrite(newest())
         self._records = kept[0]
+
+    def last_n(self):
+        """Number of the newest session in the journal (0: none yet)."""
+        return self._last_n
+
+    def find(self, n):
+        """Session `n` from the journal: {"tag", "e0", "t"} and, once closed, "stop": True,
+        "e", "reason", "ts"; None when the journal does not have it."""
+        out = None
+        for rec in self.journal.records():
+            if rec.get("n") != n:
+                continue
+            k = rec.get("k")
+            if k == "start":
+                out = {"tag": rec.get("tag"), "e0": rec.get("e0"), "t": rec.get("t")}
+            elif k == "stop" and out is not None:
+                out["stop"] = True
+                out["e"] = rec.get("e")
+                out["reason"] = rec.get("reason")
+                out["ts"] = rec.get("t")
+        return out
 
     def history(self, limit=10):
         """The last `limit` closed sessions, newest last (for the status page and the bench)."""

@@ -29,6 +29,12 @@ SCHEMA = {
     "temp_sensor_required": (bool, True, None, None, "", "A missing temperature sensor is a fault."),
     "meter_required": (bool, True, None, None, "", "A meter that stops answering stops charging (PowerMeterFailure)."),
     "meter_max_failures": (int, 3, 1, 20, "", "Consecutive failed meter refreshes before the meter counts as failed."),
+    "ocpp_url": (str, "", None, None, "reboot", "Back end (OCPP 1.6J) endpoint, ws://host:port/path or wss://...; empty: no back end."),
+    "charge_box_id": (str, "", None, None, "reboot", "This charger's identity at the back end (appended to ocpp_url)."),
+    "ocpp_ca_file": (str, "", None, None, "reboot", "PEM file of the CA that signed the back end's certificate (wss://, security profile 2)."),
+    "authorization_key": (str, "", None, None, "secret", "HTTP basic auth password (OCPP AuthorizationKey); the back end may change it."),
+    "free_id_tag": (str, "FreeCharging", None, None, "", "idTag reported for sessions that needed no authorization (free_charging)."),
+    "firmware_public_key": (str, "", None, None, "reboot", "Ed25519 public key (64 hex digits) that firmware bundles must be signed with; empty: UpdateFirmware is refused."),
 }
 
 
@@ -87,6 +93,13 @@ class Settings:
         self._v = new
 
     def _cross_check(self, v):
+        if v["ocpp_url"] and not v["charge_box_id"]:
+            raise SettingsError("setting 'charge_box_id': needed with ocpp_url %r" % v["ocpp_url"])
+        if v["ocpp_url"] and not (v["ocpp_url"].startswith("ws://") or v["ocpp_url"].startswith("wss://")):
+            raise SettingsError("setting 'ocpp_url': expected ws://... or wss://..., got %r" % v["ocpp_url"])
+        if len(v["free_id_tag"]) > 20 or not v["free_id_tag"]:
+            raise SettingsError("setting 'free_id_tag': expected 1 to 20 characters (OCPP idToken), got %r"
+                                % v["free_id_tag"])
         if not v["temp_resume_c"] < v["temp_derate_c"] < v["temp_shutdown_c"]:
             raise SettingsError(
                 "settings temp_resume_c < temp_derate_c < temp_shutdown_c expected, got %r, %r, %r"

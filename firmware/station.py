@@ -72,6 +72,8 @@ class Station:
         self._restore_faults(now)
         self._recovered = self.keeper.recover()
         self._recover_since = None
+        self.ocpp = None  # the back-end link (firmware.ocpp.chargepoint), when configured
+        self.epoch = None  # fn() -> wall-clock seconds, once something knows the time
 
     # ---- persistence of latched faults ----
 
@@ -162,6 +164,8 @@ class Station:
         if self.meter is not None and self.clock.ticks_diff(now, self._next_meter_event) >= 0:
             self._next_meter_event = self.clock.ticks_add(now, METER_EVENT_MS)
             self._meter_event()
+        if self.ocpp is not None:
+            self.ocpp.service(now)
         if hw.led is not None:
             hw.led.show(self.status(), now)
         if hw.watchdog is not None:
@@ -225,25 +229,30 @@ class Station:
         wh = self._meter_wh()
         if what == "start":
             self._incomplete = self.metering.failed
-            self.keeper.start(arg, wh)
-            self._send("session", {"event": "start", "id_tag": arg, "energy_wh": 0}, at)
+            s = self.keeper.start(arg, wh, self._epoch())
+            self._send("session", {"event": "start", "id_tag": arg, "energy_wh": 0, "n": s["n"],
+                                   "meter_wh": s["e0"]}, at)
         else:
             self._stop_session(arg, wh, at, {"incomplete": self._incomplete})
 
     def _stop_session(self, reason, wh, at, extra):
-        done = self.keeper.stop(reason, wh, extra.get("incomplete", False))
+        done = self.keeper.stop(reason, wh, extra.get("incomplete", False), self._epoch())
         self.metering.save()
         if done is None:
             return
         s, energy = done
         self._meter_event(at)  # the register at the end of the session
-        fields = {"event": "stop", "reason": reason, "energy_wh": energy, "id_tag": s.get("tag")}
+        fields = {"event": "stop", "reason": reason, "energy_wh": energy, "id_tag": s.get("tag"), "n": s["n"],
+                  "meter_wh": s["e"]}
         if self.meter is None:
             fields["unmetered"] = True
         for k in extra:
             if extra[k]:
                 fields[k] = extra[k]
         self._send("session", fields, at)
+
+    def _epoch(self):
+        return self.epoch() if self.epoch is not None else None
 
     def status(self):
         c = self.charger
@@ -297,11 +306,13 @@ class Station:
     def run(self):
         import asyncio
 
-        async def both():
+        async def tasks():
             asyncio.create_task(self._control(asyncio))
+            if self.ocpp is not None:
+                asyncio.create_task(self.ocpp.run())
             await self._slow(asyncio)
 
-        asyncio.run(both())
+        asyncio.run(tasks())
 
 
 def load_settings(root, fs=None):
@@ -359,7 +370,65 @@ class OutOfService:
         asyncio.run(idle())
 
 
-def start(root="/", clock=None, profile=None, fs=None):
+def _read_text(path, fs):
+    f = (fs or store.REAL).open(path, "r")
+    try:
+        return f.read()
+    finally:
+        f.close()
+
+
+def attach_ocpp(station, fs=None, reboot=None, link=None):
+    """Give the station its back-end link when the settings name one (ocpp_url). A link that
+    cannot be set up (an unreadable CA file) is reported as an event; charging goes on."""
+    st = station.settings
+    url = st.get("ocpp_url")
+    if not url:
+        return None
+    from firmware.ocpp import chargepoint as cp_mod
+
+    ca = None
+    if st.get("ocpp_ca_file"):
+        try:
+            ca = _read_text(_join(station.root, st.get("ocpp_ca_file")), fs)
+        except OSError as e:
+            station._send("boot", {"ocpp_error": "ocpp_ca_file %s: %s" % (st.get("ocpp_ca_file"), e)})
+            return None
+    from firmware import appslot
+
+    app = _join(station.root, "app")
+    opts = cp_mod.Options(url, st.get("charge_box_id"), st.get("authorization_key") or None, ca,
+                          model=station.profile.get("name", "ESP32"), free_id_tag=st.get("free_id_tag"),
+                          reboot=reboot, version=appslot.current_version(app) or cp_mod.VERSION)
+    cp = cp_mod.ChargePoint(station, opts, fs, link)
+    station.ocpp = cp
+    station.epoch = cp.wall.now
+    _firmware_management(station, cp, app, ca, reboot)
+    return cp
+
+
+def _firmware_management(station, cp, app, ca, reboot):
+    """UpdateFirmware and GetDiagnostics (docs/firmware-update.md). Without a public key in the
+    settings no bundle can be trusted, so UpdateFirmware is refused (NotSupported)."""
+    from firmware.ocpp import update
+
+    clock = station.clock
+    fs = update.REAL
+    key = station.settings.get("firmware_public_key")
+    if key and reboot is not None:
+        try:
+            cp.opts.updater = update.Updater(
+                app, fs, clock, key, lambda s: cp.queue("FirmwareStatusNotification", {"status": s}),
+                reboot=lambda: reboot(True), can_install=lambda: not station.charger.session,
+                epoch=lambda: cp.wall.now() if cp.wall.synced else None, ca=ca, sleep_ms=clock.sleep_ms)
+        except ValueError as e:
+            station._send("boot", {"ocpp_error": "firmware_public_key: %s" % e})
+    cp.opts.diagnostics = update.Diagnostics(
+        station.root, fs, clock, lambda s: cp.queue("DiagnosticsStatusNotification", {"status": s}),
+        [JOURNAL_FILE, FAULTS_FILE, "ocpp.json"], ca=ca, epoch=cp.wall.now, sleep_ms=clock.sleep_ms)
+
+
+def start(root="/", clock=None, profile=None, fs=None, reboot=None):
     """Build the station from the board profile and the settings on flash.
 
     A profile that cannot be used gives an OutOfService station with the outputs safe, never
@@ -377,15 +446,23 @@ def start(root="/", clock=None, profile=None, fs=None):
         board.fail_safe(root)
         return OutOfService(str(e), clock)
     st, err = load_settings(root, fs)
-    return Station(hw, profile, clock, root, st, err, fs)
+    station = Station(hw, profile, clock, root, st, err, fs)
+    attach_ocpp(station, fs, reboot)
+    return station
 
 
 def log_sink(kind, fields, at):
     print(at, kind, fields)
 
 
+def _reset(hard):
+    import machine
+
+    machine.reset()
+
+
 def main(root="/"):
     """Entry point on the board (main.py)."""
-    station = start(root)
+    station = start(root, reboot=_reset)
     station.add_sink(log_sink)
     station.run()

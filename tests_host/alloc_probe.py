@@ -9,10 +9,18 @@ import sys
 
 import simrun
 
+import asyncio
+
 sim = simrun.Sim(sys.argv[1])
-for verb, args in (("plug", [32]), ("ev-ready", [16, 3])):
-    sim.act(0, verb, args)
-sim.run_for(20000)
+
+
+async def charge():
+    for verb, args in (("plug", [32]), ("ev-ready", [16, 3])):
+        await sim.act(0, verb, args)
+    await sim.run_for(20000)
+
+
+asyncio.run(charge())
 st = sim.station
 assert st.charger.contactor, "not charging"
 

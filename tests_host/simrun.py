@@ -7,6 +7,7 @@ writes its journal there, exactly as on the ESP32, where the working directory i
 
 Arguments (from tools/sim.py, which validates them first):
   simrun.py ROOT [--scenario FILE] [--events FILE] [--speed N|max] [--heap BYTES] [--quiet] [--tty]
+                 [--csms-control PORT] [--proxy-control PORT]
 
 Heap: with --heap, every module of the firmware, the drivers, the fakes and the world is loaded
 first (on the ESP32 this bytecode is frozen into flash and takes no heap); then all free heap
@@ -34,8 +35,8 @@ STATUS_MS = 500
 # Verbs whose part of the firmware is not built yet.
 NOT_YET = {
     "card": "card readers and authorization come with the driver-token issue",
-    "net": "the back-end link comes with the OCPP issue",
 }
+HOLD_MS = 5000  # real time for which virtual time waits on the network (see `astep`)
 
 HELP = """commands: any scenario line (plug 32, ev-ready 16, wait 10s, unplug, temp 65, weld, ...)
 shortcuts: p plug, u unplug, r ev-ready 16, s ev-pause, x stop, q quit, h help"""
@@ -54,7 +55,10 @@ CODE = (
     "firmware.settings", "firmware.store", "firmware.session", "firmware.clock", "firmware.metering",
     "drivers.board", "drivers.pilot", "drivers.relay", "drivers.rcd", "drivers.proximity",
     "drivers.temperature", "drivers.analog", "drivers.led", "drivers.watchdog", "drivers.meter", "drivers.modbus",
-    "drivers.meter_models",
+    "drivers.meter_models", "asyncio", "firmware.ocpp", "firmware.ocpp.ws", "firmware.ocpp.rpc",
+    "firmware.ocpp.schemas", "firmware.ocpp.outbox", "firmware.ocpp.chargepoint", "firmware.ocpp.config",
+    "firmware.ocpp.smart", "firmware.ocpp.dt", "firmware.ocpp.update", "firmware.ocpp.http",
+    "firmware.ocpp.ed25519", "firmware.appslot", "control",
 )
 
 
@@ -113,11 +117,17 @@ class CountingFS:
     """The board's flash as the firmware sees it (firmware/store.py's fs), counting writes."""
 
     def __init__(self):
-        from firmware import store
+        from firmware.ocpp import outbox
 
-        self._real = store.RealFS()
+        self._real = outbox.FS()  # store.RealFS plus the directory calls the outbox needs
         self.bytes = 0
         self.writes = 0
+
+    def mkdir(self, path):
+        self._real.mkdir(path)
+
+    def ilistdir(self, path):
+        return self._real.ilistdir(path)
 
     def open(self, path, mode):
         f = self._real.open(path, mode)
@@ -153,16 +163,23 @@ class _CountedFile:
 
 
 def _purge_firmware():
-    # A power cut loses RAM: forget every firmware and driver module so the next boot runs
-    # boot.py and main's code afresh, with no state carried over except the flash.
-    for name in list(sys.modules):
-        if name.startswith("firmware") or name.startswith("drivers") or name in ("boot", "main"):
+    # A power cut loses RAM: boot.py and main.py run afresh. The firmware's and the drivers' modules
+    # stay loaded, as frozen bytecode stays in a board's flash: they hold code and constants only
+    # (no module-level state; tests_host/test_scenario.py checks), and every object with state is
+    # built anew by station.start().
+    for name in ("boot", "main"):
+        if name in sys.modules:
             del sys.modules[name]
 
 
 class Sim:
-    def __init__(self, root_code, events_path=None, speed=None, quiet=False, heap=None, tty=False):
+    def __init__(self, root_code, events_path=None, speed=None, quiet=False, heap=None, tty=False,
+                 csms_control=None, proxy_control=None):
         self.code = root_code
+        self.csms_control = csms_control  # port of tools/csms.py's control API
+        self.proxy_control = proxy_control  # port of the network proxy's control (tests_host/netproxy.py)
+        self._remotes = 0  # back-end commands in flight
+        self._reboot = None  # a Reset the firmware asked for: True hard, False soft
         self.tty = tty
         self.heap = Heap(heap)
         self.T = 0
@@ -227,13 +244,42 @@ class Sim:
         __import__("boot")  # the board's boot.py, run afresh after every reset
         from firmware import station
 
-        self.station = station.start("", self.clock, fs=self.flash)
+        self.station = station.start("", self.clock, fs=self.flash, reboot=self._reboot_request)
         self.station.add_sink(self.emit)
         self.world.advance(self.T)
         self.station.service()  # as on the board: the slow task's first round reports the boot
+        cp = getattr(self.station, "ocpp", None)
+        if cp is not None:
+            import asyncio
+
+            self._async = True
+            self._link_task = asyncio.create_task(cp.run())
+
+    def _reboot_request(self, hard):
+        self._reboot = hard
+
+    def _halt(self):
+        """RAM is gone: the firmware's tasks stop and its connection drops without a goodbye."""
+        cp = getattr(self.station, "ocpp", None) if self.station is not None else None
+        if cp is not None:
+            cp.abort()
+            self._link_task.cancel()
+            self._link_task = None
+        self.station = None
+
+    _hold_since = None  # real tick since which virtual time waits on the network
+    _async = False  # the firmware runs asyncio tasks (the back-end link): yield to them every step
+    _link_task = None
+    _restore_cause = None
+
+    def _reset(self, cause):
+        """The chip resets: outputs float for a moment (the world sees the station dead) and it
+        boots at the next step; the tasks of the old firmware end in between."""
+        self.power_cut(STEP_MS)
+        self._restore_cause = cause
 
     def power_cut(self, duration_ms):
-        self.station = None  # RAM is gone; only the flash (this directory) stays
+        self._halt()  # RAM is gone; only the flash (this directory) stays
         self.world.power_cut()
         self.powered = False
         self.restore_at = self.T + duration_ms
@@ -246,16 +292,14 @@ class Sim:
         if not self.powered and self.T >= self.restore_at:
             self.powered = True
             self.world.power_restored()
-            self._boot()
+            cause, self._restore_cause = self._restore_cause, None
+            self._boot(cause)
         self.world.advance(self.T)
         machine.hw_advance_ms(STEP_MS)
         if self.station is not None and machine.hw_wdt_expired():
             # The firmware stopped feeding its watchdog: the board resets, as a real one would.
             self.emit("reset", {"cause": "watchdog"})
-            self.station = None
-            self.world.power_cut()
-            self.world.power_restored()
-            self._boot(machine.WDT_RESET)
+            self._reset(machine.WDT_RESET)
         if self.station is not None:
             self.station.tick()
             self._steps += 1
@@ -263,20 +307,52 @@ class Sim:
                 self.station.service()
                 if self._steps % (SERVICE_EVERY * 10) == 0:
                     self.heap.sample()
+        if self._reboot is not None:
+            hard = self._reboot
+            self._reboot = None
+            self.emit("reset", {"cause": "hard" if hard else "soft"})
+            self._reset(machine.HARD_RESET if hard else machine.SOFT_RESET)
         if self.speed:
             ahead = self.T // self.speed - self._wall.ticks_diff(self._wall.ticks_ms(), self._wall0)
             if ahead > 0:
                 time.sleep(ahead / 1000)
 
-    def run_for(self, ms):
+    async def astep(self):
+        """One step with the back-end link running beside the firmware.
+
+        The link's tasks get the CPU between steps. While the link waits on the network (a
+        connect, a call without its answer) or a back-end command is in flight, virtual time
+        holds, for up to HOLD_MS of real time: network latency costs no virtual time, and an
+        OCPP time-out only happens when the back end or the network is really gone."""
+        import asyncio
+
+        st = self.station
+        cp = getattr(st, "ocpp", None) if st is not None else None
+        if cp is not None or self._remotes:
+            wall = self._wall
+            while self._remotes or (cp is not None and cp.busy()):
+                # One wait holds virtual time for at most HOLD_MS in all: beyond, the network
+                # counts as gone and virtual time runs on (time-outs, half-open links).
+                if self._hold_since is None:
+                    self._hold_since = wall.ticks_ms()
+                elif wall.ticks_diff(wall.ticks_ms(), self._hold_since) >= HOLD_MS:
+                    break
+                await asyncio.sleep(0.001)
+            else:
+                self._hold_since = None
+        self.step()
+        if self._async or self._remotes:
+            await asyncio.sleep(0)
+
+    async def run_for(self, ms):
         end = self.T + ms
         while self.T < end:
-            self.step()
+            await self.astep()
 
-    def act(self, lineno, verb, args):
+    async def act(self, lineno, verb, args):
         """Apply one scenario action. Raises SimError with the line number when it cannot."""
         if verb == "wait":
-            self.run_for(args[0])
+            await self.run_for(args[0])
             return
         fields = {"action": verb, "args": list(args)}
         if lineno:
@@ -286,6 +362,10 @@ class Sim:
             raise SimError("line %d: %s: not available yet (%s)" % (lineno, verb, NOT_YET[verb]))
         if verb == "power-cut":
             self.power_cut(args[0] if args else 1000)
+        elif verb == "net":
+            self._net(lineno, args[0])
+        elif verb == "remote":
+            self._remote(lineno, args[0], args[1] if len(args) > 1 else {})
         elif verb in ("limit", "stop", "clear-fault"):
             self._command(lineno, verb, args)
         else:
@@ -310,6 +390,62 @@ class Sim:
         elif verb == "clear-fault":
             for code in st.charger.faults.codes():
                 st.clear_fault(code)
+
+    def _net(self, lineno, what):
+        if self.proxy_control is None:
+            raise SimError("line %d: net: the simulator runs without its network proxy (it needs the "
+                           "built-in back end: leave out --csms)" % lineno)
+        import control
+
+        try:
+            reply = control.proxy_command(self.proxy_control, what)
+        except OSError as e:
+            raise SimError("line %d: net %s: the network proxy does not answer (%s)" % (lineno, what, e))
+        if reply != "ok":
+            raise SimError("line %d: net %s: %s" % (lineno, what, reply))
+
+    def _remote(self, lineno, action, payload):
+        if self.csms_control is None:
+            raise SimError("line %d: remote: no back end to send %s (the simulator was started with "
+                           "--csms: send commands with that back end's own tools)" % (lineno, action))
+        import asyncio
+
+        self._remotes += 1
+        asyncio.create_task(self._remote_call(lineno, action, payload))
+
+    async def _remote_call(self, lineno, action, payload):
+        # The back end sends the command while the firmware keeps running: this task talks to the
+        # control API over asyncio streams, the firmware answers from its own tasks.
+        import asyncio
+
+        fields = {"action": action, "line": lineno}
+        try:
+            body = json.dumps({"action": action, "payload": payload, "timeout": 30}).encode()
+            r, w = await asyncio.open_connection("127.0.0.1", self.csms_control)
+            w.write(b"POST /command HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            await w.drain()
+            status = int((await r.readline()).split()[1])
+            while (await r.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            text = b""
+            while True:
+                chunk = await r.read(1024)
+                if not chunk:
+                    break
+                text += chunk
+            w.close()
+            await w.wait_closed()
+            answer = json.loads(text) if text else {}
+            if "result" in answer:
+                fields["result"] = answer["result"]
+            else:
+                fields["error"] = answer.get("error", {"status": status})
+        except (OSError, ValueError, IndexError) as e:
+            fields["error"] = {"description": "control API: %s" % e}
+        finally:
+            self._remotes -= 1
+        self.emit("remote", fields)
 
     def finish(self):
         if self.heap.ballast is not None:
@@ -336,7 +472,7 @@ class Sim:
             ",".join(s["faults"]) or "none",
         )
 
-    def interactive(self):
+    async def interactive(self):
         import select
 
         poll = select.poll()
@@ -347,7 +483,7 @@ class Sim:
         next_status = 0
         while True:
             for _ in range(5):
-                self.step()
+                await self.astep()
             if self._wall.ticks_diff(self._wall.ticks_ms(), next_status) >= 0:
                 next_status = self._wall.ticks_add(self._wall.ticks_ms(), STATUS_MS)
                 if self.tty:
@@ -368,7 +504,7 @@ class Sim:
             line = SHORTCUTS.get(line, line)
             try:
                 for lineno, verb, args in scenario.parse(line):
-                    self.act(0, verb, args)
+                    await self.act(0, verb, args)
             except (scenario.ScenarioError, SimError) as e:
                 print("error:", str(e).replace("line 1: ", "").replace("line 0: ", ""))
 
@@ -378,7 +514,8 @@ def main(argv):
         print(__doc__)
         return 2
     code = argv[1]
-    opts = {"--scenario": None, "--events": None, "--speed": None, "--heap": None}
+    opts = {"--scenario": None, "--events": None, "--speed": None, "--heap": None, "--csms-control": None,
+            "--proxy-control": None}
     quiet = False
     tty = False
     i = 2
@@ -409,14 +546,22 @@ def main(argv):
             print("scenario %s: %s" % (opts["--scenario"], e))
             return 2
     heap = int(opts["--heap"]) if opts["--heap"] else None
-    sim = Sim(code, opts["--events"], speed, quiet, heap, tty)
+    csms = int(opts["--csms-control"]) if opts["--csms-control"] else None
+    proxy = int(opts["--proxy-control"]) if opts["--proxy-control"] else None
+    import asyncio
+
+    return asyncio.run(_run(code, opts, speed, quiet, heap, tty, csms, proxy, actions))
+
+
+async def _run(code, opts, speed, quiet, heap, tty, csms, proxy, actions):
+    sim = Sim(code, opts["--events"], speed, quiet, heap, tty, csms, proxy)
     try:
         if actions is None:
-            sim.interactive()
+            await sim.interactive()
         else:
             for lineno, verb, args in actions:
-                sim.act(lineno, verb, args)
-            sim.run_for(STEP_MS)
+                await sim.act(lineno, verb, args)
+            await sim.run_for(STEP_MS)
     except SimError as e:
         print("scenario %s: %s" % (opts["--scenario"], e))
         sim.finish()

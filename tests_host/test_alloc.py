@@ -14,7 +14,7 @@ def test_control_tick_allocates_nothing(tmp_path):
 
     sim.compile_for_sim()
     sim.prepare_flash(str(tmp_path), os.path.join(ROOT, "drivers", "boards", "esp32-devkit.json"), None, None)
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join(d for _s, d, _a in sim.SIM_TREES))
+    env = dict(os.environ, MICROPYPATH=sim.micropython_path())
     p = subprocess.run([_venv.bin_path("micropython"), os.path.join(HERE, "alloc_probe.py"), ROOT],
                        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr

@@ -128,7 +128,10 @@ def test_out_of_service_outputs(tmp_path, monkeypatch):
         (["--speed", "-1"], ["speed"]),
         (["--runtime", "java"], ["--runtime"]),
         (["--scenario", "/nonexistent.scn"], ["no such file"]),
-        (["--csms", "ws://localhost:9000"], ["not available yet"]),
+        (["--csms", "http://localhost:9000"], ["--csms http://localhost:9000", "ws://"]),
+        (["--csms", "wss://localhost:9000"], ["--csms wss://", "--tls on"]),
+        (["--tls", "on", "--csms", "ws://x:1"], ["built-in back end"]),
+        (["--id", ""], ["--id", "1 to 48"]),
     ],
 )
 def test_bad_command_line(args, words):

@@ -423,13 +423,17 @@ def test_library_in_a_thread(tmp_path):
                 await cp.call(call.BootNotification(charge_point_model="M", charge_point_vendor="V"))
                 await cp.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Available"))
                 assert c.connected() == ["CP1"]
+                # a raw frame from synchronous code: the ocpp package's charge point rejects the Warm reset
+                r = await asyncio.to_thread(c.send_raw, "CP1", '[2,"t1","Reset",{"type":"Warm"}]', 5)
+                assert json.loads(r["answer"])[:2] == [4, "t1"] and not r["valid"]
         asyncio.run(client())
         assert c.wait_for("CP1", "StatusNotification", {"status": "Available"}, timeout=2)["connectorId"] == 1
         with pytest.raises(asyncio.TimeoutError):
             c.wait_for("CP1", "StatusNotification", {"status": "Charging"}, timeout=0.1)
         c.wait_disconnected("CP1", timeout=5)
         assert c.status("CP1")["connected"] is False
-        assert c.invalid_frames() == []
+        assert [f["unique_id"] for f in c.invalid_frames()] == ["t1"]  # ours; the answer was right
+        assert c.status_violations() == []
 
 
 def test_serve_command(tmp_path):
@@ -492,3 +496,295 @@ def test_bad_command_line_from_the_shell(tmp_path):
     assert run_cli("token", "CARD7", "--status", "Blocked", "--db", db).returncode == 0
     r = run_cli("tokens", "--db", db)
     assert "CARD7" in r.stdout and "Blocked" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------- raw frames
+
+async def _fake_cp(ws, slow_ids=()):
+    """A charge point made with the bare websockets client: a CallError for any frame it cannot take,
+    a CallResult for a well-formed Reset or for the uniqueId "lenient" (what a sloppy charger does),
+    the answer to the ids in `slow_ids` half a second late, and nothing at all for uniqueId "mute"."""
+    async for msg in ws:
+        if isinstance(msg, bytes):
+            await ws.send('[4,"-1","ProtocolError","binary frames are not OCPP-J",{}]')
+            continue
+        try:
+            frame = json.loads(msg)
+        except ValueError:
+            await ws.send('[4,"-1","ProtocolError","not JSON",{}]')
+            continue
+        if not isinstance(frame, list) or len(frame) < 2 or frame[0] != 2:
+            continue  # an answer to nothing of ours: ignored
+        uid = frame[1]
+        if uid == "mute":
+            continue
+        if uid == "lenient" or (len(frame) == 4 and frame[2] == "Reset" and
+                                frame[3] in ({"type": "Soft"}, {"type": "Hard"})):
+            reply = [3, uid, {"status": "Accepted"}]
+        else:
+            reply = [4, uid, "FormationViolation", "malformed Call", {}]
+        if uid in slow_ids:
+            async def later(reply=reply):
+                await asyncio.sleep(0.5)
+                await ws.send(json.dumps(reply))
+            asyncio.ensure_future(later())
+        else:
+            await ws.send(json.dumps(reply))
+
+
+async def _raw(db):
+    async with csms.Csms(port=0, db=db) as c:
+        async with connect(c.url + "/FUZZ1", subprotocols=["ocpp1.6"]) as ws:
+            task = asyncio.create_task(_fake_cp(ws, slow_ids=("slow1",)))
+            await c.wait_connected("FUZZ1", timeout=5)
+
+            # A malformed Call: sent as it is, flagged on our side, the charge point's CallError comes back.
+            text = '[2,"m1","Reset",{"type":"Warm"}]'
+            r = await c.send_raw("FUZZ1", text, timeout=5)
+            assert json.loads(r["answer"]) == [4, "m1", "FormationViolation", "malformed Call", {}]
+            assert r["uniqueId"] == "m1" and not r["valid"] and "Warm" in r["error"]
+            assert [(f["direction"], f["payload"], f["valid"]) for f in r["frames"]] == [
+                ("out", text, False), ("in", r["answer"], True)]  # a CallError is the right answer
+            # A frame with too few elements, and one whose action is a charge point's message.
+            r = await c.send_raw("FUZZ1", '[2,"m2","Heartbeat"]')
+            assert json.loads(r["answer"])[:3] == [4, "m2", "FormationViolation"]
+            assert r["error"].startswith("ProtocolError")
+            r = await c.send_raw("FUZZ1", '[2,"m3","Heartbeat",{}]')
+            assert r["error"].startswith("NotSupported") and json.loads(r["answer"])[1] == "m3"
+            # A well-formed command sent raw: its answer is checked against the schema.
+            r = await c.send_raw("FUZZ1", '[2,"ok1","Reset",{"type":"Soft"}]')
+            assert r["valid"] and json.loads(r["answer"]) == [3, "ok1", {"status": "Accepted"}]
+            assert r["frames"][-1]["valid"] and r["frames"][-1]["action"] == "Reset"
+            # A charger that accepts a malformed Call is flagged.
+            r = await c.send_raw("FUZZ1", '[2,"lenient","Reset",{"type":"Warm"}]')
+            assert r["frames"][-1]["valid"] is False and "a CallError was due" in r["frames"][-1]["error"]
+            # Not JSON at all: no uniqueId, so the first answer to no call of ours is the answer.
+            r = await c.send_raw("FUZZ1", "{{{ not json")
+            assert r["uniqueId"] is None and r["error"].startswith("FormatViolation")
+            assert json.loads(r["answer"])[:3] == [4, "-1", "ProtocolError"]
+            # Binary.
+            r = await c.send_raw("FUZZ1", b"\x00\xffbin")
+            assert "binary" in r["error"] and json.loads(r["answer"])[3] == "binary frames are not OCPP-J"
+            # No answer: None after the timeout.
+            r = await c.send_raw("FUZZ1", '[2,"mute","Reset",{"type":"Soft"}]', timeout=0.2)
+            assert r["answer"] is None and [f["direction"] for f in r["frames"]] == ["out"]
+
+            # A late answer to a raw frame does not disturb the ocpp package's bookkeeping: the command
+            # sent meanwhile gets its own answer, and so does the next one.
+            r = await c.send_raw("FUZZ1", '[2,"slow1","Reset",{"type":"Soft"}]', timeout=0.1)
+            assert r["answer"] is None
+            a = await c.send("FUZZ1", "Reset", {"type": "Hard"}, timeout=3)
+            assert a["result"] == {"status": "Accepted"} and a["valid"]
+            for _ in range(500):  # the late answer comes half a second after the raw frame
+                late = c.frames(cp="FUZZ1", direction="in")[-1]
+                if late["unique_id"] == "slow1":
+                    break
+                await asyncio.sleep(0.01)
+            assert late["unique_id"] == "slow1" and late["valid"]
+            a = await c.send("FUZZ1", "Reset", {"type": "Soft"}, timeout=3)
+            assert a["result"] == {"status": "Accepted"} and a["uniqueId"] != "slow1"
+            assert c.links["FUZZ1"]._response_queue.empty()
+
+            # The control API.
+            code, r = await api(c, "POST", "/raw", {"cp": "FUZZ1", "text": '[2,"api1","Reset",{}]', "timeout": 5})
+            assert code == 200 and json.loads(r["answer"])[:2] == [4, "api1"] and r["frames"][0]["direction"] == "out"
+            code, r = await api(c, "POST", "/raw", {"text": '[2,"api2","Reset",{"type":"Soft"}]'})  # the only one
+            assert code == 200 and json.loads(r["answer"]) == [3, "api2", {"status": "Accepted"}]
+            code, r = await api(c, "POST", "/raw", {"cp": "FUZZ1", "binary": base64.b64encode(b"\x01\x02").decode()})
+            assert code == 200 and json.loads(r["answer"])[0] == 4
+            for body, want in (({"cp": "FUZZ1"}, "exactly one"), ({"cp": "FUZZ1", "text": "x", "binary": "AA=="},
+                                                                  "exactly one"),
+                               ({"cp": "FUZZ1", "binary": "***"}, "base64"), ({"cp": "FUZZ1", "text": 5}, "string"),
+                               ({"cp": "FUZZ1", "text": "x", "timeout": 0}, "timeout"),
+                               ({"cp": "FUZZ1", "text": "x", "extra": 1}, "unknown fields")):
+                code, e = await api(c, "POST", "/raw", body)
+                assert code == 400 and want in e["error"], (body, e)
+            code, e = await api(c, "POST", "/raw", {"cp": "NOPE", "text": "[]"})
+            assert code == 404 and "NOPE" in e["error"]
+
+            # The command line.
+            p = await asyncio.create_subprocess_exec(
+                sys.executable, CSMS, "raw", "FUZZ1", '[2,"cli1","Reset",{"type":"Warm"}]', "--control",
+                c.control_url, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = await p.communicate()
+            assert p.returncode == 0, err
+            assert json.loads(json.loads(out)["answer"])[:3] == [4, "cli1", "FormationViolation"]
+            p = await asyncio.create_subprocess_exec(
+                sys.executable, CSMS, "raw", "FUZZ1", '[2,"mute","Reset",{"type":"Soft"}]', "--timeout", "0.2",
+                "--control", c.control_url, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = await p.communicate()
+            assert p.returncode == 1 and b"no answer" in err
+            task.cancel()
+        with pytest.raises(csms.NotConnected):
+            await c.send_raw("FUZZ1", "[]")
+        # Our own malformed frames are on record as such; the charge point's answers were all right but one.
+        bad_in = c.invalid_frames(direction="in")
+        assert [f["unique_id"] for f in bad_in] == ["lenient"]
+        assert len(c.invalid_frames(direction="out")) >= 8
+
+
+def test_raw_frames(tmp_path):
+    asyncio.run(_raw(str(tmp_path / "csms.db")))
+
+
+# ---------------------------------------------------------------------------------------------- status transitions
+
+def _history(*steps, cp="CP1"):
+    """Status rows from steps: "Status" (connector 1), (connector, "Status") or "BOOT" (a new epoch)."""
+    rows, epoch = [], 0
+    for i, s in enumerate(steps):
+        if s == "BOOT":
+            epoch += 1
+            continue
+        conn, status = (1, s) if isinstance(s, str) else s
+        rows.append({"id": i + 1, "cp": cp, "connector": conn, "status": status, "epoch": "e%d" % epoch,
+                     "time": "t%d" % i, "timestamp": None})
+    return rows
+
+
+def _bad(*steps):
+    return [(v["connector"], v["from"], v["to"]) for v in csms.status_transition_violations(_history(*steps))]
+
+
+def test_status_table_is_the_spec():
+    codes = {to: code for frm in csms.STATUS_TRANSITIONS.values() for to, code in frm.items()}
+    order = ["Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved",
+             "Unavailable", "Faulted"]
+    assert set(codes) == set(order)
+    for i, frm in enumerate(order):
+        for to, code in csms.STATUS_TRANSITIONS[frm].items():
+            assert code == "ABCDEFGHI"[i] + str(order.index(to) + 1)
+    cells = sorted(c for frm in csms.STATUS_TRANSITIONS.values() for c in frm.values())
+    assert cells == sorted("A2 A3 A4 A5 A7 A8 A9 B1 B3 B4 B5 B6 B9 C1 C4 C5 C6 C8 C9 D1 D3 D5 D6 D8 D9 "
+                           "E1 E3 E4 E6 E8 E9 F1 F2 F8 F9 G1 G2 G8 G9 H1 H2 H3 H4 H5 H9 "
+                           "I1 I2 I3 I4 I5 I6 I7 I8".split())
+
+
+def test_status_transitions_valid_histories():
+    session = ["Available", "Preparing", "Charging", "SuspendedEV", "Charging", "SuspendedEVSE", "SuspendedEV",
+               "Charging", "Finishing", "Available"]
+    assert _bad(*session) == []
+    assert _bad("Available", "Preparing", "Finishing", "Preparing", "Available") == []  # B6 (errata 3.20), F2
+    assert _bad("Available", "Reserved", "Preparing", "Charging", "Unavailable", "Available") == []  # G2, C8, H1
+    assert _bad("Available", "Available", "Preparing", "Preparing") == []  # repeats are no transition
+    # Faulted from anywhere, back to the state before it, or on to where that state may go.
+    assert _bad("Charging", "Faulted", "Charging") == []
+    assert _bad("Charging", "Faulted", "Faulted", "Finishing", "Available") == []  # C6 after the fault
+    assert _bad("Preparing", "Faulted", "Available") == []  # B1
+    assert _bad("Faulted", "Charging") == []  # no state known before the fault
+    # The first status after each boot / connection may be anything.
+    assert _bad("Charging", "BOOT", "Preparing", "BOOT", "Finishing") == []
+    # Connectors are separate; connector 0 has Available, Unavailable and Faulted.
+    assert _bad((1, "Charging"), (2, "Available"), (0, "Available"), (0, "Unavailable"), (0, "Faulted"),
+                (0, "Unavailable"), (2, "Preparing"), (1, "Finishing")) == []
+
+
+def test_status_transitions_invalid_histories():
+    assert _bad("Available", "Finishing") == [(1, "Available", "Finishing")]  # no A6
+    assert _bad("Charging", "Preparing") == [(1, "Charging", "Preparing")]  # no C2
+    assert _bad("Finishing", "Charging") == [(1, "Finishing", "Charging")]  # no F3
+    assert _bad("Reserved", "Charging") == [(1, "Reserved", "Charging")]  # no G3
+    assert _bad("Unavailable", "Finishing") == [(1, "Unavailable", "Finishing")]
+    # A fault ends where neither the pre-fault state nor a change from it leads.
+    assert _bad("Charging", "Faulted", "Reserved") == [(1, "Faulted", "Reserved")]
+    assert _bad("Finishing", "Faulted", "Faulted", "Charging") == [(1, "Faulted", "Charging")]
+    # The boot resets only what comes after it.
+    assert _bad("Available", "Finishing", "BOOT", "Charging", "Preparing") == [
+        (1, "Available", "Finishing"), (1, "Charging", "Preparing")]
+    # Connector 0: only three statuses, even as its first.
+    assert _bad((0, "Charging"), (0, "Available")) == [(0, None, "Charging")]
+    # Per connector: connector 2's history does not excuse connector 1.
+    assert _bad((1, "Available"), (2, "Preparing"), (1, "Charging"), (2, "Finishing")) == []
+    assert _bad((2, "Charging"), (1, "Available"), (2, "Available"), (1, "SuspendedEV"), (2, "Finishing")) == [
+        (2, "Available", "Finishing")]
+    v = csms.status_transition_violations(_history("Charging", "Preparing"))[0]
+    assert set(v) >= {"cp", "connector", "from", "to", "at"} and v["at"] == "t1" and "4.9" in v["why"]
+
+
+async def _statuses(db):
+    async with csms.Csms(port=0, db=db) as c:
+        def sn(conn, status):
+            return call.StatusNotification(connector_id=conn, error_code="NoError", status=status)
+
+        async with charge_point(c.url) as cp:
+            await cp.call(call.BootNotification(charge_point_model="M", charge_point_vendor="V"))
+            for conn, st in ((0, "Available"), (1, "Available"), (1, "Preparing"), (1, "Charging"),
+                             (1, "Faulted"), (1, "Charging"), (1, "SuspendedEV")):
+                await cp.call(sn(conn, st))
+            assert c.status_violations() == []
+            await cp.call(sn(1, "Preparing"))  # SuspendedEV -> Preparing: no D2
+            # A reboot: the first status may be anything again.
+            await cp.call(call.BootNotification(charge_point_model="M", charge_point_vendor="V"))
+            await cp.call(sn(1, "Finishing"))
+            await cp.call(sn(1, "Available"))
+        async with charge_point(c.url) as cp:  # a new connection without a boot: the same
+            await cp.call(sn(1, "Charging"))
+            await cp.call(sn(0, "Preparing"))  # not for connector 0
+        v = c.status_violations()
+        assert [(x["cp"], x["connector"], x["from"], x["to"]) for x in v] == [
+            ("CP1", 1, "SuspendedEV", "Preparing"), ("CP1", 0, None, "Preparing")]
+        code, r = await api(c, "GET", "/violations")
+        assert code == 200 and r["count"] == 2 and r["violations"][0]["to"] == "Preparing"
+        code, r = await api(c, "GET", "/violations?cp=CP9")
+        assert code == 200 and r == {"count": 0, "violations": []}
+
+
+def test_status_transitions_recorded(tmp_path, capsys):
+    db = str(tmp_path / "csms.db")
+    asyncio.run(_statuses(db))
+
+    def cli(*args):
+        code = csms.main(["statuses", "--db"] + list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = cli(db)
+    assert code == 0 and out.count("NOT ALLOWED") == 2 and "SuspendedEV -> Preparing" in out
+    assert out.count("(after boot/connect)") == 3
+    code, out, err = cli(db, "--check")
+    assert code == 1 and "2 of 12 status changes not allowed" in err
+    code, out, err = cli(db, "--check", "--cp", "CP2")
+    assert code == 0 and "all 0 statuses" in err
+    code, out, err = cli(db, "--json")
+    j = json.loads(out)
+    assert len(j["history"]) == 12 and len(j["violations"]) == 2
+
+    # A database from before the check (no epoch column) is migrated when opened.
+    import sqlite3
+    old = str(tmp_path / "old.db")
+    con = sqlite3.connect(old)
+    con.executescript(csms.SCHEMA)  # the tables as they were: status_history gets its epoch column later
+    assert "epoch" not in [x[1] for x in con.execute("PRAGMA table_info(status_history)")]
+    con.execute("INSERT INTO status_history (time, cp, connector, status) VALUES ('t', 'CP1', 1, 'Available')")
+    con.execute("INSERT INTO status_history (time, cp, connector, status) VALUES ('t', 'CP1', 1, 'Finishing')")
+    con.commit()
+    con.close()
+    code, out, err = cli(old, "--check")
+    assert code == 1 and "1 of 2" in err
+    r = run_cli("statuses", "--db", old, "--check")  # and from the shell
+    assert r.returncode == 1 and "Available -> Finishing" in r.stdout
+
+
+def test_raw_answer_with_an_odd_unique_id(tmp_path):
+    async def run():
+        async with csms.Csms(port=0, db=str(tmp_path / "csms.db")) as c:
+            async with connect(c.url + "/ODD", subprotocols=["ocpp1.6"]) as ws:
+                await c.wait_connected("ODD", timeout=5)
+
+                async def answer():
+                    msg = json.loads(await ws.recv())
+                    await ws.send(json.dumps([4, msg[1], "FormationViolation", "ids are strings", {}]))
+                    await ws.send('[3,[1],{}]')  # garbage of the charge point's own: recorded, no crash
+                task = asyncio.create_task(answer())
+                r = await c.send_raw("ODD", '[2,[7],"Reset",{"type":"Soft"}]')
+                assert r["uniqueId"] == [7] and json.loads(r["answer"])[1] == [7]
+                await task
+                r = await c.send_raw("ODD", "[2,7,\"Reset\",{}]", timeout=0.2)  # 7 and "7" are the same id
+                assert r["answer"] is None and r["uniqueId"] == 7
+                await ws.send('[4,"7","TypeConstraintViolation","ids are strings",{}]')
+                await asyncio.sleep(0.05)
+                assert c.frames(cp="ODD", direction="in")[-1]["frame"][1] == "7"
+            await c.wait_disconnected("ODD", timeout=5)
+            bad = c.invalid_frames("ODD", direction="in")  # only the charge point's garbage; echoes are fine
+            assert [f["payload"] for f in bad] == ['[3,[1],{}]']
+    asyncio.run(run())

@@ -131,7 +131,7 @@ def test_every_verb_documented_in_spec():
         "wait", "plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "card",
         "rcd-leak", "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok",
         "temp", "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "net",
-        "power-cut", "limit", "stop", "clear-fault"}
+        "remote", "power-cut", "limit", "stop", "clear-fault"}
 
 
 # -- errors: each names the line, the verb and what was expected
@@ -167,8 +167,12 @@ def test_every_verb_documented_in_spec():
     ("temp nan", 1, "temp: CELSIUS: expected -50..150, got nan"),
     ("meter-noise", 1, "meter-noise: expected 1 argument (meter-noise PERCENT), got 0"),
     ("meter-noise 101", 1, "meter-noise: PERCENT: expected 0..100, got 101"),
-    ("net", 1, "net: expected 1 argument (net down|up), got 0"),
-    ("net sideways", 1, "net: STATE: expected down or up, got 'sideways'"),
+    ("net", 1, "net: expected 1 argument (net down|up|half-open|drop), got 0"),
+    ("net sideways", 1, "net: STATE: expected down or up or half-open or drop, got 'sideways'"),
+    ("remote", 1, "remote: expected 1 to 2 arguments (remote ACTION [JSON]), got 0"),
+    ("remote 12", 1, "remote: ACTION: expected an OCPP action name"),
+    ("remote Reset {oops", 1, "remote: JSON: expected a JSON object, got '{oops'"),
+    ("remote Reset [1]", 1, "remote: JSON: expected a JSON object, got '[1]'"),
     ("power-cut 5", 1, "power-cut: expected a duration"),
     ("power-cut 1s 2s", 1, "power-cut: expected 0 to 1 arguments (power-cut [DURATION]), got 2"),
     ("limit", 1, "limit: expected 1 argument (limit AMPS), got 0"),
@@ -222,3 +226,28 @@ def test_parse_under_micropython():
                         "(8, 'net', ['up'])]")
     assert lines[1] == "line 3: temp: CELSIUS: expected -50..150, got 999"
     assert lines[2].startswith("line 2: unknown verb 'net' (expected one of: limit)")
+
+
+def test_firmware_modules_hold_no_state():
+    """The simulator keeps the firmware's modules loaded across a simulated power cut (as frozen
+    bytecode stays in flash), which is only right while no module keeps state of its own: no
+    `global` statement and no module-level list, dict or set except UPPER_CASE constants."""
+    import ast
+
+    bad = []
+    for top in ("firmware", "drivers"):
+        for d, _dirs, files in os.walk(os.path.join(ROOT, top)):
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                path = os.path.join(d, f)
+                tree = ast.parse(open(path).read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Global):
+                        bad.append("%s:%d global" % (path, node.lineno))
+                for node in tree.body:
+                    if isinstance(node, ast.Assign) and isinstance(node.value, (ast.List, ast.Dict, ast.Set)):
+                        for t in node.targets:
+                            if isinstance(t, ast.Name) and not t.id.lstrip("_").isupper():
+                                bad.append("%s:%d %s" % (path, node.lineno, t.id))
+    assert bad == []

@@ -93,8 +93,7 @@ def start_loop_bench(mode, trials, seed, flash):
         json.dump(SETTINGS, f)
     budget = sim.heap_bytes(HEAP)
     env = dict(os.environ)
-    # .frozen: the port's own frozen modules (asyncio)
-    env["MICROPYPATH"] = os.pathsep.join([dst for _s, dst, _a in sim.SIM_TREES] + [".frozen"])
+    env["MICROPYPATH"] = sim.micropython_path()
     cmd = [_venv.bin_path("micropython"), "-X", "heapsize=%d" % (budget + sim.CODE_ROOM),
            "-m", "bench_reaction", mode, str(trials), str(seed), "--heap", str(budget)]
     return subprocess.Popen(cmd, cwd=flash, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -155,7 +154,7 @@ def heap_figures(scenario):
 
 def meter_polls(polls):
     sim.compile_for_sim()
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join(d for _s, d, _a in sim.SIM_TREES))
+    env = dict(os.environ, MICROPYPATH=sim.micropython_path())
     p = subprocess.run([_venv.bin_path("micropython"), "-X", "heapsize=256K", "-m", "bench_meter", str(polls)],
                        env=env, capture_output=True, text=True, timeout=300)
     if p.returncode or "done" not in p.stdout:

@@ -8,6 +8,8 @@
     python3 tools/csms.py sessions [--db FILE] [--cp CP] [--json]
     python3 tools/csms.py frames   [--db FILE] [--cp CP] [--invalid] [--action A] [--direction in|out] [--limit N] [--json]
     python3 tools/csms.py send CP ACTION JSON [--control URL] [--timeout S] [--no-validate]
+    python3 tools/csms.py raw CP TEXT [--binary] [--control URL] [--timeout S]
+    python3 tools/csms.py statuses [--db FILE] [--cp CP] [--check] [--json]
     python3 tools/csms.py tokens   [--db FILE]
     python3 tools/csms.py token IDTAG [--status Accepted|Blocked|Expired|Invalid|ConcurrentTx]
                                 [--parent IDTAG] [--expiry ISO-TIME] [--remove] [--db FILE]
@@ -25,28 +27,45 @@ SQLite database (--db, default build/csms.db): charge points, connections, boots
 history, transactions, meter values (absent sampled-value fields stored with the spec's defaults),
 tokens and every frame received and sent.
 
+`raw` sends any text (or, with --binary, base64 bytes) to a connected charge point as one WebSocket message,
+for fuzzing: it is stored as an outgoing frame with its own verdict, and the answer with the same uniqueId
+(checked too: a CallResult to a malformed Call is flagged) is printed; exit 1 when none came in time.
+
+`statuses` lists the status history and checks it against the connector status transition table of OCPP 1.6
+section 4.9 as amended by errata 3.20 (STATUS_TRANSITIONS below), per charge point and connector: the first
+status after a BootNotification or a new connection may be anything, an unchanged status is no transition,
+Faulted returns to the status before it (or to one that status may change to), connector 0 only knows
+Available, Unavailable and Faulted. --check exits 1 when a change is not allowed.
+
 The control API listens on 127.0.0.1:CONTROL-PORT and speaks JSON:
     POST /command   {"cp": "CP1", "action": "Reset", "payload": {"type": "Soft"}, "timeout": 30, "validate": true}
                     -> {"cp", "action", "uniqueId", "result": {...}} or {"error": {"code", "description", "details"}},
                        plus "valid"/"validationError" for the charge point's answer;
                        400 bad request, 404 charge point not connected, 504 no answer in time
+    POST /raw       {"cp": "CP1", "text": "[2,\"x1\",\"Reset\",{}]", "timeout": 5}   (or "binary": "BASE64")
+                    -> {"answer": "<the charge point's frame with the same uniqueId>" or null, "frames": [...],
+                        "uniqueId", "frameId", "valid", "error" (the verdict on the frame sent), "cp"}
+    GET  /violations[?cp=CP1]   -> {"count", "violations": [{cp, connector, from, to, at, timestamp, id, why}]}
     GET  /status    GET /status/CP1     GET /sessions[?cp=CP1]     GET /sessions/ID (with meter values)
     GET  /frames?cp=CP1&invalid=1&direction=in&action=StatusNotification&since=ID&limit=N
     GET  /wait?cp=CP1&action=StatusNotification&match={"status":"Charging"}&since=ID&timeout=10
     GET  /tokens    POST /tokens {"idTag", "status", "parentIdTag", "expiryDate"}    DELETE /tokens/IDTAG
     GET  /settings  POST /settings {"bootAnswer": "Pending", "heartbeat": 60, "unknownToken": "Invalid"}
-"cp" may be left out of POST /command while exactly one charge point is connected.
+"cp" may be left out of POST /command and POST /raw while exactly one charge point is connected.
 
 As a library (tests, the simulator):
     async with Csms(port=0, db=path) as c:               # c.port, c.url, c.control_url, c.cp_url("CP1")
         await c.wait_for("CP1", "BootNotification")
         answer = await c.send("CP1", "Reset", {"type": "Soft"})
+        raw = await c.send_raw("CP1", '[2,"f1","Reset",{"type":"Warm"}]', timeout=5)   # raw["answer"]: text
+        assert c.status_violations() == []
         assert c.invalid_frames() == []
     with CsmsThread(port=0, db=path) as c:               # the same, synchronous, loop in a thread
         c.wait_for("CP1", "StatusNotification", {"status": "Charging"}, timeout=10)
 
 Exit status: 0 done, 1 failed (a command answered with a CallError, no answer, an invalid frame
-found by `frames --invalid`, the port in use), 2 bad command-line input.
+found by `frames --invalid`, a status change found by `statuses --check`, the port in use), 2 bad
+command-line input.
 """
 import argparse
 import asyncio
@@ -240,6 +259,93 @@ def matches(payload, match):
     return isinstance(payload, dict) and all(k in payload and payload[k] == v for k, v in match.items())
 
 
+# ---------------------------------------------------------------------------------------------- status transitions
+
+# OCPP 1.6 section 4.9, the connector status transition table, with errata 3.20 (B6 Preparing -> Finishing,
+# already in edition 2's table). The spec's code is the row letter of the previous status (A Available ...
+# I Faulted) and the column digit of the new one (1 Available ... 9 Faulted); a pair that is not here is
+# not allowed. A status repeated unchanged (a new errorCode, a TriggerMessage, the report after a boot) is
+# no transition.
+STATUS_TRANSITIONS = {
+    "Available":     {"Preparing": "A2",      # usage initiated: plug in, idTag, RemoteStartTransaction
+                      "Charging": "A3",       # no authorization means needed
+                      "SuspendedEV": "A4",    # as A3, the EV does not start charging
+                      "SuspendedEVSE": "A5",  # as A3, the EVSE does not allow charging
+                      "Reserved": "A7",       # ReserveNow
+                      "Unavailable": "A8",    # ChangeAvailability Inoperative
+                      "Faulted": "A9"},
+    "Preparing":     {"Available": "B1",      # usage ended: unplugged, idTag again, ConnectionTimeOut
+                      "Charging": "B3", "SuspendedEV": "B4", "SuspendedEVSE": "B5",
+                      "Finishing": "B6",      # errata 3.20: timed out without an idTag, cable still in
+                      "Faulted": "B9"},
+    "Charging":      {"Available": "C1", "SuspendedEV": "C4", "SuspendedEVSE": "C5",
+                      "Finishing": "C6",      # stopped by the user or RemoteStop, user action needed
+                      "Unavailable": "C8", "Faulted": "C9"},
+    "SuspendedEV":   {"Available": "D1", "Charging": "D3", "SuspendedEVSE": "D5", "Finishing": "D6",
+                      "Unavailable": "D8", "Faulted": "D9"},
+    "SuspendedEVSE": {"Available": "E1", "Charging": "E3", "SuspendedEV": "E4", "Finishing": "E6",
+                      "Unavailable": "E8", "Faulted": "E9"},
+    "Finishing":     {"Available": "F1",      # all user actions completed
+                      "Preparing": "F2",      # user restarts: a new transaction
+                      "Unavailable": "F8", "Faulted": "F9"},
+    "Reserved":      {"Available": "G1",      # reservation expired or cancelled
+                      "Preparing": "G2",      # the reservation's idTag presented
+                      "Unavailable": "G8", "Faulted": "G9"},
+    "Unavailable":   {"Available": "H1", "Preparing": "H2", "Charging": "H3", "SuspendedEV": "H4",
+                      "SuspendedEVSE": "H5", "Faulted": "H9"},
+    # I1-I8: "fault is resolved and status returns to the pre-fault state". Checked as: back to the status
+    # before Faulted, or to one that status may change to (the car may have left during the fault).
+    "Faulted":       {"Available": "I1", "Preparing": "I2", "Charging": "I3", "SuspendedEV": "I4",
+                      "SuspendedEVSE": "I5", "Finishing": "I6", "Reserved": "I7", "Unavailable": "I8"},
+}
+CONNECTOR0_STATUSES = ("Available", "Unavailable", "Faulted")  # 4.9: the only ones for connectorId 0
+
+
+def _transition_error(frm, to, pre_fault):
+    """None when a connector may go from `frm` to `to` (pre_fault: the status before a Faulted `frm`,
+    None when unknown), else why not."""
+    if frm == to:
+        return None
+    if frm == "Faulted":
+        if pre_fault is None or to == pre_fault or to in STATUS_TRANSITIONS[pre_fault]:
+            return None
+        return "Faulted -> %s: a resolved fault returns to the pre-fault state (I1-I8), which was %s, " \
+               "and %s -> %s is not in the table either" % (to, pre_fault, pre_fault, to)
+    if to in STATUS_TRANSITIONS.get(frm, {}):
+        return None
+    return "%s -> %s is not in the OCPP 1.6 status transition table (section 4.9)" % (frm, to)
+
+
+def status_transition_violations(rows):
+    """The status changes in `rows` (status_history rows in order: cp, connector, status, epoch, time,
+    timestamp, id) that the table of section 4.9 does not allow, as dicts {cp, connector, from, to, at,
+    timestamp, id, why}. Per charge point and connector; the first status of a connector in each epoch
+    (after a BootNotification or a new connection: 4.9 says a charge point back online reports only its
+    current status) may be anything. Connector 0 only has Available, Unavailable and Faulted."""
+    out = []
+    last = {}  # (cp, connector) -> (status, pre-fault status, epoch)
+    for r in rows:
+        key = (r["cp"], r["connector"])
+        status, epoch = r["status"], r.get("epoch")
+        prev = last.get(key)
+        if prev is not None and prev[2] != epoch:
+            prev = None
+        why = None
+        if r["connector"] == 0 and status not in CONNECTOR0_STATUSES:
+            why = "connector 0 only reports Available, Unavailable or Faulted (section 4.9), not %s" % status
+        elif prev is not None:
+            why = _transition_error(prev[0], status, prev[1])
+        if why:
+            out.append({"cp": r["cp"], "connector": r["connector"], "from": prev[0] if prev else None,
+                        "to": status, "at": r["time"], "timestamp": r.get("timestamp"), "id": r.get("id"),
+                        "why": why})
+        pre_fault = None
+        if status == "Faulted" and prev is not None:
+            pre_fault = prev[1] if prev[0] == "Faulted" else prev[0]
+        last[key] = (status, pre_fault, epoch)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- storage
 
 SCHEMA = """
@@ -281,6 +387,9 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(status_history)").fetchall()]
+        if "epoch" not in cols:  # a database made before the transition check: its rows have no epoch
+            self.db.execute("ALTER TABLE status_history ADD COLUMN epoch TEXT")
 
     @classmethod
     def open_existing(cls, path):
@@ -342,10 +451,15 @@ class Store:
         self._x("UPDATE charge_points SET last_heartbeat=? WHERE id=?", (iso(), cp))
 
     def status(self, cp, p):
+        # The epoch (last connection / last boot of this charge point) tells the transition check where the
+        # status history starts afresh.
+        conn = self._x("SELECT COALESCE(MAX(id), 0) FROM connections WHERE cp=? AND event='connected'",
+                       (cp,)).fetchone()[0]
+        boot = self._x("SELECT COALESCE(MAX(id), 0) FROM boots WHERE cp=?", (cp,)).fetchone()[0]
         self._x("INSERT INTO status_history (time, cp, connector, status, error_code, info, vendor_id, "
-                "vendor_error_code, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "vendor_error_code, timestamp, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (iso(), cp, p.get("connectorId"), p.get("status"), p.get("errorCode"), p.get("info"),
-                 p.get("vendorId"), p.get("vendorErrorCode"), p.get("timestamp")))
+                 p.get("vendorId"), p.get("vendorErrorCode"), p.get("timestamp"), "%d/%d" % (conn, boot)))
 
     def id_tag_info(self, id_tag, unknown="Invalid"):
         """idTagInfo (camelCase) for `id_tag` from the token table; `unknown` for a tag not in it."""
@@ -494,6 +608,9 @@ class Store:
             return self._rows("SELECT * FROM status_history ORDER BY id")
         return self._rows("SELECT * FROM status_history WHERE cp=? ORDER BY id", (cp,))
 
+    def status_violations(self, cp=None):
+        return status_transition_violations(self.status_history(cp))
+
     def boots(self, cp=None):
         if cp is None:
             return self._rows("SELECT * FROM boots ORDER BY id")
@@ -563,6 +680,8 @@ class ChargePointLink(_OcppChargePoint):
         self._payload = {}  # the camelCase payload of the Call being handled
         self._sent_calls = {}  # unique id -> action of our calls (to check the answers)
         self._answers = {}  # unique id -> (frame id, valid, error) of answers received
+        self._raw = {}  # unique id key of a raw frame sent -> _RawSent (its answer is ours, not the ocpp package's)
+        self._raw_orphans = []  # futures of raw frames without a unique id, waiting for an answer to no call
 
     # every frame in and out
 
@@ -578,10 +697,23 @@ class ChargePointLink(_OcppChargePoint):
             await self._send(json.dumps([4, frame[1], code if code in ERROR_CODES else "GenericError",
                                          text[:500], {}], separators=(",", ":")))
             return
+        if isinstance(frame, list) and len(frame) >= 2 and frame[0] in (3, 4):
+            # The answer to a raw frame goes to send_raw (even when it comes late), never to the ocpp
+            # package's response queue, where it would be taken for the answer to a command.
+            sent = self._raw.get(_uid_key(frame[1]))
+            if sent is not None:
+                if not sent.future.done():
+                    sent.future.set_result(raw_msg)
+                return
+            if _uid_key(frame[1]) not in self._sent_calls:
+                for f in self._raw_orphans:
+                    if not f.done():
+                        f.set_result(raw_msg)
+                        return
         if isinstance(frame, list) and len(frame) == 4 and frame[0] == 2:
             self._payload = frame[3]
         elif isinstance(frame, list) and frame and frame[0] in (3, 4) and len(frame) > 1:
-            self._answers[frame[1]] = (fid, valid, error)
+            self._answers[_uid_key(frame[1])] = (fid, valid, error)
             if len(self._answers) > 100:  # answers that came after their call timed out
                 self._answers.pop(next(iter(self._answers)))
         await super().route_message(raw_msg)
@@ -614,6 +746,42 @@ class ChargePointLink(_OcppChargePoint):
             answer["error"] = {"code": response.error_code, "description": response.error_description,
                                "details": response.error_details}
         return answer
+
+    async def send_raw(self, data, timeout=5):
+        """Send `data` (str: one text message; bytes: one binary message) as it is, and wait up to
+        `timeout` s for the frame the charge point answers it with (same uniqueId; for text with no
+        uniqueId to be found, the first answer to no call of ours)."""
+        loop = asyncio.get_running_loop()
+        fid, uid, info = await self.csms._record_raw_out(self, data)
+        future = loop.create_future()
+        sent = _RawSent(future, info)
+        keys = _uid_keys(uid)
+        for k in keys:
+            self._raw.pop(k, None)
+            self._raw[k] = sent
+        while len(self._raw) > 200:  # late answers to old raw frames are still swallowed, up to a point
+            self._raw.pop(next(iter(self._raw)))
+        if not keys:
+            self._raw_orphans.append(future)
+        try:
+            try:
+                await self._connection.send(data)
+            except websockets.ConnectionClosed as e:
+                raise NotConnected("charge point %s closed the connection: %s" % (self.id, e))
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(future), timeout)
+            except asyncio.TimeoutError:
+                answer = None
+        finally:
+            if future in self._raw_orphans:
+                self._raw_orphans.remove(future)
+            if not future.done():
+                future.cancel()
+        if isinstance(answer, bytes):
+            answer = answer.decode("utf-8", "replace")
+        return {"cp": self.id, "uniqueId": None if uid is _NO_UID else uid, "frameId": fid, "valid": info["valid"],
+                "error": info["error"], "answer": answer,
+                "frames": self.store.frames(cp=self.id, since=fid - 1)}
 
     # handlers: every message a 1.6 charge point sends
 
@@ -686,6 +854,47 @@ class ChargePointLink(_OcppChargePoint):
     @on("SignCertificate")
     def on_sign_certificate(self, **_):
         return call_result.SignCertificate(status="Rejected")  # no certificate authority here
+
+
+class _RawSent:
+    """A raw frame sent: the future of its answer and what the check said of it (kind, action, valid, error)."""
+    __slots__ = ("future", "info")
+
+    def __init__(self, future, info):
+        self.future, self.info = future, info
+
+
+def _uid_key(value):
+    """A hashable key for a uniqueId as found in a frame (normally a string; a raw frame may use anything)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _uid_keys(uid):
+    """The keys an answer to a frame with uniqueId `uid` may carry (the number 7 and the text "7" share one)."""
+    return [] if uid is _NO_UID else [_uid_key(uid)]
+
+
+_NO_UID = object()
+_UID_PREFIX = re.compile(r'^\s*\[\s*-?\d+\s*,\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _raw_uid(text, frame):
+    """The uniqueId of a raw frame: the second element of a JSON array, or of what looks like the start
+    of one in text that is not JSON; _NO_UID when there is none."""
+    if isinstance(frame, list):
+        return frame[1] if len(frame) >= 2 else _NO_UID
+    m = _UID_PREFIX.match(text)
+    if m:
+        try:
+            return json.loads('"%s"' % m.group(1))
+        except ValueError:
+            return m.group(1)
+    return _NO_UID
 
 
 def _snake(info):
@@ -876,7 +1085,15 @@ class Csms:
             fid = self.store.frame(link.id, "in", None, None, None, raw, False, error)
             self._notify_frame(link.id, "in", raw, False, error)
             return None, fid, False, error
-        error = check_frame_shape(frame)
+        raw_sent, orphan = None, False  # an answer to a raw frame of ours (send_raw)
+        if isinstance(frame, list) and len(frame) >= 2 and frame[0] in (3, 4):
+            raw_sent = link._raw.get(_uid_key(frame[1]))
+            orphan = raw_sent is None and _uid_key(frame[1]) not in link._sent_calls and \
+                any(not f.done() for f in link._raw_orphans)
+        shape = frame
+        if raw_sent is not None and not isinstance(frame[1], str):  # it echoes the odd id of our raw frame
+            shape = [frame[0], "echo"] + frame[2:]
+        error = check_frame_shape(shape, echo=raw_sent is not None or orphan)
         kind = frame[0] if isinstance(frame, list) and frame and frame[0] in (2, 3, 4) else None
         unique_id = frame[1] if kind and len(frame) > 1 and isinstance(frame[1], str) else None
         action = None
@@ -888,6 +1105,17 @@ class Csms:
                              if action in COMMANDS else "NotImplemented: %s is not an OCPP 1.6 action" % action)
                 else:
                     error = await check_payload(2, action, frame[3], unique_id)
+            elif raw_sent is not None or orphan:
+                info = raw_sent.info if raw_sent is not None else {"kind": None, "action": None, "valid": False}
+                action = info["action"]
+                if kind == 3:
+                    if info["kind"] != 2:
+                        error = "ProtocolError: a CallResult to a frame that was not a Call; a CallError was due"
+                    elif not info["valid"]:
+                        error = "ProtocolError: a CallResult to a Call that fails its check (%s); a CallError " \
+                                "was due" % info["error"]
+                    elif action in COMMANDS:
+                        error = await check_payload(3, action, frame[2], unique_id)
             else:
                 action = link._sent_calls.get(unique_id)
                 if action is None:
@@ -918,6 +1146,46 @@ class Csms:
                 error = await check_payload(3, action, frame[2], unique_id)
         self.store.frame(link.id, "out", kind, unique_id, action, raw, error is None, error)
         self._notify_frame(link.id, "out", raw, error is None, error)
+
+    async def _record_raw_out(self, link, data):
+        """Check and store a raw frame about to be sent; (frame id, uniqueId or _NO_UID, info) where info
+        is {kind, action, valid, error}."""
+        binary = isinstance(data, (bytes, bytearray))
+        text = bytes(data).decode("utf-8", "replace") if binary else data
+        try:
+            frame = json.loads(text)
+        except ValueError as e:
+            frame, error = None, "FormatViolation: not JSON (%s)" % e
+        else:
+            kind0 = frame[0] if isinstance(frame, list) and frame else None
+            error = check_frame_shape(frame, echo=kind0 in (3, 4))
+        uid = _raw_uid(text, frame)
+        kind = frame[0] if isinstance(frame, list) and frame and frame[0] in (2, 3, 4) else None
+        action = None
+        if kind == 2 and len(frame) > 2 and isinstance(frame[2], str):
+            action = frame[2]
+        if error is None:
+            if kind == 2:
+                if action not in COMMANDS:
+                    error = ("NotSupported: %s is a message a charge point sends" % action if action in CP_ACTIONS
+                             else "NotImplemented: %s is not an OCPP 1.6 command" % action)
+                else:
+                    error = await check_payload(2, action, frame[3], frame[1])
+            else:
+                r = self.store._x("SELECT action FROM frames WHERE cp=? AND direction='in' AND type=2 AND "
+                                  "unique_id=? ORDER BY id DESC LIMIT 1", (link.id, frame[1])).fetchone()
+                action = r[0] if r else None
+                if action is None:
+                    error = "ProtocolError: an answer to no call of the charge point (uniqueId %s)" % frame[1]
+                elif kind == 3 and action in CP_ACTIONS:
+                    error = await check_payload(3, action, frame[2], frame[1])
+        if binary:
+            error = "ProtocolError: a binary WebSocket message; OCPP-J uses text frames" + (
+                "" if error is None else " (and %s)" % error)
+        stored_uid = None if uid is _NO_UID else (uid if isinstance(uid, str) else _uid_key(uid))
+        fid = self.store.frame(link.id, "out", kind, stored_uid, action, text, error is None, error)
+        self._notify_frame(link.id, "out", ("(binary) " if binary else "") + text, error is None, error)
+        return fid, uid, {"kind": kind, "action": action, "valid": error is None, "error": error}
 
     def _notify_frame(self, cp, direction, raw, valid, error):
         if self.log:
@@ -954,6 +1222,9 @@ class Csms:
             payload = {}
         if not isinstance(payload, dict):
             raise CsmsError("the payload must be a JSON object, got %r" % (payload,))
+        return await self._link(cp).command(action, payload, timeout=timeout, validate=validate)
+
+    def _link(self, cp):
         if cp is None:
             if len(self.links) != 1:
                 raise CsmsError("name the charge point: %d are connected (%s)" % (
@@ -963,7 +1234,19 @@ class Csms:
         if link is None:
             raise NotConnected("charge point %s is not connected (connected: %s)" % (
                 cp, ", ".join(sorted(self.links)) or "none"))
-        return await link.command(action, payload, timeout=timeout, validate=validate)
+        return link
+
+    async def send_raw(self, cp, text, timeout=5):
+        """Send `text` to `cp` exactly as given, as one WebSocket text message (bytes: one binary message),
+        for fuzzing. It is stored as an outgoing frame with its own verdict and bypasses the ocpp package:
+        the answer is not taken for the answer to a command. Returns {"answer": the text the charge point
+        answered with (same uniqueId) or None after `timeout` s, "frames": the frames of `cp` from the one
+        sent on, "uniqueId", "frameId", "valid", "error" (of the frame sent), "cp"}. Raises NotConnected."""
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise CsmsError("a raw frame is text (str) or binary (bytes), got %s" % type(text).__name__)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise CsmsError("timeout must be a number of seconds above 0, got %r" % (timeout,))
+        return await self._link(cp).send_raw(text, timeout)
 
     def mark(self):
         """The id of the last frame so far: pass it as `since` to wait for what comes after."""
@@ -1031,6 +1314,11 @@ class Csms:
 
     def status_history(self, cp=None):
         return self.store.status_history(cp)
+
+    def status_violations(self, cp=None):
+        """The recorded status changes the OCPP 1.6 transition table does not allow: [{cp, connector, from,
+        to, at, timestamp, id, why}]; [] when every change was allowed (see STATUS_TRANSITIONS)."""
+        return self.store.status_violations(cp)
 
     def boots(self, cp=None):
         return self.store.boots(cp)
@@ -1119,13 +1407,19 @@ class Csms:
         try:
             if path == "/" and method == "GET":
                 return 200, {"endpoints": [
-                    "POST /command {cp, action, payload, timeout, validate}", "GET /status", "GET /status/CP",
+                    "POST /command {cp, action, payload, timeout, validate}", "POST /raw {cp, text|binary, timeout}",
+                    "GET /violations?cp=", "GET /status", "GET /status/CP",
                     "GET /sessions?cp=", "GET /sessions/ID", "GET /frames?cp=&invalid=1&direction=&action=&since=&limit=",
                     "GET /wait?cp=&action=&match=JSON&since=&timeout=", "GET /tokens", "POST /tokens {idTag, status, "
                     "parentIdTag, expiryDate}", "DELETE /tokens/IDTAG", "GET /settings", "POST /settings {...}"],
                     "commands": sorted(COMMANDS)}
             if path == "/command" and method == "POST":
                 return await self._api_command(body)
+            if path == "/raw" and method == "POST":
+                return await self._api_raw(body)
+            if path == "/violations" and method == "GET":
+                v = self.status_violations(q.get("cp"))
+                return 200, {"count": len(v), "violations": v}
             if parts[0] == "status" and method == "GET":
                 if len(parts) == 1:
                     return 200, {"chargePoints": [self.status(cp) for cp in self.store.charge_point_ids()]}
@@ -1216,6 +1510,32 @@ class Csms:
             return 404, {"error": str(e)}
         except asyncio.TimeoutError:
             return 504, {"error": "%s did not answer %s in time" % (body.get("cp"), body["action"])}
+
+
+    async def _api_raw(self, body):
+        if not isinstance(body, dict):
+            return 400, {"error": "POST /raw needs {\"cp\": ..., \"text\": \"...\"} or {..., \"binary\": \"BASE64\"}"}
+        extra = set(body) - {"cp", "text", "binary", "timeout"}
+        if extra:
+            return 400, {"error": "unknown fields %s" % ", ".join(sorted(extra))}
+        if ("text" in body) == ("binary" in body):
+            return 400, {"error": "POST /raw needs exactly one of \"text\" and \"binary\""}
+        if "text" in body:
+            data = body["text"]
+            if not isinstance(data, str):
+                return 400, {"error": "\"text\" must be a string (the message exactly as sent)"}
+        else:
+            try:
+                data = base64.b64decode(body["binary"], validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                return 400, {"error": "\"binary\" must be base64"}
+        timeout = body.get("timeout", 5)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            return 400, {"error": "timeout must be a number of seconds above 0"}
+        try:
+            return 200, await self.send_raw(body.get("cp"), data, timeout=timeout)
+        except NotConnected as e:
+            return 404, {"error": str(e)}
 
 
 class _BadQuery(CsmsError):
@@ -1330,6 +1650,16 @@ def _seconds(text):
     return v
 
 
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError("must be above 0, got %r" % text)
+    return v
+
+
 def _password(text):
     cp, sep, pw = text.partition("=")
     if not sep or not cp or not pw:
@@ -1397,6 +1727,21 @@ def parser():
     s.add_argument("--control", default="http://127.0.0.1:9001", metavar="URL", help="control API of `serve`")
     s.add_argument("--timeout", type=_positive_int, default=30, metavar="S", help="wait this long for the answer")
     s.add_argument("--no-validate", action="store_true", help="send even a payload that fails the schema")
+
+    s = subs["raw"] = sub.add_parser("raw", help="send one raw WebSocket message to a connected charge point "
+                                                  "(fuzzing) through the control API; exit 1 without an answer")
+    s.add_argument("cp", metavar="CP", help="charge box id")
+    s.add_argument("text", metavar="TEXT", help="the message exactly as sent (with --binary: base64 of the bytes)")
+    s.add_argument("--binary", action="store_true", help="TEXT is base64; send it as a binary message")
+    s.add_argument("--control", default="http://127.0.0.1:9001", metavar="URL", help="control API of `serve`")
+    s.add_argument("--timeout", type=_positive_float, default=5, metavar="S", help="wait this long for the answer")
+
+    s = subs["statuses"] = sub.add_parser("statuses", help="the status history, with the changes the OCPP 1.6 "
+                                                            "transition table does not allow")
+    s.add_argument("--db", default=DEFAULT_DB, metavar="FILE")
+    s.add_argument("--cp", metavar="CHARGEBOXID")
+    s.add_argument("--check", action="store_true", help="exit 1 when a change is not allowed")
+    s.add_argument("--json", action="store_true", help="JSON {history, violations} instead of lines")
 
     s = subs["tokens"] = sub.add_parser("tokens", help="list the token table")
     s.add_argument("--db", default=DEFAULT_DB, metavar="FILE")
@@ -1500,6 +1845,68 @@ def cmd_frames(a, p):
     return 0
 
 
+def _post_control(control, path, body, timeout):
+    """(answer, None) from the control API, or (None, exit status) after saying why on stderr."""
+    req = urllib.request.Request(control.rstrip("/") + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.load(r), None
+    except urllib.error.HTTPError as e:
+        try:
+            answer = json.load(e)
+        except ValueError:
+            answer = {"error": "HTTP %d" % e.code}
+        print("csms: %s" % answer.get("error"), file=sys.stderr)
+        return None, 1
+    except (urllib.error.URLError, OSError) as e:
+        print("csms: cannot reach the control API at %s: %s" % (control, getattr(e, "reason", e)), file=sys.stderr)
+        return None, 1
+
+
+def cmd_raw(a, p):
+    body = {"cp": a.cp, "timeout": a.timeout}
+    if a.binary:
+        try:
+            base64.b64decode(a.text, validate=True)
+        except (binascii.Error, ValueError):
+            p.error("--binary: TEXT must be base64, got %r" % a.text)
+        body["binary"] = a.text
+    else:
+        body["text"] = a.text
+    answer, status = _post_control(a.control, "/raw", body, a.timeout + 5)
+    if answer is None:
+        return status
+    print(json.dumps(answer, indent=1))
+    if answer.get("answer") is None:
+        print("csms: no answer from %s within %ss" % (a.cp, a.timeout), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_statuses(a, p):
+    store = _open_db(a, p)
+    history = store.status_history(a.cp)
+    violations = status_transition_violations(history)
+    if a.json:
+        print(json.dumps({"history": history, "violations": violations}, indent=1))
+    else:
+        bad = {v["id"]: v["why"] for v in violations}
+        epochs = {}
+        for r in history:
+            fresh = epochs.get(r["cp"]) != r["epoch"]
+            epochs[r["cp"]] = r["epoch"]
+            print("%6d %s %-10s %2s %-13s %-22s %s%s%s" % (
+                r["id"], r["time"], r["cp"], r["connector"], r["status"], r["error_code"] or "",
+                r["info"] or "", "  (after boot/connect)" if fresh else "",
+                "\n       NOT ALLOWED: %s" % bad[r["id"]] if r["id"] in bad else ""))
+    if a.check:
+        print("%d of %d status changes not allowed" % (len(violations), len(history)) if violations else
+              "all %d statuses follow the OCPP 1.6 transition table" % len(history), file=sys.stderr)
+        return 1 if violations else 0
+    return 0
+
+
 def cmd_send(a, p):
     if a.action not in COMMANDS:
         p.error("unknown command %r; commands: %s" % (a.action, ", ".join(sorted(COMMANDS))))
@@ -1507,23 +1914,11 @@ def cmd_send(a, p):
         why = asyncio.run(check_payload(2, a.action, a.payload))
         if why:
             p.error("%s payload not valid (--no-validate sends it anyway): %s" % (a.action, why))
-    body = json.dumps({"cp": a.cp, "action": a.action, "payload": a.payload, "timeout": a.timeout,
-                       "validate": not a.no_validate}).encode()
-    req = urllib.request.Request(a.control.rstrip("/") + "/command", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=a.timeout + 5) as r:
-            answer = json.load(r)
-    except urllib.error.HTTPError as e:
-        try:
-            answer = json.load(e)
-        except ValueError:
-            answer = {"error": "HTTP %d" % e.code}
-        print("csms: %s" % answer.get("error"), file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as e:
-        print("csms: cannot reach the control API at %s: %s" % (a.control, getattr(e, "reason", e)), file=sys.stderr)
-        return 1
+    answer, status = _post_control(a.control, "/command", {"cp": a.cp, "action": a.action, "payload": a.payload,
+                                                           "timeout": a.timeout, "validate": not a.no_validate},
+                                   a.timeout + 5)
+    if answer is None:
+        return status
     print(json.dumps(answer, indent=1))
     return 0 if "result" in answer and answer.get("valid", True) else 1
 
@@ -1553,8 +1948,8 @@ def main(argv=None):
     p, subs = parser()
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     sp = subs[a.cmd]  # errors name the command's own usage
-    return {"serve": cmd_serve, "sessions": cmd_sessions, "frames": cmd_frames, "send": cmd_send,
-            "tokens": cmd_tokens, "token": cmd_token}[a.cmd](a, sp)
+    return {"serve": cmd_serve, "sessions": cmd_sessions, "frames": cmd_frames, "send": cmd_send, "raw": cmd_raw,
+            "statuses": cmd_statuses, "tokens": cmd_tokens, "token": cmd_token}[a.cmd](a, sp)
 
 
 if __name__ == "__main__":

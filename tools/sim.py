@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _venv  # noqa: E402
 
 ROOT = _venv.ROOT
+DEFAULT_ID = "SIM-0001"
 HOST = os.path.join(ROOT, "tests_host")
 FAKES = os.path.join(HOST, "fakes")
 BOARDS = os.path.join(ROOT, "drivers", "boards")
@@ -91,15 +92,28 @@ def parse_args(argv):
     p.add_argument("--meter", metavar="MODEL",
                    help="energy meter for this run, replacing the board profile's: a Modbus model "
                         "(sdm630, sdm120, sdm230, sdm72d, dtsu666, ddsu666), s0, or none")
-    p.add_argument("--csms", metavar="URL", help="OCPP back end (not available yet)")
-    p.add_argument("--id", metavar="CHARGEBOXID", help="charge box id (not available yet)")
+    p.add_argument("--csms", metavar="URL",
+                   help="OCPP back end to use instead of the built-in one (ws://... or wss://...), or 'none'")
+    p.add_argument("--id", metavar="CHARGEBOXID", default=DEFAULT_ID, help="charge box id (default %s)" % DEFAULT_ID)
+    p.add_argument("--csms-db", metavar="FILE",
+                   help="SQLite file of the built-in back end (default: a temporary one, summarised at the end)")
+    p.add_argument("--tls", choices=("off", "on", "wrong-ca"), default="off",
+                   help="built-in back end over wss:// with a self-signed CA (security profile 2); "
+                        "wrong-ca gives the board another CA, so it must refuse the server")
     p.add_argument("--flash", metavar="DIR", help="keep the board's flash in DIR between runs")
     p.add_argument("--quiet", action="store_true", help="do not print events")
     a = p.parse_args(argv)
     if a.heap and a.runtime != "micropython":
         p.error("--heap applies to the micropython runtime only")
-    if a.csms or a.id:
-        p.error("--csms/--id: the OCPP back-end link is not available yet")
+    if a.csms and a.csms != "none" and not (a.csms.startswith("ws://") or a.csms.startswith("wss://")):
+        p.error("--csms %s: expected ws://HOST:PORT/PATH, wss://... or none" % a.csms)
+    if a.csms and a.csms.startswith("wss://"):
+        p.error("--csms wss://...: put the back end's CA on the flash with --settings "
+                "(ocpp_url, ocpp_ca_file) and --flash; the built-in back end does TLS with --tls on")
+    if a.csms and (a.csms_db or a.tls != "off"):
+        p.error("--csms-db and --tls apply to the built-in back end only (leave out --csms)")
+    if not a.id or len(a.id) > 48:
+        p.error("--id %r: expected 1 to 48 characters" % a.id)
     return a, p
 
 
@@ -186,7 +200,7 @@ SIM_TREES = (
     (HOST, os.path.join(SIM_BUILD, "host"), False),
 )
 APP_PARTS = ("boot.py", "main.py", "firmware", "drivers")
-HOST_PARTS = ("simrun.py", "bench_reaction.py", "bench_meter.py", "world")
+HOST_PARTS = ("simrun.py", "bench_reaction.py", "bench_meter.py", "control.py", "world")
 
 
 def _sources(src, app):
@@ -200,6 +214,12 @@ def _sources(src, app):
                 continue
             if f.endswith(".py") or f.endswith(".json"):
                 yield rel
+
+
+def micropython_path():
+    """MICROPYPATH of the virtual board: the compiled trees, then the port's frozen modules
+    (asyncio)."""
+    return os.pathsep.join([dst for _s, dst, _a in SIM_TREES] + [".frozen"])
 
 
 def compile_for_sim():
@@ -221,6 +241,91 @@ def compile_for_sim():
                 sys.exit("mpy-cross %s: %s" % (rel, (r.stdout + r.stderr).strip()))
 
 
+def ocpp_settings(flash, url, charge_box_id, ca_pem=None):
+    """Point the board at a back end: ocpp_url and charge_box_id merged into its settings.json."""
+    path = os.path.join(flash, "settings.json")
+    doc = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            doc = json.load(f)
+    doc["ocpp_url"] = url
+    doc["charge_box_id"] = charge_box_id
+    if ca_pem is not None:
+        with open(os.path.join(flash, "ca.pem"), "w") as f:
+            f.write(ca_pem)
+        doc["ocpp_ca_file"] = "ca.pem"
+    else:
+        doc.pop("ocpp_ca_file", None)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+
+
+def make_tls(workdir):
+    """A self-signed CA, a server certificate for 127.0.0.1/localhost signed by it, and an
+    unrelated second CA: (ca_pem, cert_file, key_file, other_ca_pem)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def ca(cn):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        return key, cert
+
+    ca_key, ca_cert = ca("evse-sim test CA")
+    _k2, other = ca("some other CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_file = os.path.join(workdir, "server.pem")
+    key_file = os.path.join(workdir, "server.key")
+    with open(cert_file, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_file, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    pem = serialization.Encoding.PEM
+    return ca_cert.public_bytes(pem).decode(), cert_file, key_file, other.public_bytes(pem).decode()
+
+
+def summary(db, cp):
+    """What the built-in back end saw, for the end of a run."""
+    import csms
+
+    store = csms.Store.open_existing(db)
+    try:
+        sessions = store.sessions(cp)
+        invalid = store.frames(cp, invalid=True)
+        frames = store.frames(cp)
+    finally:
+        store.close()
+    lines = ["back end: %d frames from and to %s, %d failed schema validation"
+             % (len(frames), cp, len(invalid))]
+    for s in sessions:
+        lines.append("back end: transaction %s idTag=%s meterStart=%s meterStop=%s reason=%s"
+                     % (s.get("transaction_id"), s.get("id_tag"), s.get("meter_start"), s.get("meter_stop"),
+                        s.get("stop_reason")))
+    return "\n".join(lines)
+
+
 def command(a):
     env = dict(os.environ)
     if a.runtime == "micropython":
@@ -230,7 +335,7 @@ def command(a):
             # The code is loaded beside the budget (see --heap): give the interpreter room for it,
             # then simrun locks everything above the budget away before the firmware starts.
             cmd += ["-X", "heapsize=%d" % (heap_bytes(a.heap) + CODE_ROOM)]
-        env["MICROPYPATH"] = os.pathsep.join(dst for _s, dst, _a in SIM_TREES)
+        env["MICROPYPATH"] = micropython_path()
         cmd += ["-m", "simrun", ROOT]
         if a.heap:
             cmd += ["--heap", str(heap_bytes(a.heap))]
@@ -245,6 +350,10 @@ def command(a):
         cmd += ["--speed", a.speed]
     if a.quiet:
         cmd += ["--quiet"]
+    if getattr(a, "csms_control", None):
+        cmd += ["--csms-control", str(a.csms_control)]
+    if getattr(a, "proxy_control", None):
+        cmd += ["--proxy-control", str(a.proxy_control)]
     if not a.scenario and sys.stdout.isatty():
         cmd += ["--tty"]  # one live status line instead of a scrolling one
     return cmd, env
@@ -256,16 +365,56 @@ def main(argv=None):
     if a.scenario:
         check_scenario(a.scenario, parser)
     flash = os.path.abspath(a.flash) if a.flash else tempfile.mkdtemp(prefix="evse-flash-")
+    work = tempfile.mkdtemp(prefix="evse-sim-")
     try:
         prepare_flash(flash, board, a.settings, parser, a.meter)
-        cmd, env = command(a)
-        try:
-            return subprocess.call(cmd, cwd=flash, env=env)
-        except KeyboardInterrupt:
-            return 130
+        if a.csms == "none":
+            return run(a, flash)
+        if a.csms:
+            ocpp_settings(flash, a.csms, a.id)
+            return run(a, flash)
+        return with_backend(a, flash, work)
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         if not a.flash:
             shutil.rmtree(flash, ignore_errors=True)
+
+
+def run(a, flash):
+    cmd, env = command(a)
+    try:
+        return subprocess.call(cmd, cwd=flash, env=env)
+    except KeyboardInterrupt:
+        return 130
+
+
+def with_backend(a, flash, work):
+    """The built-in back end (tools/csms.py) behind a network proxy (tests_host/netproxy.py) that
+    the scenario verb `net` controls."""
+    import csms
+
+    sys.path.insert(0, HOST)
+    import netproxy
+
+    db = os.path.abspath(a.csms_db) if a.csms_db else os.path.join(work, "csms.db")
+    tls = {}
+    ca_pem = None
+    if a.tls != "off":
+        ca_pem, cert, key, other = make_tls(work)
+        tls = {"tls_cert": cert, "tls_key": key}
+        if a.tls == "wrong-ca":
+            ca_pem = other
+    with csms.CsmsThread(port=0, control_port=0, db=db, **tls) as backend:
+        c = backend.csms
+        with netproxy.Proxy("127.0.0.1", c.port) as proxy:
+            scheme = "wss" if tls else "ws"
+            ocpp_settings(flash, "%s://127.0.0.1:%d/ocpp" % (scheme, proxy.port), a.id, ca_pem)
+            a.csms_control = c.control_port
+            a.proxy_control = proxy.control_port
+            rc = run(a, flash)
+    if not a.quiet:
+        print(summary(db, a.id))
+    return rc
 
 
 if __name__ == "__main__":

@@ -245,6 +245,7 @@ class Outbox:
         self._last_k = hi
         nxt = self.head
         self._nl = False  # the next append must start with a newline (torn tail)
+        self._tail = None  # (seq, action, tx) of the newest record on flash
         if hi >= hk:
             if hi * self.seg > nxt:
                 nxt = hi * self.seg
@@ -258,6 +259,7 @@ class Outbox:
                         break
                     if rec is not None and rec[0] + 1 > nxt:
                         nxt = rec[0] + 1
+                        self._tail = (rec[0], rec[1], rec[2])
                     off += n
             finally:
                 f.close()
@@ -319,7 +321,16 @@ class Outbox:
             f.close()
         self.fs.sync()
         self._nl = False
+        self._tail = (seq, action, tx)
         return seq
+
+    def tail(self):
+        """(action, tx) of the newest message still to deliver, or None. Lets the owner tell,
+        after a power cut, whether its last put() reached the flash."""
+        t = self._tail
+        if t is None or t[0] < self.head:
+            return None
+        return t[1], t[2]
 
     def peek(self):
         """(seq, action, payload) of the oldest unconfirmed message, or None."""

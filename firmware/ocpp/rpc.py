@@ -360,11 +360,11 @@ def error_frame(uid, code, description="", details=None):
 
 # ---------------------------------------------------------------------------- the RPC object
 
-if hasattr(asyncio, "sleep_ms"):
-    _sleep_ms = asyncio.sleep_ms  # type: ignore[attr-defined]
+if hasattr(asyncio, "wait_for_ms"):
+    _wait_ms = asyncio.wait_for_ms  # type: ignore[attr-defined]
 else:
-    async def _sleep_ms(ms):
-        await asyncio.sleep(ms / 1000)
+    def _wait_ms(aw, ms):
+        return asyncio.wait_for(aw, ms / 1000)
 
 
 class Rpc:
@@ -413,6 +413,7 @@ class Rpc:
         self.prefix = prefix
         self.seq = 0
         self.lock = asyncio.Lock()
+        self._got = asyncio.Event()  # an answer (or the end of the connection) arrived
         self._out_id = None  # id of the outstanding call
         self._out_action = None
         self._answer = None  # (RESULT, payload) or (ERROR, code, desc, details)
@@ -461,7 +462,12 @@ class Rpc:
                 if clock.ticks_diff(clock.ticks_ms(), deadline) >= 0:
                     self.timeouts += 1
                     raise RpcError(TIMEOUT, "no answer to %s" % action)
-                await _sleep_ms(self.poll_ms)
+                # Woken by feed() at once; every poll_ms the deadline is checked on the clock.
+                self._got.clear()
+                try:
+                    await _wait_ms(self._got.wait(), self.poll_ms)
+                except asyncio.TimeoutError:
+                    pass
             a = self._answer
             if a[0] == RESULT:
                 e = validate(action, "conf", a[1])
@@ -479,6 +485,7 @@ class Rpc:
     def closed(self):
         """The connection is gone: the outstanding call fails with CLOSED."""
         self._out_id = None
+        self._got.set()
 
     async def feed(self, text):
         """Take one incoming text message. Returns the parsed tuple (for logs and tests)."""
@@ -500,10 +507,12 @@ class Rpc:
                 self.late += 1
             else:
                 self._answer = (RESULT, m[2]) if k == RESULT else (ERROR, m[2], m[3], m[4])
+                self._got.set()
         else:  # DROP
             self.dropped += 1
             if m[1] is not None and m[1] == self._out_id and m[2] is not None and self._answer is None:
                 self._answer = (ERROR, m[2], m[3], None)
+                self._got.set()
         return m
 
     async def _serve(self, uid, action, payload):

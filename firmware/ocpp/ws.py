@@ -499,10 +499,11 @@ class WebSocket:
         When nothing at all arrived in the interval after a ping, the link is dead and gets
         closed (code 1006), so a half-open connection is noticed within two intervals. Returns
         when the connection is closing or closed."""
+        sleep = getattr(self._clock, "sleep_ms", None) or _sleep_ms  # the clock's time, also virtual
         while self.open:
             ms = interval_ms() if callable(interval_ms) else interval_ms
             if not ms:
-                await _sleep_ms(1000)
+                await sleep(1000)
                 continue
             seen = self.rx_frames
             try:
@@ -511,7 +512,7 @@ class WebSocket:
                 if self.open:
                     await self._shutdown(1006, "ping not sent within %d ms" % ms)
                 return
-            await _sleep_ms(ms)
+            await sleep(ms)
             if self.open and self.rx_frames == seen:  # (a close handshake has its own time limit)
                 await self._shutdown(1006, "no answer to ping within %d ms" % ms)
 
@@ -540,6 +541,24 @@ class WebSocket:
                 await self._next()
         except ClosedError:
             pass
+
+    def abort(self):
+        """Drop the connection at once, from synchronous code (a power cut in the simulator)."""
+        self.closed = True
+        self.open = False
+        if self.close_code is None:
+            self.close_code, self.close_reason = 1006, "aborted"
+        w = self._w
+        if w is None:
+            return
+        t = getattr(w, "transport", None)
+        if t is not None:  # CPython
+            t.abort()
+        else:  # MicroPython's stream: the socket is `s`
+            try:
+                w.s.close()
+            except Exception:
+                pass
 
     async def _shutdown(self, code, reason):
         """Close the socket now (no handshake); a task blocked in recv() gets ClosedError."""
@@ -603,20 +622,20 @@ class Link:
     while the WebSocket is open and answering pings. `send(text)` raises ClosedError when the
     link is down; `recv()` waits for the next message across reconnects (at most `inbox` messages
     are kept; more are dropped and counted in `dropped`). `on_up()` and `on_down(reason)` are
-    called on each change. `ping_interval_s` (WebSocketPingInterval, 0 = off) and `password`
+    called on each change, `on_fail(reason)` after each failed connection attempt. `ping_interval_s` (WebSocketPingInterval, 0 = off) and `password`
     may be changed at any time; they apply from the next ping/connection.
     """
 
     def __init__(self, url, charge_box_id, clock, password=None, ca=None, ping_interval_s=60,
                  max_size=DEFAULT_MAX_SIZE, connect_timeout_ms=10000, backoff=None, stable_ms=60000,
-                 inbox=8, on_up=None, on_down=None, sleep_ms=None):
+                 inbox=8, on_up=None, on_down=None, sleep_ms=None, on_fail=None):
         self.url, self.charge_box_id, self.clock = url, charge_box_id, clock
         self.password, self.ca = password, ca
         self.ping_interval_s = ping_interval_s
         self.max_size, self.connect_timeout_ms = max_size, connect_timeout_ms
         self.backoff = backoff or Backoff()
         self.stable_ms = stable_ms
-        self.on_up, self.on_down = on_up, on_down
+        self.on_up, self.on_down, self.on_fail = on_up, on_down, on_fail
         self._sleep_ms = sleep_ms or _sleep_ms
         self._inbox, self._inbox_max = [], inbox
         self._has_msg = asyncio.Event()
@@ -624,6 +643,7 @@ class Link:
         self.attempts = 0  # connection attempts so far
         self.last_error = None  # why the last attempt or connection ended
         self.ws = None
+        self.connecting = False  # a connection attempt is in progress
         self._task = None
         self._stopped = False
 
@@ -639,6 +659,17 @@ class Link:
         self._stopped = False
         self._task = asyncio.create_task(self.run())
         return self._task
+
+    def abort(self):
+        """Stop at once, from synchronous code: the board lost power (simulator)."""
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+        ws = self.ws
+        if ws is not None:
+            ws.abort()
+        self.ws = self.on_up = self.on_down = self.on_fail = None
+        self._inbox = []
 
     async def stop(self):
         """Close the connection (close handshake) and stop reconnecting."""
@@ -669,13 +700,17 @@ class Link:
     async def run(self):
         while not self._stopped:
             self.attempts += 1
+            self.connecting = True
             try:
                 ws = await connect(self.url, self.charge_box_id, self.clock, self.password, self.ca,
                                    self.max_size, self.connect_timeout_ms)
             except Exception as e:
+                self.connecting = False
                 self.last_error = "%s: %s" % (e.__class__.__name__, e)
+                self._call(self.on_fail, self.last_error)
                 await self._sleep_ms(self.backoff.next_ms())
                 continue
+            self.connecting = False
             up_at = self.clock.ticks_ms()
             self.ws = ws
             self.last_error = None

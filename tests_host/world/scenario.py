@@ -6,8 +6,11 @@
     wait 30s
     unplug
 
+    remote RemoteStartTransaction {"idTag": "CARD1"}   # the back end sends a command
+
 `parse(text, verbs=None)` -> list of (lineno, verb, args) with typed args (ints, a float for
-`temp`, strings for `card` and `net`); optional arguments that are left out are not filled in.
+`temp`, strings for `card` and `net`, a dict for `remote`'s JSON, the rest of its line, which
+therefore can not hold a `#`); optional arguments that are left out are not filled in.
 `verbs` restricts the accepted verbs to those names (a runner that supports only part of the
 language). Errors raise ScenarioError("line N: VERB: ...") naming the line, the verb and what
 was expected. Durations (`parse_duration`): an integer and a unit, ms, s, m or h -> ms.
@@ -78,7 +81,8 @@ SPEC = {
     "meter-noise": (_int_in("PERCENT", 0, 100),),
     "meter-address": (_int_in("ADDRESS", 1, 247),),
     "meter-baud": (_choice("BAUD", (1200, 2400, 4800, 9600, 19200, 38400)),),
-    "net": (("STATE", "word", False, ("down", "up")),),
+    "net": (("STATE", "word", False, ("down", "up", "half-open", "drop")),),
+    "remote": (("ACTION", "name", False, None), ("JSON", "json", True, None)),
     "power-cut": (("DURATION", "duration", True, None),),
     "limit": (_int_in("AMPS", 0, 80),),
     "stop": (),
@@ -126,6 +130,20 @@ def _convert(verb, name, kind, extra, tok):
             if c not in _HEX:
                 raise ValueError("%s: expected hex digits, got %r" % (name, tok))
         return tok.upper()
+    if kind == "name":
+        if not tok[:1].isalpha() or not tok.isalpha():
+            raise ValueError("%s: expected an OCPP action name like RemoteStartTransaction, got %r" % (name, tok))
+        return tok
+    if kind == "json":
+        import json
+
+        try:
+            v = json.loads(tok)
+        except ValueError:
+            raise ValueError("%s: expected a JSON object, got %r" % (name, tok))
+        if type(v) is not dict:
+            raise ValueError("%s: expected a JSON object, got %r" % (name, tok))
+        return v
     # word
     if tok not in extra:
         raise ValueError("%s: expected %s, got %r" % (name, " or ".join(extra), tok))
@@ -141,6 +159,9 @@ def parse_line(lineno, line, verbs=None):
     if not toks:
         return None
     verb = toks[0]
+    if verb == "remote" and len(toks) > 3:  # the JSON payload may hold spaces
+        toks = line.split(None, 2)
+        toks[2] = toks[2].strip()
     if verb not in SPEC or (verbs is not None and verb not in verbs):
         known = [v for v in SPEC if verbs is None or v in verbs]
         known.sort()

@@ -1,0 +1,944 @@
+"""The OCPP 1.6J charge point: one connector, fed by the station's events, feeding the charger's
+inputs back. It never drives the contactor: a command becomes `authorize`, `stop`,
+`set_available` or a current-limit claim, and the charger decides.
+
+    cp = ChargePoint(station, Options(url=..., charge_box_id=...), fs=fs)
+    cp.service(now)        # from the station's slow task (every 100 ms): statuses, sampling,
+                           # reservations, charging profiles, connection time-out
+    await cp.run()         # the link: connect, boot, send, answer (its own asyncio tasks)
+
+Transactions never get lost (see also outbox.py). A session's StartTransaction and
+StopTransaction are written to the durable outbox in the same synchronous call in which the
+session keeper journals the session, and a small record (`ocpp.json`: "s" = last session whose
+StartTransaction was queued, "p" = last whose StopTransaction was queued) is replaced right
+after each put. A power cut between the journal write and the put is repaired at boot from the
+journal; a cut between the put and the record is recognised because the put is then still the
+newest unconfirmed message in the outbox (no await, so no confirmation, can come in between).
+
+Statuses (section 4.9): derived from the charger every service round and sent when they change;
+while the link is down only the newest status is kept, and all connectors are reported again
+after every accepted BootNotification. errorCode comes from safety.OCPP_ERROR.
+
+Time: the back end sets the wall clock (BootNotification.conf, Heartbeat.conf). Before that the
+clock counts from the last time known before the reboot (saved in ocpp.json), so timestamps
+never go backwards; they are as good as the last sync.
+"""
+from firmware import charger as chg
+from firmware import safety
+from firmware import store
+from firmware.ocpp import config as config_mod
+from firmware.ocpp import dt
+from firmware.ocpp import outbox as outbox_mod
+from firmware.ocpp import rpc as rpc_mod
+from firmware.ocpp import smart
+from firmware.ocpp.rpc import RpcError
+
+VENDOR = "MicroPython-EVSE"
+VENDOR_ID = "org.micropython-evse"
+VERSION = "0.4.0"
+STATE_FILE = "ocpp.json"
+CONFIG_FILE = "ocpp-config.json"
+PROFILES_FILE = "ocpp-profiles.json"
+OUTBOX_DIR = "outbox"
+CLAIM = "ocpp"  # the current-limit claim of charging profiles
+INVALID_CLAIM = "ocpp-invalid-id"  # 0 A while a refused idTag's transaction stays open
+SAVE_TIME_S = 3600  # how often the wall clock is saved as the floor for the next boot
+POLL_MS = 100
+CONFIRM_MS = 300000  # a new firmware version runs this long without a fault before it is kept
+STABLE_MS = 10000  # a connection up this long resets the reconnect backoff
+BOOT_RETRY_S = 60  # BootNotification retry when the back end gave no interval
+
+# The CS -> CP operations this charge point implements (the others are NotSupported; names
+# not in OCPP 1.6 at all are NotImplemented, see rpc.py).
+SUPPORTED = (
+    "ChangeAvailability", "ChangeConfiguration", "ClearCache", "DataTransfer", "GetConfiguration",
+    "RemoteStartTransaction", "RemoteStopTransaction", "Reset", "UnlockConnector",
+    "GetDiagnostics", "UpdateFirmware", "ReserveNow", "CancelReservation",
+    "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule", "TriggerMessage",
+)
+
+# Statuses (ChargePointStatus)
+AVAILABLE = "Available"
+PREPARING = "Preparing"
+CHARGING = "Charging"
+SUSPENDED_EV = "SuspendedEV"
+SUSPENDED_EVSE = "SuspendedEVSE"
+FINISHING = "Finishing"
+RESERVED = "Reserved"
+UNAVAILABLE = "Unavailable"
+FAULTED = "Faulted"
+
+_UNITS = {"Energy.Active.Import.Register": "Wh", "Power.Active.Import": "W", "Current.Import": "A",
+          "Current.Offered": "A", "Voltage": "V"}
+
+
+def _join(root, name):
+    if not root:
+        return name
+    return root.rstrip("/") + "/" + name
+
+
+class Options:
+    """How to reach the back end and who we are (from settings.json and the board profile)."""
+
+    def __init__(self, url, charge_box_id, password=None, ca=None, model="ESP32", serial=None,
+                 version=VERSION, free_id_tag="FreeCharging", reboot=None, updater=None, diagnostics=None):
+        self.url = url
+        self.charge_box_id = charge_box_id
+        self.password = password  # AuthorizationKey as installed; the back end may change it
+        self.ca = ca  # PEM text of the CA the server certificate must chain to (profile 2)
+        self.model = model
+        self.serial = serial
+        self.version = version
+        self.free_id_tag = free_id_tag  # idTag of sessions that need no authorization
+        self.reboot = reboot  # reboot(hard): restarts the board (machine.reset on the ESP32)
+        self.updater = updater  # FirmwareManagement (update.Updater), or None
+        self.diagnostics = diagnostics  # update.Diagnostics, or None
+
+
+class ChargePoint:
+    def __init__(self, station, opts, fs=None, link=None):
+        self.st = station
+        self.charger = station.charger
+        self.clock = station.clock
+        self.opts = opts
+        self.fs = fs
+        root = station.root
+        self.root = root
+        self._state_path = _join(root, STATE_FILE)
+        doc = self._load_state()
+        self.wall = dt.WallClock(self.clock, doc.get("t") or 0)
+        self._saved_t = self.wall.now()
+        self.config = config_mod.Config(_join(root, CONFIG_FILE), fs, self._config_defaults())
+        cfg = self.config
+        self.outbox = outbox_mod.Outbox(_join(root, OUTBOX_DIR), fs=outbox_mod.FS() if fs is None else fs,
+                                        clock=self.clock, attempts=cfg.get("TransactionMessageAttempts"),
+                                        retry_interval_s=cfg.get("TransactionMessageRetryInterval"))
+        self.profiles = smart.Profiles(_join(root, PROFILES_FILE), fs,
+                                       max_stack_level=cfg.get("ChargeProfileMaxStackLevel"),
+                                       max_periods=cfg.get("ChargingScheduleMaxPeriods"),
+                                       max_installed=cfg.get("MaxChargingProfilesInstalled"))
+        self.link = link
+        self.rpc = None
+        self.accepted = False  # BootNotification accepted on this connection
+        self.boot_status = None  # last BootNotification answer: Accepted, Pending, Rejected
+        self._boot_due = None  # tick of the next BootNotification attempt
+        self._last_sent = None  # tick of the last message sent (heartbeat timing)
+        self._hb_s = cfg.get("HeartbeatInterval")
+        # transactions
+        self._tx = None  # {"n", "tag", "t0", "res"} of the running transaction
+        self._queued_start = doc.get("s", None)
+        self._queued_stop = doc.get("p", None)
+        self._next_sample = None
+        self._last_aligned = None
+        # availability: "o" = operative wanted for connector 1 / the charge point
+        self._operative = doc.get("o", True)
+        self._scheduled_operative = None
+        # reservation {"id", "tag", "parent", "exp"}
+        self._reservation = doc.get("r")
+        # remote start waiting for the car (ConnectionTimeOut)
+        self._auth_at = None
+        self._auth_tag = None
+        self._authorizing = None  # idTag of a remote start waiting for Authorize.conf
+        # statuses: derived now / last reported, per connector
+        self._status = [None, None]  # (status, errorCode, epoch)
+        self._reported = [None, None]
+        self._triggers = []  # requested messages (TriggerMessage), sent after the answer
+        self._reset = None  # "Soft"/"Hard" once a Reset was accepted
+        self._notices = []  # (action, payload) status notifications of updates, in order
+        self.errors = []  # what went wrong locally, newest last (bounded): for logs and tests
+        self.sent = 0
+        self.received = 0
+        station.add_sink(self._event)
+        self.charger.set_available(self._operative)
+        self.charger.reserved = self._reservation is not None
+        self._phases = station.profile.get("phases", 3)
+        self._reconcile(doc)
+        if self._tx is None:
+            self.profiles.tx_ended()  # TxProfiles of a transaction that is over
+        config_mod_listen = getattr(cfg, "listen", None)
+        if config_mod_listen is not None:
+            config_mod_listen(self._config_changed)
+
+    # ---- persistence --------------------------------------------------------------------
+
+    def _load_state(self):
+        try:
+            doc = store.read_json(self._state_path, self.fs)
+        except ValueError as e:
+            self._note("ocpp.json unreadable (%s): starting from the journal" % e)
+            doc = None
+        if type(doc) is not dict:
+            return {"new": True}
+        return doc
+
+    def _save_state(self):
+        self._saved_t = self.wall.now()
+        doc = {"s": self._queued_start, "p": self._queued_stop, "t": self._saved_t, "o": self._operative,
+               "r": self._reservation}
+        store.write_json(self._state_path, doc, self.fs)
+
+    def _config_defaults(self):
+        d = {}
+        if self.opts.password is not None:
+            d["AuthorizationKey"] = self.opts.password
+        return d
+
+    def _note(self, text):
+        self.errors.append(text)
+        if len(self.errors) > 8:
+            self.errors.pop(0)
+
+    def _reconcile(self, doc):
+        """Queue what a power cut kept out of the outbox (see the module's docstring)."""
+        keeper = self.st.keeper
+        last = keeper.last_n()
+        if doc.get("new"):
+            # The first boot with OCPP: sessions from before are not transactions of this back end.
+            self._queued_start = self._queued_stop = last
+            if keeper.current is not None:
+                self._queued_start = last - 1  # an open session is queued below
+        cur = keeper.current or self.st._recovered
+        if last and self._queued_start is not None and last > self._queued_start:
+            rec = keeper.find(last)
+            if rec is not None and not self._is_tail(outbox_mod.START, last):
+                self._put_start(last, rec.get("tag"), rec.get("e0"), rec.get("t"))
+            else:
+                self._queued_start = last
+                self._save_state()
+        if last and self._queued_stop is not None and last > self._queued_stop and cur is None:
+            rec = keeper.find(last)
+            if rec is not None and rec.get("stop") and not self._is_tail(outbox_mod.STOP, last):
+                self._put_stop(last, rec.get("tag"), rec.get("e"), rec.get("reason"), rec.get("ts"), None)
+            else:
+                self._queued_stop = last
+                self._save_state()
+        if cur is not None:
+            self._tx = {"n": cur["n"], "tag": cur.get("tag"), "t0": cur.get("t")}
+
+    def _is_tail(self, action, n):
+        t = self.outbox.tail()
+        return t is not None and t[0] == action and t[1] == n
+
+    # ---- events from the station (synchronous, in its slow task) ------------------------
+
+    def _event(self, kind, fields, at):
+        if kind != "session":
+            return
+        t = self._epoch_at(at)
+        if fields["event"] == "start":
+            n = fields["n"]
+            tag = fields.get("id_tag") or self.opts.free_id_tag
+            self._tx = {"n": n, "tag": tag, "t0": t}
+            self._auth_at = None
+            self._put_start(n, tag, fields.get("meter_wh"), t)
+            self._next_sample = None
+        else:
+            n = fields.get("n")
+            if n is None:
+                return
+            tx = self._tx
+            tag = tx["tag"] if tx is not None and tx["n"] == n else fields.get("id_tag")
+            data = self._samples("StopTxnSampledData", "Transaction.End", t)
+            self._put_stop(n, tag, fields.get("meter_wh"), fields.get("reason"), t, data)
+            self._tx = None
+            self.profiles.tx_ended()
+            self.charger.limits.claim(INVALID_CLAIM, None)
+            if self._scheduled_operative is not None:
+                self._set_operative(self._scheduled_operative)
+                self._scheduled_operative = None
+
+    def _put_start(self, n, tag, wh, t):
+        p = {"connectorId": 1, "idTag": tag or self.opts.free_id_tag, "meterStart": int(wh or 0),
+             "timestamp": dt.iso(t if t is not None else self.wall.now())}
+        res = self._reservation
+        if res is not None and self._reservation_matches(tag):
+            p["reservationId"] = res["id"]
+            self._reservation = None
+            self.charger.reserved = False
+        self._put(outbox_mod.START, p, n)
+        self._queued_start = n
+        self._save_state()
+
+    def _put_stop(self, n, tag, wh, reason, t, data):
+        p = {"meterStop": int(wh or 0), "timestamp": dt.iso(t if t is not None else self.wall.now()),
+             "transactionId": -1, "reason": reason or "Other"}
+        if tag:
+            p["idTag"] = tag
+        if data:
+            p["transactionData"] = data
+        self._put(outbox_mod.STOP, p, n)
+        self._queued_stop = n
+        self._save_state()
+
+    def _put(self, action, payload, n):
+        try:
+            self.outbox.put(action, payload, n)
+        except (outbox_mod.OutboxFull, ValueError, OSError) as e:
+            # The session itself is in the journal; the back end will miss this message.
+            self._note("%s of transaction %d not queued: %s" % (action, n, e))
+
+    def _epoch_at(self, at):
+        now = self.clock.ticks_ms()
+        back = self.clock.ticks_diff(now, at) // 1000 if at is not None else 0
+        return self.wall.now() - (back if back > 0 else 0)
+
+    # ---- the slow task ------------------------------------------------------------------
+
+    def service(self, now):
+        """Every service round (100 ms): statuses, samples, time-outs, limits."""
+        c = self.charger
+        epoch = self.wall.now()
+        self._reservation_expiry(epoch)
+        self._connection_timeout(now)
+        self._meter_samples(now, epoch)
+        self._smart_limit(epoch)
+        s1 = self._derive()
+        if self._status[1] is None or self._status[1][0] != s1[0] or self._status[1][1] != s1[1]:
+            self._status[1] = (s1[0], s1[1], epoch)
+        s0 = (AVAILABLE if self._operative else UNAVAILABLE, "NoError")
+        if self._status[0] is None or self._status[0][0] != s0[0]:
+            self._status[0] = (s0[0], s0[1], epoch)
+        if epoch - self._saved_t >= SAVE_TIME_S:
+            self._save_state()
+        if self._reset is not None and c.session is False and not self.busy():
+            self._do_reset()
+
+    def _derive(self):
+        c = self.charger
+        if c.faults.any():
+            codes = c.faults.codes()
+            return FAULTED, safety.OCPP_ERROR.get(codes[0], "OtherError")
+        connected = c.vs in ("B", "C", "D")
+        if c.session:
+            if c.contactor:
+                return CHARGING, "NoError"
+            if c.offer_da == 0:
+                return SUSPENDED_EVSE, "NoError"
+            return SUSPENDED_EV, "NoError"
+        if not c.available:
+            return UNAVAILABLE, "NoError"
+        if connected:
+            if c._stopped:
+                return FINISHING, "NoError"
+            return PREPARING, "NoError"
+        if self._auth_at is not None:
+            return PREPARING, "NoError"
+        if self._reservation is not None:
+            return RESERVED, "NoError"
+        return AVAILABLE, "NoError"
+
+    def _connection_timeout(self, now):
+        if self._auth_at is None:
+            return
+        c = self.charger
+        if c.session or c.vs in ("B", "C", "D"):
+            self._auth_at = None
+            return
+        limit = self.config.get("ConnectionTimeOut") * 1000
+        if self.clock.ticks_diff(now, self._auth_at) >= limit:
+            self._auth_at = None
+            c.authorized = False
+            c.id_tag = None
+
+    def _reservation_expiry(self, epoch):
+        r = self._reservation
+        if r is not None and epoch >= r["exp"]:
+            self._reservation = None
+            self.charger.reserved = False
+            self._save_state()
+
+    def _smart_limit(self, epoch):
+        tx = self._tx
+        # Watts become amps with the period's numberPhases, else the station's phases (7.12 says
+        # 3, which a single-phase station is not).
+        da, _next = self.profiles.limit(epoch, tx["t0"] if tx is not None else None, self._phases)
+        if da != self._claimed:
+            self.charger.limits.claim(CLAIM, da)
+            self._claimed = da
+
+    _claimed = None
+
+    # ---- meter values -------------------------------------------------------------------
+
+    def _meter_samples(self, now, epoch):
+        cfg = self.config
+        tx = self._tx
+        iv = cfg.get("MeterValueSampleInterval")
+        if tx is not None and iv > 0:
+            if self._next_sample is None:
+                self._next_sample = self.clock.ticks_add(now, iv * 1000)
+            elif self.clock.ticks_diff(now, self._next_sample) >= 0:
+                self._next_sample = self.clock.ticks_add(self._next_sample, iv * 1000)
+                if self.clock.ticks_diff(now, self._next_sample) >= 0:  # far behind: restart
+                    self._next_sample = self.clock.ticks_add(now, iv * 1000)
+                mv = self._samples("MeterValuesSampledData", "Sample.Periodic", epoch)
+                if mv:
+                    self._put("MeterValues", {"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx["n"])
+        ai = cfg.get("ClockAlignedDataInterval")
+        if ai > 0:
+            slot = epoch // ai
+            if self._last_aligned is None:
+                self._last_aligned = slot
+            elif slot != self._last_aligned:
+                self._last_aligned = slot
+                mv = self._samples("MeterValuesAlignedData", "Sample.Clock", slot * ai)
+                if mv:
+                    if tx is not None:
+                        self._put("MeterValues", {"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx["n"])
+                    elif self.accepted:
+                        self._triggers.append(("MeterValues", {"connectorId": 1, "meterValue": mv}))
+
+    def _samples(self, key, context, epoch):
+        """[{"timestamp", "sampledValue": [...]}] for the measurands configured in `key`."""
+        want = self.config.get(key)
+        if not want:
+            return None
+        c = self.charger
+        m = self.st.metering.measurands(c.offer_da / 10)
+        sv = []
+        for name in want:
+            v = m.get(name)
+            if v is None:
+                continue
+            unit = _UNITS.get(name)
+            if type(v) is dict:
+                for ph in v:
+                    sv.append({"value": _num(v[ph]), "context": context, "measurand": name, "phase": ph,
+                               "location": "Outlet", "unit": unit})
+            else:
+                sv.append({"value": _num(v), "context": context, "measurand": name, "location": "Outlet",
+                           "unit": unit})
+        if not sv:
+            return None
+        return [{"timestamp": dt.iso(epoch), "sampledValue": sv}]
+
+    # ---- commands from the back end -----------------------------------------------------
+
+    async def _handle(self, action, p):
+        self.received += 1
+        if not self.accepted and self.boot_status != "Pending":
+            raise RpcError(rpc_mod.SECURITY, "BootNotification not accepted yet")
+        h = getattr(self, "_on_" + action, None)
+        if h is None:
+            raise RpcError(rpc_mod.NOT_SUPPORTED, "%s not supported" % action)
+        return await h(p)
+
+    async def _on_ChangeAvailability(self, p):
+        cid = p["connectorId"]
+        if cid > 1:
+            return {"status": "Rejected"}
+        want = p["type"] == "Operative"
+        if self.charger.session and not want:
+            self._scheduled_operative = want
+            return {"status": "Scheduled"}
+        self._scheduled_operative = None
+        self._set_operative(want)
+        return {"status": "Accepted"}
+
+    def _set_operative(self, want):
+        if want != self._operative:
+            self._operative = want
+            self._save_state()
+        self.charger.set_available(want)
+
+    async def _on_ChangeConfiguration(self, p):
+        status = self.config.change(p["key"], p["value"])
+        if status == "Rejected" and getattr(self.config, "reason", None):
+            self._note(self.config.reason)
+        return {"status": status}
+
+    def _config_changed(self, key, value):
+        if key == "TransactionMessageAttempts":
+            self.outbox.configure(attempts=value)
+        elif key == "TransactionMessageRetryInterval":
+            self.outbox.configure(retry_interval_s=value)
+        elif key == "WebSocketPingInterval" and self.link is not None:
+            self.link.ping_interval_s = value
+        elif key == "AuthorizationKey" and self.link is not None:
+            self.link.password = value
+        elif key == "HeartbeatInterval":
+            self._hb_s = value
+
+    async def _on_ClearCache(self, p):
+        # The authorization cache arrives with the driver-token work; until then it is empty.
+        return {"status": "Accepted"}
+
+    async def _on_DataTransfer(self, p):
+        if p["vendorId"] != VENDOR_ID:
+            return {"status": "UnknownVendorId"}
+        return {"status": "UnknownMessageId"}
+
+    async def _on_GetConfiguration(self, p):
+        keys = p.get("key")
+        most = self.config.get("GetConfigurationMaxKeys")
+        if keys is not None and len(keys) > most:
+            raise RpcError(rpc_mod.OCCURENCE, "at most %d keys per request (GetConfigurationMaxKeys)" % most)
+        return self.config.get_configuration(keys)
+
+    async def _on_RemoteStartTransaction(self, p):
+        c = self.charger
+        cid = p.get("connectorId", 1)
+        tag = p["idTag"]
+        if cid != 1 or c.session or c.faults.any() or not c.available or self._auth_at is not None:
+            return {"status": "Rejected"}
+        if self._reservation is not None and not self._reservation_matches(tag):
+            return {"status": "Rejected"}
+        prof = p.get("chargingProfile")
+        if prof is not None:
+            if prof.get("chargingProfilePurpose") != "TxProfile":
+                return {"status": "Rejected"}
+        if self.config.get("AuthorizeRemoteTxRequests"):
+            self._authorizing = (tag, prof)
+        else:
+            self._remote_authorized(tag, prof)
+        return {"status": "Accepted"}
+
+    def _remote_authorized(self, tag, prof):
+        c = self.charger
+        if c.session or c.faults.any() or not c.available:
+            return
+        c.authorize(tag)
+        if prof is not None:
+            self._pending_tx_profile = prof
+        if c.vs not in ("B", "C", "D"):
+            self._auth_at = self.clock.ticks_ms()
+
+    _pending_tx_profile = None
+
+    async def _on_RemoteStopTransaction(self, p):
+        tx = self._tx
+        if tx is None or self.charger.session is False:
+            return {"status": "Rejected"}
+        tid = self.outbox.transaction_id(tx["n"])
+        if tid is None or tid != p["transactionId"]:
+            return {"status": "Rejected"}
+        self.charger.stop(chg.REMOTE)
+        return {"status": "Accepted"}
+
+    async def _on_Reset(self, p):
+        if self.opts.reboot is None:
+            return {"status": "Rejected"}
+        self._reset = p["type"]
+        if self.charger.session:
+            self.charger.stop("HardReset" if p["type"] == "Hard" else "SoftReset")
+        return {"status": "Accepted"}
+
+    def _do_reset(self):
+        kind = self._reset
+        self._reset = None
+        self._save_state()
+        self.opts.reboot(kind == "Hard")
+
+    async def _on_UnlockConnector(self, p):
+        # No board profile has a connector lock actuator yet: nothing to unlock.
+        return {"status": "NotSupported"}
+
+    async def _on_ReserveNow(self, p):
+        c = self.charger
+        cid = p["connectorId"]
+        if cid == 0 and not self.config.get("ReserveConnectorZeroSupported"):
+            return {"status": "Rejected"}
+        if cid > 1:
+            return {"status": "Rejected"}
+        try:
+            exp = dt.parse(p["expiryDate"])
+        except ValueError:
+            raise RpcError(rpc_mod.PROPERTY, "expiryDate is not a date-time")
+        r = self._reservation
+        if c.faults.any():
+            return {"status": "Faulted"}
+        if not c.available:
+            return {"status": "Unavailable"}
+        if r is not None and r["id"] != p["reservationId"]:
+            return {"status": "Occupied"}
+        if c.session or c.vs in ("B", "C", "D") or self._auth_at is not None:
+            return {"status": "Occupied"}
+        self._reservation = {"id": p["reservationId"], "tag": p["idTag"], "parent": p.get("parentIdTag"), "exp": exp}
+        self.charger.reserved = True
+        self._save_state()
+        return {"status": "Accepted"}
+
+    async def _on_CancelReservation(self, p):
+        r = self._reservation
+        if r is None or r["id"] != p["reservationId"]:
+            return {"status": "Rejected"}
+        self._reservation = None
+        self.charger.reserved = False
+        self._save_state()
+        return {"status": "Accepted"}
+
+    def _reservation_matches(self, tag):
+        r = self._reservation
+        return r is not None and tag is not None and (tag == r["tag"] or (r["parent"] is not None and tag == r["parent"]))
+
+    async def _on_SetChargingProfile(self, p):
+        tid = None
+        if self._tx is not None:
+            tid = self.outbox.transaction_id(self._tx["n"])
+        # Without a transactionId yet (offline start) a TxProfile naming one can not match.
+        status = self.profiles.set(p["connectorId"], p["csChargingProfiles"], -1 if tid is None else tid,
+                                   self.wall.now())
+        if status != "Accepted":
+            self._note("SetChargingProfile rejected: %s" % getattr(self.profiles, "reason", ""))
+        return {"status": status}
+
+    async def _on_ClearChargingProfile(self, p):
+        return {"status": self.profiles.clear(p.get("id"), p.get("connectorId"), p.get("chargingProfilePurpose"),
+                                              p.get("stackLevel"))}
+
+    async def _on_GetCompositeSchedule(self, p):
+        cid = p["connectorId"]
+        if cid > 1:
+            return {"status": "Rejected"}
+        tx = self._tx
+        sched = self.profiles.composite(cid, p["duration"], p.get("chargingRateUnit"), self.wall.now(),
+                                        tx["t0"] if tx is not None else None)
+        if sched is None:
+            return {"status": "Rejected"}
+        start = sched.pop("startSchedule")  # errata 3.57: only as scheduleStart
+        return {"status": "Accepted", "connectorId": cid, "scheduleStart": start, "chargingSchedule": sched}
+
+    async def _on_TriggerMessage(self, p):
+        what = p["requestedMessage"]
+        cid = p.get("connectorId")
+        if cid is not None and cid > 1:
+            return {"status": "Rejected"}
+        if what == "StatusNotification":
+            for k in ((0, 1) if cid is None else (cid,)):
+                self._reported[k] = None
+        elif what == "MeterValues":
+            mv = self._samples("MeterValuesSampledData", "Trigger", self.wall.now())
+            if mv is None:
+                return {"status": "Rejected"}
+            body = {"connectorId": 1, "meterValue": mv}
+            tx = self._tx
+            if tx is not None:
+                tid = self.outbox.transaction_id(tx["n"])
+                if tid is not None:
+                    body["transactionId"] = tid
+            self._triggers.append(("MeterValues", body))
+        elif what in ("BootNotification", "Heartbeat", "DiagnosticsStatusNotification", "FirmwareStatusNotification"):
+            self._triggers.append((what, None))
+        else:
+            return {"status": "NotImplemented"}
+        return {"status": "Accepted"}
+
+    async def _on_UpdateFirmware(self, p):
+        u = self.opts.updater
+        if u is None:
+            raise RpcError(rpc_mod.NOT_SUPPORTED, "no firmware updater on this board")
+        try:
+            when = dt.parse(p["retrieveDate"])
+        except ValueError:
+            raise RpcError(rpc_mod.PROPERTY, "retrieveDate is not a date-time")
+        u.request(p["location"], when, p.get("retries", 1), p.get("retryInterval", 60), self.wall.now())
+        return {}
+
+    async def _on_GetDiagnostics(self, p):
+        d = self.opts.diagnostics
+        if d is None:
+            raise RpcError(rpc_mod.NOT_SUPPORTED, "no diagnostics on this board")
+        start = stop = None
+        try:
+            if p.get("startTime"):
+                start = dt.parse(p["startTime"])
+            if p.get("stopTime"):
+                stop = dt.parse(p["stopTime"])
+        except ValueError:
+            raise RpcError(rpc_mod.PROPERTY, "startTime/stopTime is not a date-time")
+        name = d.request(p["location"], p.get("retries", 1), p.get("retryInterval", 60), start, stop)
+        return {"fileName": name} if name else {}
+
+    # ---- the link -----------------------------------------------------------------------
+
+    def busy(self):
+        """True while the link waits for the network: connecting, or a call without its answer
+        yet. (The simulator holds virtual time meanwhile: see docs/ocpp-plan.md.)"""
+        link = self.link
+        if link is not None and getattr(link, "connecting", False):
+            return True
+        r = self.rpc
+        return r is not None and (r.outstanding is not None or r.busy)
+
+    def _on_up(self):
+        # A new connection is not a reboot: BootNotification only until one was accepted since
+        # boot (section 4.2); statuses the back end has not seen go out as usual.
+        from firmware.ocpp.rpc import Rpc
+
+        self.rpc = Rpc(self.link.send, self.clock, self._handle, SUPPORTED)
+        self.st._send("ocpp", {"link": "up", "url": self.opts.url})
+
+    def _on_down(self, reason):
+        r = self.rpc
+        if r is not None:
+            r.closed()
+        self.rpc = None
+        self._note("link down: %s" % reason)
+        self.st._send("ocpp", {"link": "down", "reason": reason})
+
+    def _on_fail(self, reason):
+        self.st._send("ocpp", {"link": "failed", "reason": reason})
+
+    async def run(self):
+        """The link's tasks: the connection (ws.Link), a reader and the sender. Never returns."""
+        import asyncio
+        from firmware.ocpp import ws
+
+        if self.link is None:
+            self.link = ws.Link(self.opts.url, self.opts.charge_box_id, self.clock, self.config.get("AuthorizationKey"),
+                                self.opts.ca, self.config.get("WebSocketPingInterval"),
+                                sleep_ms=self.clock.sleep_ms, stable_ms=STABLE_MS)
+        self.link.on_up = self._on_up
+        self.link.on_down = self._on_down
+        self.link.on_fail = self._on_fail
+        self.link.start()
+        self._reader_task = asyncio.create_task(self._reader())
+        self._side = []
+        for part in (self.opts.updater, self.opts.diagnostics):
+            if part is not None:
+                self._side.append(asyncio.create_task(part.run()))
+        await self._sender()
+
+    _side = ()
+
+    _reader_task = None
+
+    def abort(self):
+        """The board lost power (simulator): the tasks stop, the connection drops unannounced.
+        The caller cancels the task running `run()`."""
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        for t in self._side:
+            t.cancel()
+        if self.link is not None:
+            self.link.abort()
+        self._aborted = True
+        # RAM is gone: let go of everything, whatever task may still hold this object.
+        self.st = self.charger = self.outbox = self.config = self.profiles = self.rpc = None
+        self.opts = self.link = None
+
+    _aborted = False
+
+    async def _reader(self):
+        while True:
+            msg = await self.link.recv()
+            r = self.rpc
+            if r is not None:
+                try:
+                    await r.feed(msg)
+                except Exception as e:  # the link went down while answering
+                    self._note("answering failed: %r" % e)
+
+    async def _sender(self):
+        sleep = self.clock.sleep_ms
+        while not self._aborted:
+            try:
+                sent = await self._send_one()
+            except RpcError as e:
+                self._note("%s: %s" % (e.code, e.description))
+                sent = False
+            if not sent:
+                await sleep(POLL_MS)
+
+    def _since_ms(self, tick):
+        return self.clock.ticks_diff(self.clock.ticks_ms(), tick)
+
+    async def _send_one(self):
+        """Send the most urgent message, if any; True if something was sent."""
+        link = self.link
+        if self.rpc is None or link is None or not link.connected:
+            return False
+        now = self.clock.ticks_ms()
+        if not self.accepted:
+            if self._boot_due is not None and self.clock.ticks_diff(now, self._boot_due) < 0:
+                return await self._send_trigger(boot_only=True)
+            await self._boot()
+            return True
+        if await self._send_trigger():
+            return True
+        for k in (0, 1):
+            s = self._status[k]
+            if s is not None and self._reported[k] != (s[0], s[1]):
+                # A status seen before the back end told the time is stamped with the time now.
+                t = s[2] if s[2] >= self._synced_at else self.wall.now()
+                await self._call("StatusNotification", {"connectorId": k, "status": s[0], "errorCode": s[1],
+                                                        "timestamp": dt.iso(t)})
+                self._reported[k] = (s[0], s[1])
+                return True
+        if self._authorizing is not None:
+            tag, prof = self._authorizing
+            self._authorizing = None
+            res = await self._call("Authorize", {"idTag": tag})
+            if res["idTagInfo"]["status"] == "Accepted":
+                self._remote_authorized(tag, prof)
+            return True
+        if await self._send_outbox(now):
+            return True
+        if self._pending_tx_profile is not None and self._tx is not None:
+            tid = self.outbox.transaction_id(self._tx["n"])
+            if tid is not None:
+                prof = self._pending_tx_profile
+                self._pending_tx_profile = None
+                prof["transactionId"] = tid
+                self.profiles.set(1, prof, tid, self.wall.now())
+        hb = self._hb_s
+        if hb > 0 and (self._last_sent is None or self._since_ms(self._last_sent) >= hb * 1000):
+            await self._heartbeat()
+            return True
+        self._confirm_update(now)
+        return False
+
+    _healthy_since = None
+
+    def _confirm_update(self, now):
+        # A new version on trial is confirmed once it has been accepted by the back end and
+        # ran CONFIRM_MS without a fault; otherwise the next boot rolls back (appslot.py).
+        u = self.opts.updater
+        if u is None or self._confirmed:
+            return
+        if self.charger.faults.any():
+            self._healthy_since = None
+            return
+        if self._healthy_since is None:
+            self._healthy_since = now
+        elif self.clock.ticks_diff(now, self._healthy_since) >= CONFIRM_MS:
+            self._confirmed = True
+            u.confirm()
+
+    _confirmed = False
+
+    def queue(self, action, payload):
+        """A FirmwareStatusNotification / DiagnosticsStatusNotification to send in order, once
+        connected (kept in RAM: a few, the newest win)."""
+        self._notices.append((action, payload))
+        if len(self._notices) > 8:
+            self._notices.pop(0)
+
+    async def _send_trigger(self, boot_only=False):
+        if self._notices and not boot_only:
+            action, payload = self._notices[0]
+            await self._call(action, payload)
+            self._notices.pop(0)
+            return True
+        if not self._triggers:
+            return False
+        what, body = self._triggers[0]
+        if boot_only and what != "BootNotification":
+            return False
+        self._triggers.pop(0)
+        if what == "BootNotification":
+            await self._boot()
+        elif what == "Heartbeat":
+            await self._heartbeat()
+        elif what == "MeterValues":
+            await self._call("MeterValues", body)
+        elif what == "FirmwareStatusNotification":
+            u = self.opts.updater
+            await self._call(what, {"status": u.status() if u is not None else "Idle"})
+        elif what == "DiagnosticsStatusNotification":
+            d = self.opts.diagnostics
+            await self._call(what, {"status": d.status() if d is not None else "Idle"})
+        return True
+
+    async def _call(self, action, payload):
+        self._last_sent = self.clock.ticks_ms()
+        self.sent += 1
+        return await self.rpc.call(action, payload)
+
+    async def _boot(self):
+        o = self.opts
+        p = {"chargePointVendor": VENDOR, "chargePointModel": o.model[:20], "firmwareVersion": o.version[:50]}
+        if o.serial:
+            p["chargePointSerialNumber"] = o.serial[:25]
+        meter = self.st.meter
+        if meter is not None and getattr(meter, "model", None):
+            p["meterType"] = str(meter.model)[:25]
+        try:
+            res = await self._call("BootNotification", p)
+        except RpcError as e:
+            if e.code == rpc_mod.CLOSED:
+                raise
+            self._boot_due = self.clock.ticks_add(self.clock.ticks_ms(), BOOT_RETRY_S * 1000)
+            raise
+        self.boot_status = res["status"]
+        self._set_time(res["currentTime"])
+        self.st._send("ocpp", {"boot": res["status"], "interval": res["interval"]})
+        iv = res["interval"]
+        if res["status"] == "Accepted":
+            if iv > 0:
+                try:
+                    self.config.set("HeartbeatInterval", iv)
+                    self._hb_s = iv
+                except (ValueError, OSError) as e:  # beyond what the tick arithmetic can time
+                    self._note("heartbeat interval %r not taken: %s" % (iv, e))
+            self.accepted = True
+            self._reported = [None, None]  # every connector's status again (section 4.2.1)
+        else:
+            self._boot_due = self.clock.ticks_add(self.clock.ticks_ms(), (iv if iv > 0 else BOOT_RETRY_S) * 1000)
+
+    async def _heartbeat(self):
+        res = await self._call("Heartbeat", {})
+        self._set_time(res["currentTime"])
+
+    _synced_at = 0  # epoch at the first time sync of this boot
+
+    def _set_time(self, text):
+        try:
+            was = self.wall.synced
+            self.wall.set(dt.parse(text))
+            if not was:
+                self._synced_at = self.wall.now()
+        except ValueError:
+            self._note("back end sent a bad currentTime %r" % (text,))
+
+    async def _send_outbox(self, now):
+        ob = self.outbox
+        m = ob.next_due(now)
+        if m is None:
+            return False
+        seq, action, payload = m
+        try:
+            res = await self._call(action, payload)
+        except RpcError as e:
+            if e.code == rpc_mod.CLOSED:
+                ob.release(seq)
+            else:
+                self._note("%s failed: %s %s" % (action, e.code, e.description))
+                ob.fail(seq, self.clock.ticks_ms())
+            return True
+        ob.confirm(seq, res)
+        if action == outbox_mod.START:
+            self._start_answered(payload, res)
+        return True
+
+    def _start_answered(self, payload, res):
+        # Section 3.5.4 / 5.x: the back end may refuse the idTag of a transaction that runs. A
+        # session that needed no authorization (free charging) is not the back end's to refuse.
+        info = res.get("idTagInfo") or {}
+        tx = self._tx
+        c = self.charger
+        if info.get("status") == "Accepted" or tx is None or not c.session or c.id_tag is None \
+                or payload.get("idTag") != tx["tag"]:
+            return
+        if self.config.get("StopTransactionOnInvalidId"):
+            c.deauthorize()
+        else:
+            c.limits.claim(INVALID_CLAIM, 0)  # energy stops; the transaction stays open
+
+
+    # ---- for the bench, the simulator and tests --------------------------------------------
+
+    def snapshot(self):
+        return {"connected": self.link is not None and self.link.connected, "accepted": self.accepted,
+                "queued": self.outbox.pending(), "status": self._status[1] and self._status[1][0],
+                "time_synced": self.wall.synced}
+
+
+def _num(v):
+    """A sampled value as OCPP wants it: a decimal string without needless digits."""
+    if type(v) is float:
+        if v == int(v):
+            return "%d" % int(v)
+        return ("%.3f" % v).rstrip("0").rstrip(".")
+    return "%d" % v
