@@ -366,6 +366,9 @@ class Sim:
             self._net(lineno, args[0])
         elif verb == "remote":
             self._remote(lineno, args[0], args[1] if len(args) > 1 else {})
+        elif verb == "token":
+            self._remote(lineno, "token", None, "/tokens",
+                         {"idTag": args[0], "status": args[1] if len(args) > 1 else "Accepted"})
         elif verb in ("limit", "stop", "clear-fault"):
             self._command(lineno, verb, args)
         else:
@@ -404,26 +407,29 @@ class Sim:
         if reply != "ok":
             raise SimError("line %d: net %s: %s" % (lineno, what, reply))
 
-    def _remote(self, lineno, action, payload):
+    def _remote(self, lineno, action, payload, path="/command", body=None):
         if self.csms_control is None:
             raise SimError("line %d: remote: no back end to send %s (the simulator was started with "
                            "--csms: send commands with that back end's own tools)" % (lineno, action))
         import asyncio
 
+        if body is None:
+            body = {"action": action, "payload": payload, "timeout": 30}
         self._remotes += 1
-        asyncio.create_task(self._remote_call(lineno, action, payload))
+        asyncio.create_task(self._control_call(lineno, action, path, body))
 
-    async def _remote_call(self, lineno, action, payload):
-        # The back end sends the command while the firmware keeps running: this task talks to the
-        # control API over asyncio streams, the firmware answers from its own tasks.
+    async def _control_call(self, lineno, action, path, body):
+        # The back end acts while the firmware keeps running: this task talks to the control API
+        # (tools/csms.py) over asyncio streams, the firmware answers from its own tasks.
         import asyncio
 
         fields = {"action": action, "line": lineno}
         try:
-            body = json.dumps({"action": action, "payload": payload, "timeout": 30}).encode()
+            data = json.dumps(body).encode()
             r, w = await asyncio.open_connection("127.0.0.1", self.csms_control)
-            w.write(b"POST /command HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" \
+                   "Connection: close\r\nContent-Length: %d\r\n\r\n" % (path, len(data))
+            w.write(head.encode() + data)
             await w.drain()
             status = int((await r.readline()).split()[1])
             while (await r.readline()) not in (b"\r\n", b"\n", b""):
@@ -439,7 +445,7 @@ class Sim:
             answer = json.loads(text) if text else {}
             if "result" in answer:
                 fields["result"] = answer["result"]
-            else:
+            elif "error" in answer or status >= 300:
                 fields["error"] = answer.get("error", {"status": status})
         except (OSError, ValueError, IndexError) as e:
             fields["error"] = {"description": "control API: %s" % e}

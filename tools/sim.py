@@ -315,14 +315,14 @@ def summary(db, cp):
         sessions = store.sessions(cp)
         invalid = store.frames(cp, invalid=True)
         frames = store.frames(cp)
+        bad = store.status_violations(cp)
     finally:
         store.close()
-    lines = ["back end: %d frames from and to %s, %d failed schema validation"
-             % (len(frames), cp, len(invalid))]
+    lines = ["back end: %d frames from and to %s, %d failed schema validation, %d status changes "
+             "the specification does not allow" % (len(frames), cp, len(invalid), len(bad))]
     for s in sessions:
-        lines.append("back end: transaction %s idTag=%s meterStart=%s meterStop=%s reason=%s"
-                     % (s.get("transaction_id"), s.get("id_tag"), s.get("meter_start"), s.get("meter_stop"),
-                        s.get("stop_reason")))
+        lines.append("back end: transaction %s idTag=%s meterStart=%s meterStop=%s energy=%s Wh reason=%s"
+                     % (s["id"], s["id_tag"], s["meter_start"], s["meter_stop"], s["energy_wh"], s["reason"]))
     return "\n".join(lines)
 
 

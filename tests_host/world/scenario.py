@@ -83,6 +83,8 @@ SPEC = {
     "meter-baud": (_choice("BAUD", (1200, 2400, 4800, 9600, 19200, 38400)),),
     "net": (("STATE", "word", False, ("down", "up", "half-open", "drop")),),
     "remote": (("ACTION", "name", False, None), ("JSON", "json", True, None)),
+    "token": (("IDTAG", "idtag", False, None),
+              ("STATUS", "word", True, ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"))),
     "power-cut": (("DURATION", "duration", True, None),),
     "limit": (_int_in("AMPS", 0, 80),),
     "stop": (),
@@ -130,6 +132,10 @@ def _convert(verb, name, kind, extra, tok):
             if c not in _HEX:
                 raise ValueError("%s: expected hex digits, got %r" % (name, tok))
         return tok.upper()
+    if kind == "idtag":
+        if len(tok) > 20:
+            raise ValueError("%s: expected at most 20 characters (OCPP idToken), got %d" % (name, len(tok)))
+        return tok
     if kind == "name":
         if not tok[:1].isalpha() or not tok.isalpha():
             raise ValueError("%s: expected an OCPP action name like RemoteStartTransaction, got %r" % (name, tok))

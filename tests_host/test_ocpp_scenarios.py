@@ -1,0 +1,227 @@
+"""OCPP scenarios: the whole firmware on the real unix MicroPython binary with a 64 KB data heap,
+against the built-in back end (tools/csms.py, which validates every frame against the official
+OCPP 1.6 JSON schemas) behind the simulator's network proxy.
+
+Each scenario in tests_host/scenarios/ocpp/ runs once per test session (two at a time); the tests
+read the firmware's events and the back end's SQLite database.
+"""
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SCENARIOS = os.path.join(HERE, "scenarios", "ocpp")
+SIM = os.path.join(ROOT, "tools", "sim.py")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+RUNS = {
+    # name: (scenario file, extra simulator arguments)
+    "cold_boot": ("cold_boot", []),
+    "remote_start_stop": ("remote_start_stop", ["--settings", "NOFREE"]),
+    "offline": ("offline", []),
+    "power_cut": ("power_cut", []),
+    "half_open": ("half_open", []),
+    "smart_charging": ("smart_charging", []),
+    "tls": ("tls", ["--tls", "on"]),
+    "tls_wrong_ca": ("tls", ["--tls", "wrong-ca"]),
+}
+
+
+class Run:
+    def __init__(self, name, code, events, output, db):
+        self.name, self.code, self.events, self.output, self.db = name, code, events, output, db
+
+    def of(self, kind, **match):
+        return [e for e in self.events if e["type"] == kind and all(e.get(k) == v for k, v in match.items())]
+
+    def action(self, verb, n=0):
+        hits = [e["t"] for e in self.events if e["type"] == "world" and e.get("action") == verb]
+        assert len(hits) > n, "%s: no %s action" % (self.name, verb)
+        return hits[n]
+
+    def store(self):
+        import csms
+
+        return csms.Store.open_existing(self.db)
+
+    def backend(self):
+        """(transactions, frames from the charger, invalid frames, status violations)."""
+        s = self.store()
+        try:
+            return (s.sessions("SIM-0001"), s.frames("SIM-0001", direction="in"),
+                    s.frames("SIM-0001", invalid=True), s.status_violations("SIM-0001"))
+        finally:
+            s.close()
+
+
+def run_sim(name, tmp):
+    scn, extra = RUNS[name]
+    events = os.path.join(tmp, name + ".jsonl")
+    db = os.path.join(tmp, name + ".db")
+    nofree = os.path.join(tmp, "nofree.json")
+    with open(nofree, "w") as f:
+        json.dump({"free_charging": False}, f)
+    extra = [nofree if a == "NOFREE" else a for a in extra]
+    cmd = [sys.executable, SIM, "--scenario", os.path.join(SCENARIOS, scn + ".scn"), "--events", events,
+           "--heap", "64K", "--quiet", "--csms-db", db] + extra
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    evs = []
+    if os.path.exists(events):
+        with open(events) as f:
+            evs = [json.loads(line) for line in f]
+    return Run(name, p.returncode, evs, p.stdout + p.stderr, db)
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("ocpp"))
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        return dict(zip(RUNS, pool.map(lambda n: run_sim(n, tmp), RUNS)))
+
+
+def ok(runs, name):
+    r = runs[name]
+    assert r.code == 0, "%s exited %d:\n%s" % (name, r.code, r.output[-3000:])
+    heap = r.of("heap")
+    assert heap and heap[0]["budget"] == 65536 and heap[0]["peak"] <= 65536
+    return r
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_every_frame_valid_and_every_status_change_allowed(runs, name):
+    r = ok(runs, name)
+    _tx, frames, invalid, violations = r.backend()
+    assert invalid == []
+    assert violations == []
+    if name != "tls_wrong_ca":
+        assert frames, "the back end heard nothing"
+
+
+def payloads(frames, action):
+    out = []
+    for f in frames:
+        m = f["frame"]
+        if m[0] == 2 and m[2] == action:
+            out.append(m[3])
+    return out
+
+
+def test_cold_boot(runs):
+    r = ok(runs, "cold_boot")
+    _tx, frames, _inv, _v = r.backend()
+    first = frames[0]["frame"]
+    assert first[2] == "BootNotification"
+    assert first[3]["chargePointVendor"] and first[3]["firmwareVersion"]
+    status = payloads(frames, "StatusNotification")
+    assert {(s["connectorId"], s["status"]) for s in status} == {(0, "Available"), (1, "Available")}
+    assert all(not s["timestamp"].startswith("1970") for s in status)  # stamped with the back end's time
+    # Heartbeats at the interval the back end gave (300 s) over 11 minutes: two.
+    assert len(payloads(frames, "Heartbeat")) == 2
+    assert r.of("ocpp", boot="Accepted")
+
+
+def transactions_match_sessions(r):
+    """Every session of the firmware is one transaction at the back end, in order, once."""
+    tx, frames, _inv, _v = r.backend()
+    stops = r.of("session", event="stop")
+    starts = r.of("session", event="start")
+    assert len(tx) == len(starts) == len(stops)
+    for t, a, b in zip(tx, starts, stops):
+        assert t["start_count"] == 1 and t["stop_count"] == 1, t
+        assert t["meter_start"] == a["meter_wh"]
+        assert t["meter_stop"] == b["meter_wh"]
+        assert t["reason"] == b["reason"]
+    starts_sent = payloads(frames, "StartTransaction")
+    assert [p["meterStart"] for p in starts_sent] == [a["meter_wh"] for a in starts]
+    # Transaction meter values carry the id of their own transaction, in time order.
+    for p in payloads(frames, "MeterValues"):
+        if "transactionId" in p:
+            assert p["transactionId"] in [t["id"] for t in tx]
+    return tx
+
+
+def test_full_transaction_with_meter_values(runs):
+    r = ok(runs, "power_cut")
+    tx = transactions_match_sessions(r)
+    s = r.store()
+    try:
+        mv = s.meter_value_rows("SIM-0001", tx[0]["id"])
+    finally:
+        s.close()
+    assert len(mv) >= 3  # sampled every 60 s for 3 minutes
+
+
+def test_remote_start_and_stop(runs):
+    r = ok(runs, "remote_start_stop")
+    tx = transactions_match_sessions(r)
+    assert len(tx) == 1 and tx[0]["id_tag"] == "DRIVER1" and tx[0]["reason"] == "Remote"
+    answers = [e for e in r.of("remote") if e["action"] in ("RemoteStartTransaction", "RemoteStopTransaction")]
+    assert [e["result"]["status"] for e in answers] == ["Accepted", "Accepted"]
+    start = r.of("session", event="start")[0]
+    assert start["id_tag"] == "DRIVER1" and start["t"] >= r.action("plug")
+    stop = r.of("session", event="stop")[0]
+    assert stop["t"] - r.action("remote", 1) <= 100  # the contactor opens at once
+
+
+def test_offline_transactions_replayed_in_order(runs):
+    r = ok(runs, "offline")
+    tx = transactions_match_sessions(r)
+    assert len(tx) == 3
+    assert [t["reason"] for t in tx] == ["EVDisconnected"] * 3
+    # Their start times are those of the sessions, not of the replay: the first one started
+    # while the link was down.
+    assert tx[0]["start_time"] < tx[1]["start_time"] < tx[2]["start_time"]
+    assert len(r.of("ocpp", link="up")) == 3
+
+
+def test_power_cut_in_a_transaction(runs):
+    r = ok(runs, "power_cut")
+    tx = transactions_match_sessions(r)
+    assert [t["reason"] for t in tx] == ["PowerLoss", "EVDisconnected"]
+    assert tx[1]["meter_start"] == tx[0]["meter_stop"]
+
+
+def test_half_open_link_detected_and_recovered(runs):
+    r = ok(runs, "half_open")
+    cut = r.action("net", 0)
+    down = [e for e in r.of("ocpp", link="down") if e["t"] > cut]
+    assert down and "ping" in down[0]["reason"]
+    assert down[0]["t"] - cut <= 2 * 60000 + 1000  # two WebSocketPingInterval periods
+    up = [e for e in r.of("ocpp", link="up") if e["t"] > r.action("net", 1)]
+    assert up
+    transactions_match_sessions(r)
+
+
+def test_charging_profile_lowers_the_offer_within_5_s(runs):
+    r = ok(runs, "smart_charging")
+    sent = r.action("remote", 0)
+    lowered = [e for e in r.of("offer") if e["t"] >= sent and e["amps"] == 10.0]
+    assert lowered and lowered[0]["t"] - sent <= 5000
+    composite = [e for e in r.of("remote") if e["action"] == "GetCompositeSchedule"][0]["result"]
+    assert composite["status"] == "Accepted"
+    assert composite["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 10
+    cleared = r.action("remote", 2)
+    lifted = [e for e in r.of("offer") if e["t"] >= cleared and e["amps"] == 32.0]
+    assert lifted and lifted[0]["t"] - cleared <= 5000
+
+
+def test_security_profile_2(runs):
+    r = ok(runs, "tls")
+    assert r.of("ocpp", link="up")[0]["url"].startswith("wss://")
+    transactions_match_sessions(r)
+
+
+def test_server_certificate_from_another_ca_refused(runs):
+    r = ok(runs, "tls_wrong_ca")
+    assert not r.of("ocpp", link="up")
+    failed = r.of("ocpp", link="failed")
+    assert failed and "TLSError" in failed[0]["reason"] and "CA" in failed[0]["reason"]
+    tx, _f, _i, _v = r.backend()
+    assert tx == []
+    # Charging does not depend on the back end.
+    assert r.of("contactor", closed=True)
