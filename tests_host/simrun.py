@@ -267,6 +267,7 @@ class Sim:
             self._link_task = None
         self.station = None
 
+    _cut_after = None  # (messages sent, cut duration): power-cut-after-sent
     _hold_since = None  # real tick since which virtual time waits on the network
     _async = False  # the firmware runs asyncio tasks (the back-end link): yield to them every step
     _link_task = None
@@ -331,6 +332,8 @@ class Sim:
         if cp is not None or self._remotes:
             wall = self._wall
             while self._remotes or (cp is not None and cp.busy()):
+                if self._cut_due(cp):
+                    break
                 # One wait holds virtual time for at most HOLD_MS in all: beyond, the network
                 # counts as gone and virtual time runs on (time-outs, half-open links).
                 if self._hold_since is None:
@@ -343,6 +346,17 @@ class Sim:
         self.step()
         if self._async or self._remotes:
             await asyncio.sleep(0)
+
+    def _cut_due(self, cp):
+        """power-cut-after-sent: cut as soon as the firmware has handed its N-th message to the
+        network, before its answer can be recorded (the one case where a duplicate is allowed)."""
+        cut = self._cut_after
+        if cut is None or cp is None or self.station is None or cp.sent < cut[0]:
+            return False
+        self._cut_after = None
+        self.emit("world", {"action": "power-cut", "args": [cut[1]], "after_sent": cp.sent})
+        self.power_cut(cut[1])
+        return True
 
     async def run_for(self, ms):
         end = self.T + ms
@@ -362,6 +376,11 @@ class Sim:
             raise SimError("line %d: %s: not available yet (%s)" % (lineno, verb, NOT_YET[verb]))
         if verb == "power-cut":
             self.power_cut(args[0] if args else 1000)
+        elif verb == "power-cut-after-sent":
+            cp = getattr(self.station, "ocpp", None) if self.station is not None else None
+            if cp is None:
+                raise SimError("line %d: power-cut-after-sent: the firmware has no back-end link" % lineno)
+            self._cut_after = (cp.sent + args[0], args[1] if len(args) > 1 else 1000)
         elif verb == "net":
             self._net(lineno, args[0])
         elif verb == "remote":

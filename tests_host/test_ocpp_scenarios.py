@@ -25,6 +25,7 @@ RUNS = {
     "remote_start_stop": ("remote_start_stop", ["--settings", "NOFREE"]),
     "offline": ("offline", []),
     "power_cut": ("power_cut", []),
+    "replay_power_cut": ("replay_power_cut", []),
     "half_open": ("half_open", []),
     "smart_charging": ("smart_charging", []),
     "tls": ("tls", ["--tls", "on"]),
@@ -184,6 +185,27 @@ def test_power_cut_in_a_transaction(runs):
     tx = transactions_match_sessions(r)
     assert [t["reason"] for t in tx] == ["PowerLoss", "EVDisconnected"]
     assert tx[1]["meter_start"] == tx[0]["meter_stop"]
+
+
+def test_power_cut_in_an_offline_replay(runs):
+    r = ok(runs, "replay_power_cut")
+    cut = [e for e in r.of("world", action="power-cut") if "after_sent" in e]
+    assert cut, "the power was not cut during the replay"
+    tx = transactions_match_sessions(r)  # Start and Stop once each
+    assert len(tx) == 1
+    _tx, frames, _i, _v = r.backend()
+    stamps = [p["meterValue"][0]["timestamp"] for p in payloads(frames, "MeterValues") if "transactionId" in p]
+    # Every sample of the offline transaction (one every 30 s) arrived: no gap between the
+    # transaction's start and stop. The only duplicate allowed is the message whose
+    # confirmation the cut prevented.
+    from firmware.ocpp import dt
+
+    t = sorted(dt.parse(x) for x in set(stamps))
+    assert [b - a for a, b in zip(t, t[1:])] == [30] * (len(t) - 1)
+    assert 0 < t[0] - dt.parse(tx[0]["start_time"]) <= 30
+    assert 0 <= dt.parse(tx[0]["stop_time"]) - t[-1] <= 30
+    assert len(stamps) - len(set(stamps)) <= 1
+    assert stamps == sorted(stamps)
 
 
 def test_half_open_link_detected_and_recovered(runs):

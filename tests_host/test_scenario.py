@@ -131,7 +131,7 @@ def test_every_verb_documented_in_spec():
         "wait", "plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "card",
         "rcd-leak", "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok",
         "temp", "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "net",
-        "remote", "token", "power-cut", "limit", "stop", "clear-fault"}
+        "remote", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault"}
 
 
 # -- errors: each names the line, the verb and what was expected

@@ -86,6 +86,7 @@ SPEC = {
     "token": (("IDTAG", "idtag", False, None),
               ("STATUS", "word", True, ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"))),
     "power-cut": (("DURATION", "duration", True, None),),
+    "power-cut-after-sent": (_int_in("MESSAGES", 1, 1000000), ("DURATION", "duration", True, None)),
     "limit": (_int_in("AMPS", 0, 80),),
     "stop": (),
     "clear-fault": (),
