@@ -141,8 +141,13 @@ class Charger:
         self._apply(self.clock.ticks_ms() if now is None else now)
 
     def set_available(self, available, now=None):
+        """Operative or not (a person, or OCPP ChangeAvailability). Becoming unavailable
+        withdraws the offer and opens the contactor in this call; becoming available waits for
+        the next control tick, because starting an offer outside the tick would skip the diode
+        check made under the new PWM."""
         self.available = available
-        self._apply(self.clock.ticks_ms() if now is None else now)
+        if not available:
+            self._apply(self.clock.ticks_ms() if now is None else now)
 
     def clear_fault(self, code):
         """A person cleared a latched fault (welded contactor replaced, configuration fixed)."""
@@ -179,7 +184,7 @@ class Charger:
             self._temperature(i, now, connected)
 
         # Sessions: begin when a connected vehicle is authorized, end when it leaves.
-        if connected and not self._stopped and (self.authorized or (self.free and not self.reserved)):
+        if connected and not self._stopped and self.available and (self.authorized or (self.free and not self.reserved)):
             if not self.session:
                 self.session = True
                 self._emit("session", "start", self.id_tag)
