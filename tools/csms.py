@@ -229,7 +229,7 @@ def check_frame_shape(frame, echo=False):
         return "ProtocolError: a frame is a JSON array [MessageTypeId, UniqueId, ...]"
     kind = frame[0]
     sizes = {2: 4, 3: 3, 4: 5}
-    if kind not in sizes:
+    if type(kind) is not int or kind not in sizes:  # (a list or dict is not hashable)
         return "PropertyConstraintViolation: MessageTypeId %r is not 2, 3 or 4" % (kind,)
     if len(frame) != sizes[kind]:
         return "ProtocolError: a message of type %d has %d elements, got %d" % (kind, sizes[kind], len(frame))
@@ -368,6 +368,8 @@ CREATE TABLE IF NOT EXISTS meter_values (id INTEGER PRIMARY KEY, time TEXT, cp T
 CREATE TABLE IF NOT EXISTS frames (id INTEGER PRIMARY KEY, time TEXT, cp TEXT, direction TEXT, type INTEGER,
     unique_id TEXT, action TEXT, payload TEXT, valid INTEGER, error TEXT);
 CREATE INDEX IF NOT EXISTS frames_cp ON frames (cp, action);
+CREATE INDEX IF NOT EXISTS frames_cp_id ON frames (cp, id);
+CREATE INDEX IF NOT EXISTS frames_cp_uid ON frames (cp, unique_id);
 CREATE TABLE IF NOT EXISTS tokens (id_tag TEXT PRIMARY KEY, status TEXT NOT NULL, parent_id_tag TEXT,
     expiry_date TEXT);
 """
@@ -531,6 +533,10 @@ class Store:
     # frames
 
     def frame(self, cp, direction, kind, unique_id, action, raw, valid, error):
+        def text(v):  # lone surrogates (from \\ud800 escapes) can not be stored as UTF-8
+            return v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) else v
+
+        unique_id, action, raw, error = text(unique_id), text(action), text(raw), text(error)
         c = self._x("INSERT INTO frames (time, cp, direction, type, unique_id, action, payload, valid, error) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (iso(), cp, direction, kind, unique_id, action, raw, int(valid), error))

@@ -123,12 +123,19 @@ def _digits(s, i, n):
     return v
 
 
+def _mdays(y, m):
+    if m == 2:
+        return 29 if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0 else 28
+    return 30 if m in (4, 6, 9, 11) else 31
+
+
 def is_datetime(s):
     """RFC 3339 date-time ("2013-02-01T20:53:32.486Z"); the offset may be left out."""
     n = len(s)
     if n < 19 or s[4] != "-" or s[7] != "-" or s[10] not in "Tt" or s[13] != ":" or s[16] != ":":
         return False
-    if (_digits(s, 0, 4) < 0 or not 1 <= _digits(s, 5, 2) <= 12 or not 1 <= _digits(s, 8, 2) <= 31
+    y, m = _digits(s, 0, 4), _digits(s, 5, 2)
+    if (y < 0 or not 1 <= m <= 12 or not 1 <= _digits(s, 8, 2) <= _mdays(y, m)
             or not 0 <= _digits(s, 11, 2) <= 23 or not 0 <= _digits(s, 14, 2) <= 59
             or not 0 <= _digits(s, 17, 2) <= 60):
         return False
@@ -279,8 +286,147 @@ def _peek_call_id(text):
     return None
 
 
-def parse(text, supported=None, max_size=MAX_FRAME):
-    """Decode one incoming frame (str or bytes); never raises. See the module's docstring."""
+_WS = " \t\n\r"
+_ESC = "\"\\/bfnrtu"
+_HEX = "0123456789abcdefABCDEF"
+_LIT = (("t", "true"), ("f", "false"), ("n", "null"))
+# scanner states
+_VALUE, _VALUE_OR_END, _KEY_OR_END, _KEY, _COLON, _AFTER = 0, 1, 2, 3, 4, 5
+_STEP = 256  # characters between two yields
+
+
+def scan_json(s):
+    """Check that `s` is strict JSON (RFC 8259) before json.loads sees it: MicroPython's parser
+    accepts missing commas and colons, trailing commas, `{"x"}`, bad escapes and raw control
+    characters, so a malformed frame could be read as a command. A generator: it yields every
+    _STEP characters (the caller lets the control task run) and returns (StopIteration value)
+    None when `s` is fine, else a short reason. \\uD800-\\uDFFF escapes are refused: MicroPython
+    can not hold them in a str."""
+    n = len(s)
+    i = 0
+    stack = []
+    st = _VALUE
+    work = 0
+    while True:
+        work += 1
+        if work >= _STEP:
+            work = 0
+            yield
+        while i < n and s[i] in _WS:
+            i += 1
+        if i >= n:
+            return None if (st == _AFTER and not stack) else "unexpected end"
+        c = s[i]
+        if st == _AFTER:
+            if not stack:
+                return "text after the value"
+            top = stack[-1]
+            if c == ",":
+                st = _VALUE if top == "[" else _KEY
+            elif (c == "]" and top == "[") or (c == "}" and top == "{"):
+                stack.pop()
+            else:
+                return "expected , or a closing bracket at %d" % i
+            i += 1
+            continue
+        if st == _COLON:
+            if c != ":":
+                return "expected : at %d" % i
+            st = _VALUE
+            i += 1
+            continue
+        if st == _VALUE_OR_END and c == "]" or st == _KEY_OR_END and c == "}":
+            stack.pop()
+            st = _AFTER
+            i += 1
+            continue
+        if st == _KEY or st == _KEY_OR_END:
+            if c != '"':
+                return "expected a key at %d" % i
+            st = _COLON
+        else:
+            st = _AFTER
+        if c == '"':
+            i += 1
+            while True:
+                if i >= n:
+                    return "unterminated string"
+                c = s[i]
+                if c == '"':
+                    break
+                if ord(c) < 0x20:
+                    return "control character in a string at %d" % i
+                if c == "\\":
+                    i += 1
+                    if i >= n or s[i] not in _ESC:
+                        return "bad escape at %d" % i
+                    if s[i] == "u":
+                        h = s[i + 1:i + 5]
+                        if len(h) < 4 or h[0] not in _HEX or h[1] not in _HEX or h[2] not in _HEX or h[3] not in _HEX:
+                            return "bad \\u escape at %d" % i
+                        if h[0] in "dD" and h[1] in "89abcdefABCDEF":
+                            return "surrogate escape at %d" % i
+                        i += 4
+                i += 1
+                work += 1
+                if work >= _STEP:
+                    work = 0
+                    yield
+            i += 1
+        elif c == "{" or c == "[":
+            if len(stack) >= 32:
+                return "nested too deep"
+            stack.append(c)
+            st = _KEY_OR_END if c == "{" else _VALUE_OR_END
+            i += 1
+        elif c == "-" or "0" <= c <= "9":
+            if c == "-":
+                i += 1
+            if i < n and s[i] == "0":
+                i += 1
+            elif i < n and "1" <= s[i] <= "9":
+                while i < n and "0" <= s[i] <= "9":
+                    i += 1
+            else:
+                return "bad number at %d" % i
+            if i < n and s[i] == ".":
+                i += 1
+                j = i
+                while i < n and "0" <= s[i] <= "9":
+                    i += 1
+                if i == j:
+                    return "bad number at %d" % i
+            if i < n and s[i] in "eE":
+                i += 1
+                if i < n and s[i] in "+-":
+                    i += 1
+                j = i
+                while i < n and "0" <= s[i] <= "9":
+                    i += 1
+                if i == j:
+                    return "bad number at %d" % i
+        else:
+            for first, word in _LIT:
+                if c == first and s[i:i + len(word)] == word:
+                    i += len(word)
+                    break
+            else:
+                return "unexpected %r at %d" % (c, i)
+
+
+def json_error(s):
+    """scan_json run to its end at once (tests, small texts): None or the reason."""
+    g = scan_json(s)
+    while True:
+        try:
+            next(g)
+        except StopIteration as e:
+            return e.value if e.args else None
+
+
+def parse(text, supported=None, max_size=MAX_FRAME, checked=False):
+    """Decode one incoming frame (str or bytes); never raises. See the module's docstring.
+    `checked`: the caller already ran scan_json on it (Rpc.feed does, yielding meanwhile)."""
     if len(text) > max_size:
         uid = _peek_call_id(text)
         if uid is None:
@@ -289,6 +435,8 @@ def parse(text, supported=None, max_size=MAX_FRAME):
     try:
         if not isinstance(text, str):
             text = bytes(text).decode()
+        if not checked and json_error(text) is not None:
+            return (REFUSE, UNREADABLE_ID, FORMATION, "not JSON")
         m = json.loads(text)
     except MemoryError:
         return (REFUSE, UNREADABLE_ID, INTERNAL, "out of memory")
@@ -431,8 +579,10 @@ class Rpc:
 
     @property
     def busy(self):
-        """True while an incoming call is being handled."""
-        return self._in_id is not None
+        """True while an incoming call is being handled or its answer written."""
+        return self._in_id is not None or self._writing
+
+    _writing = False
 
     @property
     def outstanding(self):
@@ -489,7 +639,24 @@ class Rpc:
 
     async def feed(self, text):
         """Take one incoming text message. Returns the parsed tuple (for logs and tests)."""
-        m = parse(text, self.supported, self.max_size)
+        checked = False
+        if len(text) <= self.max_size and isinstance(text, str):
+            g = scan_json(text)
+            why = None
+            while True:
+                try:
+                    next(g)
+                except StopIteration as e:
+                    why = e.value if e.args else None
+                    break
+                await asyncio.sleep(0)  # a long frame must not hold the control task back
+            if why is not None:
+                m = (REFUSE, UNREADABLE_ID, FORMATION, "not JSON")
+                self.refused += 1
+                await self.send(error_frame(m[1], m[2], m[3]))
+                return m
+            checked = True
+        m = parse(text, self.supported, self.max_size, checked)
         k = m[0]
         if k == CALL:
             if self._in_id is not None:
@@ -533,9 +700,14 @@ class Rpc:
                 frame = error_frame(uid, e.code, e.description, e.details)
             except Exception as e:  # a bug in a handler: tell the back end, keep running
                 frame = error_frame(uid, INTERNAL, "%s" % type(e).__name__)
+            # Free for the next call before the answer goes out: the back end may send its next
+            # call the moment it has this answer (one outstanding call each way, 4.1.1).
+            self._in_id = None
+            self._writing = True
             try:
                 await self.send(frame)
             except Exception:
                 pass  # the link is down: the back end times the call out
         finally:
             self._in_id = None
+            self._writing = False

@@ -489,6 +489,13 @@ class WebSocket:
         except (EOFError, OSError):
             await self._shutdown(1006, "connection lost")
             raise ClosedError(1006, "connection lost")
+        except MemoryError:
+            # A frame within max_size that the heap can not hold right now: the stream is in
+            # the middle of it, so the connection can not go on. Close and let the link
+            # reconnect; the back end times its call out and may send it again.
+            self._msg = None
+            await self._shutdown(1009, "no memory for the message")
+            raise ClosedError(1009, "no memory for the message")
         finally:
             self._reader = None
 
@@ -717,6 +724,8 @@ class Link:
             self._call(self.on_up)
             try:
                 await self._serve(ws)
+            except Exception as e:  # whatever happens to one connection, the link goes on
+                ws.close_code, ws.close_reason = ws.close_code or 1011, "%s: %s" % (e.__class__.__name__, e)
             finally:
                 await ws._shutdown(1006, "link stopped")
                 self.ws = None
