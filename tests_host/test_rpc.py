@@ -777,3 +777,31 @@ def test_incoming_calls_one_at_a_time():
         assert r.dropped == 1 and w.sent[-1][1] == "c6"
         assert len(seen) == 4 and r.refused == 3
     run(main())
+
+
+# -- strict JSON: MicroPython's json.loads accepts text that is not JSON, so rpc checks first
+
+STRICT_GOOD = ['[2,"a","Reset",{"type":"Soft"}]', '{"a":[1,-2.5e3,0,true,false,null,"x\\u00e9\\n"]}', '[]', '{}',
+               ' [ ] ', '"s"', '0', '-0.5', '[1E+2,0.0e-1]']
+STRICT_BAD = ['[2,"x","UnlockConnector"{"connectorId":9}]', '{"transactionId"987654}', '[2,,"x"]',
+              '[2,"x","Reset",{"type":"Soft",}]', '[02]', '[1.]', '["a\x01"]', '["\\q"]', '{"x"}', '{"x":}', '[}',
+              '["\\ud83d\\ude00"]', '[1] x', '[', '', '[-]', '[1e]', '["\\u12"]', '[tru]', '{"a":1,}', '[,1]',
+              '[' * 40 + ']' * 40]
+
+
+@pytest.mark.parametrize("text", STRICT_GOOD)
+def test_strict_json_accepts_json(text):
+    assert rpc.json_error(text) is None
+    json.loads(text)
+
+
+@pytest.mark.parametrize("text", STRICT_BAD)
+def test_strict_json_refuses_what_is_not(text):
+    assert rpc.json_error(text) is not None
+    m = rpc.parse('%s' % text)
+    assert m[0] in (rpc.REFUSE, rpc.DROP)
+
+
+def test_a_malformed_reset_is_never_executed():
+    m = rpc.parse('[2,"x","Reset",{"type":"Soft",}]', supported=("Reset",))
+    assert m == (rpc.REFUSE, "-1", "FormationViolation", "not JSON")
