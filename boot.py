@@ -14,7 +14,7 @@ import sys
 _slot = None
 try:
     try:
-        import appslot as _appslot  # the loader's copy at / (slotted boards)
+        import appslot as _appslot  # pyright: ignore[reportMissingImports] - the loader's copy at / (slotted boards)
     except ImportError:
         from firmware import appslot as _appslot  # plain deployment: the package at /
     _slot = _appslot.select("/app")
