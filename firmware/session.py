@@ -136,6 +136,8 @@ class SessionKeeper:
             k = rec.get("k")
             if k == "start":
                 out = {"tag": rec.get("tag"), "e0": rec.get("e0"), "t": rec.get("t")}
+            elif k == "e" and out is not None and out["e0"] is None:
+                out["e0"] = rec.get("e")  # the meter was silent when the session began
             elif k == "stop" and out is not None:
                 out["stop"] = True
                 out["e"] = rec.get("e")

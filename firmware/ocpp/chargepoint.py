@@ -202,11 +202,13 @@ class ChargePoint:
         cur = keeper.current or self.st._recovered
         if last and self._queued_start is not None and last > self._queued_start:
             rec = keeper.find(last)
-            if rec is not None and not self._is_tail(outbox_mod.START, last):
-                self._put_start(last, rec.get("tag"), rec.get("e0"), rec.get("t"))
-            else:
+            if rec is None or self._is_tail(outbox_mod.START, last):
                 self._queued_start = last
                 self._save_state()
+            elif rec.get("e0") is None and not rec.get("stop") and self.st.meter is not None:
+                self._start_wait = (last, rec.get("tag"), rec.get("t"))  # as in _event
+            else:
+                self._put_start(last, rec.get("tag"), rec.get("e0"), rec.get("t"))
         if last and self._queued_stop is not None and last > self._queued_stop and cur is None:
             rec = keeper.find(last)
             if rec is not None and rec.get("stop") and not self._is_tail(outbox_mod.STOP, last):
@@ -232,14 +234,26 @@ class ChargePoint:
             tag = fields.get("id_tag") or self.opts.free_id_tag
             self._tx = {"n": n, "tag": tag, "t0": t}
             self._auth_at = None
-            self._put_start(n, tag, fields.get("meter_wh"), t)
             self._next_sample = None
+            if fields.get("meter_wh") is None and self.st.meter is not None:
+                # The meter has not answered since boot: meterStart waits for its first reading
+                # (the journal has the session meanwhile), else the back end would bill the
+                # meter's whole register.
+                self._start_wait = (n, tag, t)
+            else:
+                self._put_start(n, tag, fields.get("meter_wh"), t)
         else:
             n = fields.get("n")
             if n is None:
                 return
             tx = self._tx
             tag = tx["tag"] if tx is not None and tx["n"] == n else fields.get("id_tag")
+            w = self._start_wait
+            if w is not None and w[0] == n:
+                stop_wh = fields.get("meter_wh")
+                e0 = stop_wh - fields.get("energy_wh", 0) if stop_wh is not None else None
+                self._start_wait = None
+                self._put_start(n, w[1], e0, w[2])
             data = self._samples("StopTxnSampledData", "Transaction.End", t)
             self._put_stop(n, tag, fields.get("meter_wh"), fields.get("reason"), t, data)
             self._tx = None
@@ -286,10 +300,18 @@ class ChargePoint:
 
     # ---- the slow task ------------------------------------------------------------------
 
+    _start_wait = None  # (n, idTag, epoch) of a StartTransaction waiting for the first reading
+
     def service(self, now):
         """Every service round (100 ms): statuses, samples, time-outs, limits."""
         c = self.charger
         epoch = self.wall.now()
+        w = self._start_wait
+        if w is not None:
+            cur = self.st.keeper.current
+            if cur is not None and cur["n"] == w[0] and cur["e0"] is not None:
+                self._start_wait = None
+                self._put_start(w[0], w[1], cur["e0"], w[2])
         self._reservation_expiry(epoch)
         self._connection_timeout(now)
         self._meter_samples(now, epoch)
@@ -369,6 +391,8 @@ class ChargePoint:
         cfg = self.config
         tx = self._tx
         iv = cfg.get("MeterValueSampleInterval")
+        if self._start_wait is not None:
+            tx = None  # nothing of the transaction may go out before its StartTransaction
         if tx is not None and iv > 0:
             if self._next_sample is None:
                 self._next_sample = self.clock.ticks_add(now, iv * 1000)
