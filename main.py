@@ -1,4 +1,11 @@
 """Starts the station from the installed board profile (board.json) and settings (settings.json)."""
+import machine
+
 from firmware import station
 
-station.main()
+
+def _reboot(hard):
+    machine.reset()  # the ESP32 has one reset; OCPP's soft and hard reset both restart the board
+
+
+station.main(reboot=_reboot)

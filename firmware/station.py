@@ -455,14 +455,9 @@ def log_sink(kind, fields, at):
     print(at, kind, fields)
 
 
-def _reset(hard):
-    import machine
-
-    machine.reset()
-
-
-def main(root="/"):
-    """Entry point on the board (main.py)."""
-    station = start(root, reboot=_reset)
+def main(root="/", reboot=None):
+    """Entry point on the board (main.py). `reboot(hard)` restarts the board (OCPP Reset, a
+    firmware update); firmware/ never imports machine, so main.py hands it in."""
+    station = start(root, reboot=reboot)
     station.add_sink(log_sink)
     station.run()
