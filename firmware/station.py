@@ -27,6 +27,7 @@ RECOVER_WAIT_MS = 5000
 SETTINGS_FILE = "settings.json"
 FAULTS_FILE = "faults.json"
 JOURNAL_FILE = "sessions.jnl"
+OCPP_RX_BYTES = 4096  # the OCPP link's receive buffer: firmware/ocpp/rpc.py MAX_FRAME
 BOARD_FILE = "board.json"
 
 
@@ -378,9 +379,10 @@ def _read_text(path, fs):
         f.close()
 
 
-def attach_ocpp(station, fs=None, reboot=None, link=None):
+def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None):
     """Give the station its back-end link when the settings name one (ocpp_url). A link that
-    cannot be set up (an unreadable CA file) is reported as an event; charging goes on."""
+    cannot be set up (an unreadable CA file) is reported as an event; charging goes on.
+    `rxbuf`: the link's receive buffer, allocated by start() before anything else."""
     st = station.settings
     url = st.get("ocpp_url")
     if not url:
@@ -400,7 +402,7 @@ def attach_ocpp(station, fs=None, reboot=None, link=None):
     opts = cp_mod.Options(url, st.get("charge_box_id"), st.get("authorization_key") or None, ca,
                           model=station.profile.get("name", "ESP32"), free_id_tag=st.get("free_id_tag"),
                           reboot=reboot, version=appslot.current_version(app) or cp_mod.VERSION)
-    cp = cp_mod.ChargePoint(station, opts, fs, link)
+    cp = cp_mod.ChargePoint(station, opts, fs, link, rxbuf)
     station.ocpp = cp
     station.epoch = cp.wall.now
     _firmware_management(station, cp, app, ca, reboot)
@@ -421,11 +423,13 @@ def _firmware_management(station, cp, app, ca, reboot):
                 app, fs, clock, key, lambda s: cp.queue("FirmwareStatusNotification", {"status": s}),
                 reboot=lambda: reboot(True), can_install=lambda: not station.charger.session,
                 epoch=lambda: cp.wall.now() if cp.wall.synced else None, ca=ca, sleep_ms=clock.sleep_ms)
+            cp.opts.updater.tls_gate = cp.may_stall
         except ValueError as e:
             station._send("boot", {"ocpp_error": "firmware_public_key: %s" % e})
     cp.opts.diagnostics = update.Diagnostics(
         station.root, fs, clock, lambda s: cp.queue("DiagnosticsStatusNotification", {"status": s}),
         [JOURNAL_FILE, FAULTS_FILE, "ocpp.json"], ca=ca, epoch=cp.wall.now, sleep_ms=clock.sleep_ms)
+    cp.opts.diagnostics.tls_gate = cp.may_stall
 
 
 def start(root="/", clock=None, profile=None, fs=None, reboot=None):
@@ -438,6 +442,11 @@ def start(root="/", clock=None, profile=None, fs=None, reboot=None):
     from firmware.clock import SystemClock
 
     clock = clock or SystemClock()
+    st, err = load_settings(root, fs)
+    # The OCPP link's receive buffer comes first: after the board and the station are built the
+    # heap's free space is in pieces of a few KB (measured in the simulator: 8 KB free at this
+    # point, at most 3 KB in one piece after attach_ocpp).
+    rxbuf = bytearray(OCPP_RX_BYTES) if st.get("ocpp_url") else None
     try:
         if profile is None:
             profile = board.load_installed(root)
@@ -445,9 +454,8 @@ def start(root="/", clock=None, profile=None, fs=None, reboot=None):
     except (board.BoardError, ValueError, OSError) as e:
         board.fail_safe(root)
         return OutOfService(str(e), clock)
-    st, err = load_settings(root, fs)
     station = Station(hw, profile, clock, root, st, err, fs)
-    attach_ocpp(station, fs, reboot)
+    attach_ocpp(station, fs, reboot, rxbuf=rxbuf)
     return station
 
 

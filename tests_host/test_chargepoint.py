@@ -80,6 +80,8 @@ class FakeLink:
         self.password = None
         self.on_up = self.on_down = self.on_fail = None
         self.inbox = asyncio.Queue()
+        self.last_size = None  # ws.Link: the real length of the message recv() returned
+        self.ws = None
         self.started = False
         self.aborted = False
         self.yield_in_send = False  # a send that suspends, like a WebSocket write + drain

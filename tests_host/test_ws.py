@@ -290,25 +290,25 @@ async def s_echo():
     ws = await W.connect(url(P["echo"]), "cp-echo-" + RT, CLOCK, password=PASSWORD, max_size=70000)
     check(ws.open and "127.0.0.1" in repr(ws), repr(ws))
     await ws.send('[2,"1","Heartbeat",{}]')
-    check(await ws.recv() == '[2,"1","Heartbeat",{}]', "echo")
+    check(await ws.recv_text() == '[2,"1","Heartbeat",{}]', "echo")
     await ws.send("frag:3:hello fragmented world")
-    check(await ws.recv() == "hello fragmented world", "fragmented")
+    check(await ws.recv_text() == "hello fragmented world", "fragmented")
     await ws.send("frag:5:" + "f" * 60000)
-    check(await ws.recv() == "f" * 60000, "fragmented 60 KB")
+    check(await ws.recv_text() == "f" * 60000, "fragmented 60 KB")
     big = "".join(chr(65 + i % 26) for i in range(65536))
     await ws.send(big)
-    check(await ws.recv() == big, "64 KB both ways")
+    check(await ws.recv_text() == big, "64 KB both ways")
     await ws.send("big:65536")
-    check(await ws.recv() == "b" * 65536, "64 KB from the server")
+    check(await ws.recv_text() == "b" * 65536, "64 KB from the server")
     await ws.send("unicode: \u00e4\u20ac")
-    check(await ws.recv() == "unicode: \u00e4\u20ac", "UTF-8")
+    check(await ws.recv_text() == "unicode: \u00e4\u20ac", "UTF-8")
     before = ws.rx_frames
     await ws.ping()
     await ws.send("after ping")
-    check(await ws.recv() == "after ping", "after ping")
+    check(await ws.recv_text() == "after ping", "after ping")
     check(ws.rx_frames - before == 2, "pong received: %d frames" % (ws.rx_frames - before))
     await ws.send("ping-me")  # the server pings and waits for our pong
-    check(await ws.recv() == "ponged", "server ping answered")
+    check(await ws.recv_text() == "ponged", "server ping answered")
     await ws.close()
     check(ws.closed and ws.close_code == 1000, "closed %r" % ws.close_code)
     await expect(W.ClosedError, ws.send("late"))
@@ -325,7 +325,7 @@ async def s_server_close():
 async def s_oversize():
     ws = await W.connect(url(P["echo"]), "cp-big-" + RT, CLOCK, max_size=1000)
     await ws.send("big:1000")
-    check(len(await ws.recv()) == 1000, "max_size itself is fine")
+    check(len(await ws.recv_text()) == 1000, "max_size itself is fine")
     await ws.send("big:1001")
     e = await expect(W.ClosedError, ws.recv())
     check(e.code == 1009, "code %r" % e.code)
@@ -346,7 +346,7 @@ async def s_raw(mode, code):
 
 async def s_interleave():
     ws = await W.connect(url(P["raw"], "/raw/interleave"), RT, CLOCK, max_size=5)
-    check(await ws.recv() == "hello", "fragments around a ping")
+    check(await ws.recv_text() == "hello", "fragments around a ping")
     await ws.close()
     check(ws.close_code == 1000, "close")
 
@@ -389,9 +389,9 @@ async def s_tls():
         ws = await W.connect(url(P["tls"], scheme="wss"), "cp-tls-" + RT, CLOCK, password=PASSWORD, ca=cadata,
                              max_size=70000)
         await ws.send("over TLS")
-        check(await ws.recv() == "over TLS", how)
+        check(await ws.recv_text() == "over TLS", how)
         await ws.send("big:65536")
-        check(await ws.recv() == "b" * 65536, "64 KB over TLS")
+        check(await ws.recv_text() == "b" * 65536, "64 KB over TLS")
         await ws.close()
         print("ok", how)
     e = await expect(W.TLSError, W.connect(url(P["tls"], scheme="wss"), "cp-tlsbad-" + RT, CLOCK,
@@ -422,6 +422,35 @@ async def s_half_open():
     check(dt <= 2 * interval + 150, "detected after %d ms" % dt)
     await wait_until(lambda: len(events) >= 2, 1000)  # on_down follows in the next step
     check(events[0] == "up" and "ping" in events[1], repr(events))
+    await link.stop()
+
+
+async def s_link_buffer():
+    # The link reads into one buffer given at construction: a message is a view of it, handed
+    # over one at a time; of a longer message the head is kept and last_size tells its length.
+    buf = bytearray(64)
+    link = W.Link(url(P["echo"]), "cp-lbuf-" + RT, CLOCK, ping_interval_s=0, buf=buf)
+    link.start()
+    await wait_until(lambda: link.connected)
+    await link.send("first")
+    await link.send("big:64")
+    await link.send("frag:3:" + "y" * 100)
+    await link.send("big:5000")
+    await link.send("last")
+    m = await link.recv()
+    check(bytes(m) == b"first" and link.last_size == 5, "first %r" % bytes(m))
+    check(m.obj is buf if hasattr(m, "obj") else True, "a view of the given buffer")
+    await asyncio.sleep(0.2)  # the link may not read the next message into the buffer meanwhile
+    check(bytes(m) == b"first", "the view stays valid until the next recv(): %r" % bytes(m))
+    m = await link.recv()
+    check(bytes(m) == b"b" * 64 and link.last_size == 64, "exactly the buffer")
+    m = await link.recv()
+    check(bytes(m) == b"y" * 64 and link.last_size == 100, "fragments beyond the buffer: head kept")
+    m = await link.recv()
+    check(bytes(m) == b"b" * 64 and link.last_size == 5000, "5000: head kept, size %d" % link.last_size)
+    m = await link.recv()
+    check(bytes(m) == b"last" and link.last_size == 4, "the stream stayed in step")
+    check(link.dropped == 0, "nothing dropped")
     await link.stop()
 
 
@@ -470,7 +499,7 @@ async def s_backoff():
     check(link.backoff.failures == 2 and delays[1] <= 2000, "no reset: %r" % link.backoff.failures)
     await wait_until(lambda: link.connected)
     await link.send("hello link")
-    check(await link.recv() == "hello link", "link recv")
+    check(str(await link.recv(), "utf-8") == "hello link", "link recv")
     await link.stop()
     check(not link.connected, "stopped")
 
@@ -598,6 +627,11 @@ def test_half_open_link_detected_within_two_ping_intervals(client, runtime):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES, ids=RUNTIME_IDS)
+def test_link_reads_into_one_buffer(client, runtime):
+    client(runtime, "link_buffer")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=RUNTIME_IDS)
 def test_backoff_schedule_and_reset(client, runtime):
     client(runtime, "backoff")
 
@@ -624,10 +658,30 @@ def test_accept_key_and_basic_auth_examples():
     assert W._basic_auth("AL1000", key) == b"QUwxMDAwOgABAgMEBQYH////////////////"
 
 
-def test_client_frames_are_masked():
-    for n in (0, 5, 125, 126, 65535, 65536):
+class _Writer:
+    def __init__(self):
+        self.writes = []
+
+    def write(self, b):
+        self.writes.append(bytes(b))
+
+    async def drain(self):
+        pass
+
+
+def _frame_of(payload):
+    ws = W.WebSocket(VirtualClock())
+    ws._w = _Writer()
+    asyncio.run(ws._send_frame(W.TEXT, payload))
+    return ws._w.writes
+
+
+def test_client_frames_are_masked_and_written_in_small_pieces():
+    for n in (0, 5, 125, 126, 241, 242, 300, 65535, 65536):
         payload = os.urandom(n)
-        frame = W._encode_frame(W.TEXT, payload)
+        writes = _frame_of(payload)
+        assert all(len(w) <= W._PIECE for w in writes)  # no frame-sized copy
+        frame = b"".join(writes)
         assert frame[0] == 0x81 and frame[1] & 0x80
         ln = frame[1] & 0x7F
         off = 2 + {126: 2, 127: 8}.get(ln, 0)
@@ -635,6 +689,14 @@ def test_client_frames_are_masked():
         assert got.get(ln, lambda: ln)() == n
         key = frame[off:off + 4]
         assert bytes(b ^ key[i % 4] for i, b in enumerate(frame[off + 4:])) == payload
+        if n <= W._PIECE - off - 4:
+            assert len(writes) == 1  # a small frame is one write: one TCP segment
+
+
+def test_text_is_sent_as_utf8():
+    frame = b"".join(_frame_of("unicode: \u00e4\u20ac"))
+    key = frame[2:6]
+    assert bytes(b ^ key[i % 4] for i, b in enumerate(frame[6:])) == "unicode: \u00e4\u20ac".encode()
 
 
 def test_backoff_exact_schedule_with_seeded_random():

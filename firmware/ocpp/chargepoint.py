@@ -99,7 +99,12 @@ class Options:
 
 
 class ChargePoint:
-    def __init__(self, station, opts, fs=None, link=None):
+    def __init__(self, station, opts, fs=None, link=None, rxbuf=None):
+        # The link's receive buffer (firmware/ocpp/ws.py): best allocated by the caller before
+        # anything else, while the heap is in one piece (station.start does).
+        if rxbuf is None and link is None:
+            rxbuf = bytearray(rpc_mod.MAX_FRAME)
+        self._rxbuf = rxbuf
         self.st = station
         self.charger = station.charger
         self.clock = station.clock
@@ -756,7 +761,8 @@ class ChargePoint:
             self.link = ws.Link(self.opts.url, self.opts.charge_box_id, self.clock, self.config.get("AuthorizationKey"),
                                 self.opts.ca, self.config.get("WebSocketPingInterval"),
                                 sleep_ms=self.clock.sleep_ms, stable_ms=STABLE_MS,
-                                backoff=ws.Backoff(1000, BACKOFF_CAP_MS))
+                                backoff=ws.Backoff(1000, BACKOFF_CAP_MS), buf=self._rxbuf)
+        self.link.tls_gate = self.may_stall
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
         self.link.on_fail = self._on_fail
@@ -769,6 +775,13 @@ class ChargePoint:
         await self._sender()
 
     _side = ()
+
+    def may_stall(self):
+        """Whether a TLS handshake may start now. On the ESP32 one holds the CPU for about a
+        second, and the control loop with it; with the contactor open no opening can be waiting
+        behind it, and a closing may wait (3 s allowed). README: "Stalls and the safety path"."""
+        c = self.charger
+        return c is not None and not c.contactor
 
     _reader_task = None
 
@@ -790,17 +803,21 @@ class ChargePoint:
 
     async def _reader(self):
         while True:
-            msg = await self.link.recv()
+            link = self.link
+            msg = await link.recv()  # a view of the link's receive buffer, until the next recv()
+            size = link.last_size
             r = self.rpc
             if r is not None and not self.accepted and self.boot_status == "Rejected" \
-                    and rpc_mod.parse(msg, SUPPORTED, r.max_size)[0] in (rpc_mod.CALL, rpc_mod.REFUSE):
+                    and rpc_mod.parse(msg, SUPPORTED, r.max_size, size=size)[0] in (rpc_mod.CALL, rpc_mod.REFUSE):
                 # Fix (test_chargepoint): section 4.2, "While Rejected, the Charge Point SHALL
                 # NOT respond to any Central System initiated message"; they were answered
                 # (SecurityError). Answers to our own calls are still read.
                 continue
             if r is not None:
                 try:
-                    await r.feed(msg)
+                    m = await r.feed(msg, size)
+                    if m[0] == rpc_mod.REFUSE and m[3] == rpc_mod.NOT_UTF8 and link.ws is not None:
+                        await link.ws.close(1007, "text is not UTF-8")  # RFC 6455 section 8.1
                 except Exception as e:  # the link went down while answering
                     self._note("answering failed: %r" % e)
 

@@ -67,7 +67,7 @@ CALL, RESULT, ERROR = 2, 3, 4
 REFUSE, DROP = 0, 1
 
 MAX_ID = 36
-MAX_FRAME = 8192  # bytes; a bigger frame is refused before json.loads
+MAX_FRAME = 4096  # bytes; a bigger frame is refused before json.loads (and is not kept whole)
 UNREADABLE_ID = "-1"
 
 NOT_IMPLEMENTED = "NotImplemented"
@@ -249,59 +249,94 @@ def _props(text):
 
 def _peek_call_id(text):
     """The id of a frame that starts `[2,"<id>"` (blanks allowed), else None; no allocation
-    beyond the id itself. Used for frames too large to decode."""
+    beyond the id itself. Used for frames too large to decode (`text` may hold only the
+    frame's head)."""
+    if isinstance(text, str):
+        text = text[:64].encode()
     n = min(len(text), 64)
-    i = 0
 
     def skip(i):
-        while i < n and text[i] in " \t\r\n":
+        while i < n and text[i] in _WS:
             i += 1
         return i
-    if isinstance(text, (bytes, bytearray)):
-        try:
-            text = bytes(text[:n]).decode()
-        except Exception:
+    i = skip(0)
+    for want in (_LBRACKET, _TWO, _COMMA):
+        if i >= n or text[i] != want:
             return None
-        n = len(text)
-    i = skip(i)
-    if i >= n or text[i] != "[":
-        return None
-    i = skip(i + 1)
-    if i >= n or text[i] != "2":
-        return None
-    i = skip(i + 1)
-    if i >= n or text[i] != ",":
-        return None
-    i = skip(i + 1)
-    if i >= n or text[i] != '"':
+        i = skip(i + 1)
+    if i >= n or text[i] != _QUOTE:
         return None
     j = i + 1
     while j < n and j - i <= MAX_ID + 1:
         c = text[j]
-        if c == '"':
-            return text[i + 1:j]
-        if c == "\\":
+        if c == _QUOTE:
+            try:
+                return bytes(text[i + 1:j]).decode()
+            except UnicodeError:
+                return None
+        if c == _BACKSLASH or c < 0x20:
             return None
         j += 1
     return None
 
 
-_WS = " \t\n\r"
-_ESC = "\"\\/bfnrtu"
-_HEX = "0123456789abcdefABCDEF"
-_LIT = (("t", "true"), ("f", "false"), ("n", "null"))
+# The scanner reads bytes (ints): a frame arrives as a view of the WebSocket's receive buffer.
+_WS = b" \t\n\r"
+_ESC = b"\"\\/bfnrtu"
+_HEX = b"0123456789abcdefABCDEF"
+_LIT = (b"true", b"false", b"null")
+_QUOTE, _BACKSLASH, _COMMA, _COLON_CH, _MINUS, _DOT = 0x22, 0x5C, 0x2C, 0x3A, 0x2D, 0x2E
+_LBRACKET, _RBRACKET, _LBRACE, _RBRACE, _TWO, _ZERO = 0x5B, 0x5D, 0x7B, 0x7D, 0x32, 0x30
+NOT_UTF8 = "not UTF-8"
 # scanner states
 _VALUE, _VALUE_OR_END, _KEY_OR_END, _KEY, _COLON, _AFTER = 0, 1, 2, 3, 4, 5
-_STEP = 256  # characters between two yields
+_STEP = 256  # bytes between two yields
+
+
+def _utf8_len(s, i, n):
+    """Length of the UTF-8 sequence that starts with the byte s[i] >= 0x80, or 0 if it is not
+    valid UTF-8 (overlong forms, surrogates and code points above U+10FFFF are not)."""
+    c = s[i]
+    if 0xC2 <= c <= 0xDF:
+        k, lo, hi = 1, 0x80, 0xBF
+    elif c == 0xE0:
+        k, lo, hi = 2, 0xA0, 0xBF
+    elif c == 0xED:
+        k, lo, hi = 2, 0x80, 0x9F
+    elif 0xE1 <= c <= 0xEF:
+        k, lo, hi = 2, 0x80, 0xBF
+    elif c == 0xF0:
+        k, lo, hi = 3, 0x90, 0xBF
+    elif 0xF1 <= c <= 0xF3:
+        k, lo, hi = 3, 0x80, 0xBF
+    elif c == 0xF4:
+        k, lo, hi = 3, 0x80, 0x8F
+    else:
+        return 0
+    if i + k >= n or not lo <= s[i + 1] <= hi:
+        return 0
+    for j in range(i + 2, i + k + 1):
+        if not 0x80 <= s[j] <= 0xBF:
+            return 0
+    return k + 1
+
+
+def _skip_digits(s, i, n):
+    while i < n and 0x30 <= s[i] <= 0x39:
+        i += 1
+    return i
 
 
 def scan_json(s):
-    """Check that `s` is strict JSON (RFC 8259) before json.loads sees it: MicroPython's parser
-    accepts missing commas and colons, trailing commas, `{"x"}`, bad escapes and raw control
-    characters, so a malformed frame could be read as a command. A generator: it yields every
-    _STEP characters (the caller lets the control task run) and returns (StopIteration value)
-    None when `s` is fine, else a short reason. \\uD800-\\uDFFF escapes are refused: MicroPython
-    can not hold them in a str."""
+    """Check that `s` (bytes-like; a str is encoded first) is strict JSON (RFC 8259) in valid
+    UTF-8 before json.loads sees it: MicroPython's parser accepts missing commas and colons,
+    trailing commas, `{"x"}`, bad escapes and raw control characters, so a malformed frame could
+    be read as a command. A generator: it yields every _STEP bytes (the caller lets the control
+    task run) and returns (StopIteration value) None when `s` is fine, else a short reason
+    (NOT_UTF8 for bad UTF-8). \\uD800-\\uDFFF escapes are refused: MicroPython can not hold them
+    in a str. Allocates nothing per byte."""
+    if isinstance(s, str):
+        s = s.encode()
     n = len(s)
     i = 0
     stack = []
@@ -321,97 +356,102 @@ def scan_json(s):
             if not stack:
                 return "text after the value"
             top = stack[-1]
-            if c == ",":
-                st = _VALUE if top == "[" else _KEY
-            elif (c == "]" and top == "[") or (c == "}" and top == "{"):
+            if c == _COMMA:
+                st = _VALUE if top == _LBRACKET else _KEY
+            elif (c == _RBRACKET and top == _LBRACKET) or (c == _RBRACE and top == _LBRACE):
                 stack.pop()
             else:
                 return "expected , or a closing bracket at %d" % i
             i += 1
             continue
         if st == _COLON:
-            if c != ":":
+            if c != _COLON_CH:
                 return "expected : at %d" % i
             st = _VALUE
             i += 1
             continue
-        if st == _VALUE_OR_END and c == "]" or st == _KEY_OR_END and c == "}":
+        if st == _VALUE_OR_END and c == _RBRACKET or st == _KEY_OR_END and c == _RBRACE:
             stack.pop()
             st = _AFTER
             i += 1
             continue
         if st == _KEY or st == _KEY_OR_END:
-            if c != '"':
+            if c != _QUOTE:
                 return "expected a key at %d" % i
             st = _COLON
         else:
             st = _AFTER
-        if c == '"':
+        if c == _QUOTE:
             i += 1
             while True:
                 if i >= n:
                     return "unterminated string"
                 c = s[i]
-                if c == '"':
+                if c == _QUOTE:
                     break
-                if ord(c) < 0x20:
+                if c < 0x20:
                     return "control character in a string at %d" % i
-                if c == "\\":
+                if c == _BACKSLASH:
                     i += 1
                     if i >= n or s[i] not in _ESC:
                         return "bad escape at %d" % i
-                    if s[i] == "u":
-                        h = s[i + 1:i + 5]
-                        if len(h) < 4 or h[0] not in _HEX or h[1] not in _HEX or h[2] not in _HEX or h[3] not in _HEX:
+                    if s[i] == 0x75:  # u
+                        if i + 4 >= n or s[i + 1] not in _HEX or s[i + 2] not in _HEX \
+                                or s[i + 3] not in _HEX or s[i + 4] not in _HEX:
                             return "bad \\u escape at %d" % i
-                        if h[0] in "dD" and h[1] in "89abcdefABCDEF":
+                        if s[i + 1] in b"dD" and s[i + 2] in b"89abcdefABCDEF":
                             return "surrogate escape at %d" % i
                         i += 4
+                elif c >= 0x80:
+                    k = _utf8_len(s, i, n)
+                    if not k:
+                        return NOT_UTF8
+                    i += k - 1
                 i += 1
                 work += 1
                 if work >= _STEP:
                     work = 0
                     yield
             i += 1
-        elif c == "{" or c == "[":
+        elif c == _LBRACE or c == _LBRACKET:
             if len(stack) >= 32:
                 return "nested too deep"
             stack.append(c)
-            st = _KEY_OR_END if c == "{" else _VALUE_OR_END
+            st = _KEY_OR_END if c == _LBRACE else _VALUE_OR_END
             i += 1
-        elif c == "-" or "0" <= c <= "9":
-            if c == "-":
+        elif c == _MINUS or 0x30 <= c <= 0x39:
+            if c == _MINUS:
                 i += 1
-            if i < n and s[i] == "0":
+            if i < n and s[i] == _ZERO:
                 i += 1
-            elif i < n and "1" <= s[i] <= "9":
-                while i < n and "0" <= s[i] <= "9":
-                    i += 1
+            elif i < n and 0x31 <= s[i] <= 0x39:
+                i = _skip_digits(s, i, n)
             else:
                 return "bad number at %d" % i
-            if i < n and s[i] == ".":
-                i += 1
-                j = i
-                while i < n and "0" <= s[i] <= "9":
-                    i += 1
+            if i < n and s[i] == _DOT:
+                j = i = i + 1
+                i = _skip_digits(s, i, n)
                 if i == j:
                     return "bad number at %d" % i
-            if i < n and s[i] in "eE":
+            if i < n and s[i] in b"eE":
                 i += 1
-                if i < n and s[i] in "+-":
+                if i < n and s[i] in b"+-":
                     i += 1
                 j = i
-                while i < n and "0" <= s[i] <= "9":
-                    i += 1
+                i = _skip_digits(s, i, n)
                 if i == j:
                     return "bad number at %d" % i
         else:
-            for first, word in _LIT:
-                if c == first and s[i:i + len(word)] == word:
-                    i += len(word)
+            for word in _LIT:
+                k = len(word)
+                j = 0
+                while j < k and i + j < n and s[i + j] == word[j]:
+                    j += 1
+                if j == k:
+                    i += k
                     break
             else:
-                return "unexpected %r at %d" % (c, i)
+                return NOT_UTF8 if c >= 0x80 and not _utf8_len(s, i, n) else "unexpected byte 0x%02x at %d" % (c, i)
 
 
 def json_error(s):
@@ -424,20 +464,29 @@ def json_error(s):
             return e.value if e.args else None
 
 
-def parse(text, supported=None, max_size=MAX_FRAME, checked=False):
-    """Decode one incoming frame (str or bytes); never raises. See the module's docstring.
-    `checked`: the caller already ran scan_json on it (Rpc.feed does, yielding meanwhile)."""
-    if len(text) > max_size:
+def _loads(text):
+    try:
+        return json.loads(text)  # MicroPython reads a memoryview in place
+    except TypeError:  # CPython's json takes no memoryview
+        return json.loads(bytes(text))
+
+
+def parse(text, supported=None, max_size=MAX_FRAME, checked=False, size=None):
+    """Decode one incoming frame (bytes-like or str); never raises. See the module's docstring.
+    `checked`: the caller already ran scan_json on it (Rpc.feed does, yielding meanwhile).
+    `size`: the frame's real length when `text` holds only its head (the WebSocket layer keeps
+    at most its buffer's worth of a frame that is too large)."""
+    if (len(text) if size is None else size) > max_size:
         uid = _peek_call_id(text)
         if uid is None:
             return (DROP, None, GENERIC, "frame too large")
         return (REFUSE, uid, GENERIC, "frame too large (limit %d bytes)" % max_size)
     try:
-        if not isinstance(text, str):
-            text = bytes(text).decode()
-        if not checked and json_error(text) is not None:
-            return (REFUSE, UNREADABLE_ID, FORMATION, "not JSON")
-        m = json.loads(text)
+        if not checked:
+            why = json_error(text)
+            if why is not None:
+                return (REFUSE, UNREADABLE_ID, FORMATION, NOT_UTF8 if why == NOT_UTF8 else "not JSON")
+        m = _loads(text)
     except MemoryError:
         return (REFUSE, UNREADABLE_ID, INTERNAL, "out of memory")
     except Exception:
@@ -637,10 +686,11 @@ class Rpc:
         self._out_id = None
         self._got.set()
 
-    async def feed(self, text):
-        """Take one incoming text message. Returns the parsed tuple (for logs and tests)."""
+    async def feed(self, text, size=None):
+        """Take one incoming message (bytes-like or str; `size` as in parse()). Returns the parsed
+        tuple (for logs and tests)."""
         checked = False
-        if len(text) <= self.max_size and isinstance(text, str):
+        if (len(text) if size is None else size) <= self.max_size:
             g = scan_json(text)
             why = None
             while True:
@@ -651,12 +701,12 @@ class Rpc:
                     break
                 await asyncio.sleep(0)  # a long frame must not hold the control task back
             if why is not None:
-                m = (REFUSE, UNREADABLE_ID, FORMATION, "not JSON")
+                m = (REFUSE, UNREADABLE_ID, FORMATION, NOT_UTF8 if why == NOT_UTF8 else "not JSON")
                 self.refused += 1
                 await self.send(error_frame(m[1], m[2], m[3]))
                 return m
             checked = True
-        m = parse(text, self.supported, self.max_size, checked)
+        m = parse(text, self.supported, self.max_size, checked, size)
         k = m[0]
         if k == CALL:
             if self._in_id is not None:

@@ -274,6 +274,14 @@ def public_key_bytes(public_key_hex):
 class _Job:
     """What the two services share: notification, wall clock, sleeping."""
 
+    # A function saying whether a TLS handshake may start now: on the ESP32 one holds the CPU
+    # for about a second, so the station allows it only while the contactor is open (README,
+    # "Stalls and the safety path"). None: always.
+    tls_gate = None
+
+    def _tls_allowed(self, url):
+        return self.tls_gate is None or not url.startswith("https:") or self.tls_gate()
+
     def __init__(self, clock, notify, epoch, sleep_ms):
         self.clock = clock
         self._notify_cb = notify
@@ -442,6 +450,8 @@ class Updater(_Job):
                 return 1000  # wait for the wall clock
             if now < s["at"]:
                 return min((s["at"] - now) * 1000, _MAX_WAIT_MS)
+            if not self._tls_allowed(s["loc"]):
+                return 1000
             await self._download(s)
             return 0
         if st in ("ready", "inst"):
@@ -633,6 +643,8 @@ class Diagnostics(_Job):
         wait = self.clock.ticks_diff(j["due"], self.clock.ticks_ms())
         if wait > 0:
             return min(wait, _MAX_WAIT_MS)
+        if not self._tls_allowed(j["url"]):
+            return 1000
         await self._notify(UPLOADING)
         try:
             await self._put(j["url"], self._body(j), fs=self.fs, ca=self.ca, method=self.method,

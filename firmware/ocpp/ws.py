@@ -6,15 +6,24 @@
   password = AuthorizationKey) is sent when a password is given (security profiles 1 and 2), and
   `wss://` checks the server certificate against the configured CA and the host name (profile 2).
 - `WebSocket`: text messages in and out (client frames masked, fragments reassembled up to
-  `max_size`, a bigger frame is refused with close code 1009 and never buffered), pings
+  `max_size`, a bigger message is refused with close code 1009 and never buffered), pings
   answered, `keepalive()` pings and declares the link dead when nothing comes back, close
   handshake, protocol errors close with 1002.
 - `Link` keeps a connection up: reconnects with exponential backoff and full jitter, tells
-  truthfully whether it is connected, and hands incoming messages to `recv()`.
+  truthfully whether it is connected, and hands incoming messages to `recv()` one at a time.
+
+Memory: a message is read into one receive buffer that the `Link` allocates once, at boot,
+while the heap is still in one piece; `recv()` returns a memoryview of it (valid until the next
+`recv()`), which `json.loads` reads in place. Of a message longer than the buffer (but within
+`max_size`) only the head is kept and `size` tells the real length, so that the RPC layer can
+still answer the call by its id. Outgoing frames are masked and written in 256-byte pieces from
+the text itself. So a large frame needs no large block of free heap, which a fragmented 64 KB
+heap often does not have.
 
 The password never appears in an exception, a repr or a log line: messages name the host, the
 port and what went wrong, and quote nothing the server sent except its HTTP status code.
-Masking an outgoing frame is a byte loop: a few ms for an OCPP message, more for tens of KB.
+Masking an outgoing frame is a byte loop: a few ms for an OCPP message, more for tens of KB;
+the writer yields after each 256-byte piece.
 """
 import asyncio
 import hashlib
@@ -183,33 +192,26 @@ def accept_key(key):
     return b2a_base64(hashlib.sha1(key + _GUID).digest()).strip()
 
 
-def _encode_frame(op, payload):
-    """One final client frame, masked with a fresh random key."""
-    n = len(payload)
+def _header(op, n, key):
+    """The head of one final client frame of `n` payload bytes, masked with `key`."""
     if n < 126:
-        hdr = struct.pack("!BB", 0x80 | op, 0x80 | n)
-    elif n < 65536:
-        hdr = struct.pack("!BBH", 0x80 | op, 0xFE, n)
-    else:
-        hdr = struct.pack("!BBQ", 0x80 | op, 0xFF, n)
-    key = _random_bytes(4)
-    o = len(hdr) + 4
-    buf = bytearray(o + n)
-    buf[0:o - 4] = hdr
-    buf[o - 4:o] = key
-    buf[o:] = payload
-    for i in range(n):
-        buf[o + i] ^= key[i & 3]
-    return buf
+        return struct.pack("!BB", 0x80 | op, 0x80 | n) + key
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | op, 0xFE, n) + key
+    return struct.pack("!BBQ", 0x80 | op, 0xFF, n) + key
+
+
+_PIECE = 256  # bytes masked and written at a time
 
 
 async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DEFAULT_MAX_SIZE,
-                  timeout_ms=10000):
+                  timeout_ms=10000, buf=None):
     """Open an OCPP-J 1.6 WebSocket to `url` + "/" + charge box id; returns a `WebSocket`.
 
     `password`: the AuthorizationKey (str or bytes) for HTTP basic auth, or None. `ca`: the CA
     certificate that must have signed a wss:// server's certificate (PEM or DER, bytes or str,
-    or a file path); wss:// refuses to run without one. Raises HandshakeError, TLSError, WSError
+    or a file path); wss:// refuses to run without one. `buf`: the receive buffer (see the
+    module's docstring; default: one of `max_size` bytes). Raises HandshakeError, TLSError, WSError
     (timeout), OSError (network) or ValueError (bad URL).
     """
     tls, host, port, path = parse_url(url)
@@ -219,7 +221,7 @@ async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DE
         path += "/"
     path += quote(charge_box_id)
     auth = None if password is None else _basic_auth(charge_box_id, password)
-    ws = WebSocket(clock, max_size)
+    ws = WebSocket(clock, max_size, buf)
     where = "%s:%d" % (host, port)
     try:
         await _wait(ws._open(host, port, path, auth, tls_context(ca) if tls else None), timeout_ms)
@@ -244,9 +246,14 @@ class WebSocket:
     `keepalive()` only works while some task keeps calling `recv()`. Sending is safe from any task.
     """
 
-    def __init__(self, clock, max_size=DEFAULT_MAX_SIZE):
+    def __init__(self, clock, max_size=DEFAULT_MAX_SIZE, buf=None):
         self._clock = clock
         self.max_size = max_size
+        self._buf = buf if buf is not None else bytearray(max_size)
+        self._len = 0  # bytes of the message being received that are in _buf
+        self.size = 0  # length of that message; after recv(): of the message returned
+        self._ctl = bytearray(125)  # control frame payloads
+        self._piece = bytearray(_PIECE)  # outgoing bytes being masked
         self.send_timeout_ms = 10000  # a frame not written within this: the link is dead
         self.open = False  # True while messages can be sent
         self.closed = False  # True once the socket is closed
@@ -259,7 +266,7 @@ class WebSocket:
         self._reader = None  # task inside recv()
         self._closing = False  # we sent a close frame
         self._close_seen = asyncio.Event()
-        self._msg = None  # fragments of a message being received
+        self._in_msg = False  # fragments of a message are being received
         self._host = ""
 
     def __repr__(self):
@@ -316,16 +323,39 @@ class WebSocket:
     # -- sending ------------------------------------------------------------------------------
 
     async def _send_frame(self, op, payload):
-        frame = _encode_frame(op, payload)
+        if isinstance(payload, str):  # MicroPython: the str's UTF-8 bytes, without a copy
+            payload = memoryview(payload) if _MICROPYTHON else payload.encode()
         async with self._lock:
             if self.closed:
                 raise ClosedError(self.close_code, self.close_reason)
             try:
-                self._w.write(frame)
-                await _wait(self._drain(), self.send_timeout_ms)
+                await _wait(self._write_frame(op, payload), self.send_timeout_ms)
             except (OSError, EOFError, asyncio.TimeoutError):  # TimeoutError: nothing moves
                 await self._shutdown(1006, "connection lost")
                 raise ClosedError(1006, "connection lost")
+
+    async def _write_frame(self, op, payload):
+        n = len(payload)
+        key = _random_bytes(4)
+        hdr = _header(op, n, key)
+        h = len(hdr)
+        piece = self._piece
+        piece[:h] = hdr  # a small frame goes out in one write, as one TCP segment
+        view = memoryview(piece)
+        src = memoryview(payload)
+        w = self._w
+        pos = 0
+        while True:
+            k = min(n - pos, _PIECE - h)
+            piece[h:h + k] = src[pos:pos + k]
+            for i in range(k):
+                piece[h + i] ^= key[(pos + i) & 3]
+            w.write(view[:h + k])  # both runtimes copy what they can not write at once
+            pos += k
+            h = 0
+            await self._drain()
+            if pos >= n:
+                return
 
     async def _drain(self):
         await self._w.drain()
@@ -422,34 +452,37 @@ class WebSocket:
         elif self._closing:  # data after our close frame is not wanted, nor buffered
             await self._skip(n)
             return None
-        elif (op == CONT) != (self._msg is not None):
+        elif (op == CONT) != self._in_msg:
             await self._fail(1002, "bad fragmentation")
-        if op < 8 and n + (len(self._msg) if self._msg is not None else 0) > self.max_size:
-            self._msg = None
-            await self._fail(1009, "message too big", n)
-        payload = bytearray(n)
-        await self._read_into(payload)
-        if op == PING:
-            if not self._closing:
-                await self._send_frame(PONG, payload)
-            return None
-        if op == PONG:
-            return None
-        if op == CLOSE:
+        if op >= 8:  # a control frame, at most 125 bytes
+            payload = memoryview(self._ctl)[:n]
+            await self._read_into(payload)
+            if op == PING:
+                if not self._closing:
+                    await self._send_frame(PONG, payload)
+                return None
+            if op == PONG:
+                return None
             await self._on_close(payload)
         if op == BINARY:
-            await self._fail(1003, "binary frames are not OCPP-J")
-        if self._msg is None:
-            self._msg = payload
-        else:
-            self._msg.extend(payload)
+            await self._fail(1003, "binary frames are not OCPP-J", n)
+        if op == TEXT:
+            self._len = self.size = 0
+        if self.size + n > self.max_size:
+            self._in_msg = False
+            await self._fail(1009, "message too big", n)
+        buf = self._buf
+        k = min(n, len(buf) - self._len)  # beyond the buffer: counted in size, not kept
+        if k:
+            await self._read_into(memoryview(buf)[self._len:self._len + k])
+        if n > k:
+            await self._skip(n - k)
+        self._len += k
+        self.size += n
+        self._in_msg = not fin
         if not fin:
             return None
-        data, self._msg = self._msg, None
-        try:
-            return str(data, "utf-8")
-        except UnicodeError:
-            await self._fail(1007, "text is not UTF-8")
+        return memoryview(buf)[:self._len]
 
     async def _on_close(self, payload):
         code, reason = 1005, ""
@@ -469,7 +502,10 @@ class WebSocket:
         raise ClosedError(self.close_code, self.close_reason)
 
     async def recv(self):
-        """The next text message (str). Raises ClosedError once the connection is closed."""
+        """The next text message: a memoryview of the receive buffer, valid until the next
+        recv(); `size` is its real length (more than the view's when the message was longer
+        than the buffer). Its bytes are not checked for UTF-8: the RPC layer's JSON check does
+        that. Raises ClosedError once the connection is closed."""
         if self.closed:
             raise ClosedError(self.close_code, self.close_reason)
         self._reader = asyncio.current_task()
@@ -493,11 +529,19 @@ class WebSocket:
             # A frame within max_size that the heap can not hold right now: the stream is in
             # the middle of it, so the connection can not go on. Close and let the link
             # reconnect; the back end times its call out and may send it again.
-            self._msg = None
+            self._in_msg = False
             await self._shutdown(1009, "no memory for the message")
             raise ClosedError(1009, "no memory for the message")
         finally:
             self._reader = None
+
+    async def recv_text(self):
+        """recv() as a str (tests and tools: it copies the message)."""
+        m = await self.recv()
+        try:
+            return str(m, "utf-8")
+        except UnicodeError:
+            await self._fail(1007, "text is not UTF-8")
 
     # -- liveness and closing -----------------------------------------------------------------
 
@@ -627,15 +671,19 @@ class Link:
     `start()` (or `await run()`) connects and reconnects after every loss, waiting `Backoff`
     delays; a connection that stayed up `stable_ms` resets the backoff. `connected` is True only
     while the WebSocket is open and answering pings. `send(text)` raises ClosedError when the
-    link is down; `recv()` waits for the next message across reconnects (at most `inbox` messages
-    are kept; more are dropped and counted in `dropped`). `on_up()` and `on_down(reason)` are
-    called on each change, `on_fail(reason)` after each failed connection attempt. `ping_interval_s` (WebSocketPingInterval, 0 = off) and `password`
+    link is down; `recv()` waits for the next message across reconnects. A message is a view of
+    the receive buffer (`buf`, a bytearray; allocate it early, while the heap is in one piece;
+    default: `max_size` bytes allocated here), valid until the next `recv()`: the
+    link reads nothing more from the network until then; `last_size` is its real length. A
+    message not taken before its connection ends is dropped and counted in `dropped`. `on_up()` and `on_down(reason)` are
+    called on each change, `on_fail(reason)` after each failed connection attempt. A wss://
+    connection attempt waits while `tls_gate()` (if set) says no TLS handshake may start now. `ping_interval_s` (WebSocketPingInterval, 0 = off) and `password`
     may be changed at any time; they apply from the next ping/connection.
     """
 
     def __init__(self, url, charge_box_id, clock, password=None, ca=None, ping_interval_s=60,
                  max_size=DEFAULT_MAX_SIZE, connect_timeout_ms=10000, backoff=None, stable_ms=60000,
-                 inbox=8, on_up=None, on_down=None, sleep_ms=None, on_fail=None):
+                 buf=None, on_up=None, on_down=None, sleep_ms=None, on_fail=None):
         self.url, self.charge_box_id, self.clock = url, charge_box_id, clock
         self.password, self.ca = password, ca
         self.ping_interval_s = ping_interval_s
@@ -644,13 +692,20 @@ class Link:
         self.stable_ms = stable_ms
         self.on_up, self.on_down, self.on_fail = on_up, on_down, on_fail
         self._sleep_ms = sleep_ms or _sleep_ms
-        self._inbox, self._inbox_max = [], inbox
+        self._buf = buf if buf is not None else bytearray(max_size)
+        self._msg = None  # the message waiting for recv()
+        self.last_size = 0
         self._has_msg = asyncio.Event()
+        self._free = asyncio.Event()  # nobody holds a message in the buffer
+        self._free.set()
+        self._held = False  # recv() returned a message that is still in use
         self.dropped = 0
         self.attempts = 0  # connection attempts so far
         self.last_error = None  # why the last attempt or connection ended
         self.ws = None
         self.connecting = False  # a connection attempt is in progress
+        self.tls_gate = None
+        self.gated = False  # a wss:// attempt waits for tls_gate()
         self._task = None
         self._stopped = False
 
@@ -676,7 +731,7 @@ class Link:
         if ws is not None:
             ws.abort()
         self.ws = self.on_up = self.on_down = self.on_fail = None
-        self._inbox = []
+        self._msg = None
 
     async def stop(self):
         """Close the connection (close handshake) and stop reconnecting."""
@@ -699,18 +754,29 @@ class Link:
         await ws.send(text)
 
     async def recv(self):
-        while not self._inbox:
+        if self._held:  # done with the previous message: the buffer may be reused
+            self._held = False
+            self._free.set()
+        while self._msg is None:
             self._has_msg.clear()
             await self._has_msg.wait()
-        return self._inbox.pop(0)
+        m, self._msg = self._msg, None
+        self._held = True
+        return m
 
     async def run(self):
         while not self._stopped:
+            gate = self.tls_gate
+            if gate is not None and self.url.startswith("wss:") and not gate():
+                self.gated = True
+                await self._sleep_ms(1000)
+                continue
+            self.gated = False
             self.attempts += 1
             self.connecting = True
             try:
                 ws = await connect(self.url, self.charge_box_id, self.clock, self.password, self.ca,
-                                   self.max_size, self.connect_timeout_ms)
+                                   self.max_size, self.connect_timeout_ms, self._buf)
             except Exception as e:
                 self.connecting = False
                 self.last_error = "%s: %s" % (e.__class__.__name__, e)
@@ -740,16 +806,24 @@ class Link:
         ka = asyncio.create_task(ws.keepalive(lambda: int(self.ping_interval_s * 1000)))
         try:
             while True:
-                msg = await ws.recv()
-                if len(self._inbox) >= self._inbox_max:
-                    self.dropped += 1
-                    continue
-                self._inbox.append(msg)
+                await self._free.wait()
+                self._free.clear()  # the buffer is the connection's until recv() hands it back
+                try:
+                    msg = await ws.recv()
+                except BaseException:
+                    self._free.set()
+                    raise
+                self._msg = msg
+                self.last_size = ws.size
                 self._has_msg.set()
         except ClosedError:
             pass
         finally:
             ka.cancel()
+            if self._msg is not None:  # not taken, and its connection is gone: nor is the answer
+                self._msg = None
+                self.dropped += 1
+                self._free.set()
 
     def _call(self, cb, *args):
         if cb is not None:
