@@ -611,7 +611,9 @@ async def test_fault_is_reported_faulted_with_its_error_code(tmp_path, actions, 
     # 4.9 A9..I9 / C9: Faulted with the errorCode of the fault
     assert ("Faulted", code) in b.backend.statuses(1)
     sent = [p for p in b.backend.sent("StatusNotification") if p["status"] == "Faulted"]
-    assert sent and all(p["connectorId"] == 1 for p in sent)
+    # 4.9: connector 0 is the charge point itself: Faulted only for a fault of the box
+    assert {p["connectorId"] for p in sent} == ({0, 1} if code == "HighTemperature" else {1})
+    assert all(p["errorCode"] == code for p in sent)
 
 
 @aio
@@ -626,6 +628,7 @@ async def test_fault_resolved_returns_to_the_status_before(tmp_path):
     await b.idle(35000)
     await b.run(2000)
     assert b.backend.statuses(1)[-1] == before  # I1-I8: back to the pre-fault state
+    assert b.backend.statuses(0)[-2:] == [("Faulted", "HighTemperature"), ("Available", "NoError")]
 
 
 @aio
@@ -887,9 +890,47 @@ async def test_offline_timestamps_after_a_reboot_do_not_go_back_before_the_last_
     await b2.up()
     await b2.run(500)
     start = b2.backend.sent("StartTransaction")[0]
-    # before the sync the clock counts on from the last known time, never from 1970
-    assert saved <= dt.parse(start["timestamp"]) <= saved + 10
+    # before the sync the clock counted on from the last known time, never from 1970; the
+    # messages put meanwhile in this boot are shifted to the back end's time when sent
+    assert saved + 3600 - 5 <= dt.parse(start["timestamp"]) <= b2.backend.epoch()
     assert abs(b2.cp.wall.now() - b2.backend.epoch()) <= 1
+    assert all(cp_mod.PROVISIONAL not in m for m in b2.backend.sent("StartTransaction")
+               + b2.backend.sent("StopTransaction") + b2.backend.sent("MeterValues"))
+
+
+@aio
+async def test_transaction_before_the_time_was_ever_known_is_stamped_with_the_back_ends_time(tmp_path):
+    # A new charger: no time ever known, the back end unreachable at first.
+    b = await Bench.start(tmp_path, up=False)
+    assert not b.cp.wall.synced and b.cp.wall.now() < 86400
+    await b.charge()
+    await b.run(65000)  # a periodic sample at 60 s
+    await b.unplug()
+    await b.run(3000)
+    await b.up()
+    await b.run(2000)
+    now = b.backend.epoch()
+    start = b.backend.sent("StartTransaction")[0]
+    stop = b.backend.sent("StopTransaction")[0]
+    t0, t1 = dt.parse(start["timestamp"]), dt.parse(stop["timestamp"])
+    # the session began about 70 s and ended about 5 s before the link came up
+    assert now - 80 <= t0 <= now - 65 and now - 10 <= t1 <= now - 3 and t0 < t1
+    samples = [dt.parse(v["timestamp"]) for m in b.backend.sent("MeterValues") for v in m["meterValue"]]
+    assert samples and all(t0 <= s <= t1 for s in samples)
+    for m in (start, stop):
+        assert cp_mod.PROVISIONAL not in m
+
+
+@aio
+async def test_provisional_timestamps_of_an_earlier_boot_stay_as_estimated(tmp_path):
+    b = await Bench.start(tmp_path, up=False)
+    await b.charge()
+    b.halt()  # power cut before the time was ever known
+    b2 = await Bench.start(tmp_path)
+    await b2.run(1000)
+    start = b2.backend.sent("StartTransaction")[0]
+    assert dt.parse(start["timestamp"]) < 86400  # nothing can tell when that boot was
+    assert cp_mod.PROVISIONAL not in start
 
 
 @aio
@@ -1056,6 +1097,24 @@ async def test_operative_during_a_transaction_cancels_a_scheduled_change(tmp_pat
     assert (await b.ok("ChangeAvailability", {"connectorId": 1, "type": "Operative"}))["status"] == "Accepted"
     await b.unplug()
     assert b.st.charger.available
+
+
+@aio
+async def test_scheduled_inoperative_survives_a_power_cut_that_ends_the_transaction(tmp_path):
+    b = await Bench.start(tmp_path)
+    await b.charge()
+    assert (await b.ok("ChangeAvailability", {"connectorId": 1, "type": "Inoperative"}))["status"] == "Scheduled"
+    b.halt()  # power cut: the transaction ends with PowerLoss at the next boot
+    b2 = await Bench.start(tmp_path)
+    await b2.run(1000)
+    assert not b2.st.charger.available
+    stop = b2.backend.sent("StopTransaction")[0]
+    assert stop["reason"] == "PowerLoss"
+    assert b2.backend.statuses(1)[-1] == ("Unavailable", "NoError")
+    b2.halt()
+    b3 = await Bench.start(tmp_path)  # applied once, and then kept as any Inoperative is
+    await b3.run(500)
+    assert not b3.st.charger.available and b3.ocpp_state()["so"] is None
 
 
 # ============================================================================== RemoteStart / RemoteStop

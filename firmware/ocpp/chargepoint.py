@@ -37,6 +37,8 @@ VENDOR = "MicroPython-EVSE"
 VENDOR_ID = "org.micropython-evse"
 VERSION = "0.4.0"
 STATE_FILE = "ocpp.json"
+CP_FAULTS = (safety.CONFIG, safety.OVERTEMP, safety.TEMP_SENSOR)  # also Faulted on connector 0
+PROVISIONAL = "_clock"  # outbox payloads put before the time was known (never sent)
 CONFIG_FILE = "ocpp-config.json"
 PROFILES_FILE = "ocpp-profiles.json"
 OUTBOX_DIR = "outbox"
@@ -105,6 +107,7 @@ class ChargePoint:
         if rxbuf is None and link is None:
             rxbuf = bytearray(rpc_mod.MAX_FRAME)
         self._rxbuf = rxbuf
+        self._boot_id = rpc_mod.random_hex()  # tells this boot's provisional timestamps from older ones
         self.st = station
         self.charger = station.charger
         self.clock = station.clock
@@ -140,7 +143,9 @@ class ChargePoint:
         self._last_aligned = None
         # availability: "o" = operative wanted for connector 1 / the charge point
         self._operative = doc.get("o", True)
-        self._scheduled_operative = None
+        # ChangeAvailability answered Scheduled: applied when the transaction ends (kept across
+        # a power cut, which ends it)
+        self._scheduled_operative = doc.get("so")
         # reservation {"id", "tag", "parent", "exp"}
         self._reservation = doc.get("r")
         # remote start waiting for the car (ConnectionTimeOut)
@@ -180,7 +185,7 @@ class ChargePoint:
     def _save_state(self):
         self._saved_t = self.wall.now()
         doc = {"s": self._queued_start, "p": self._queued_stop, "t": self._saved_t, "o": self._operative,
-               "r": self._reservation}
+               "so": self._scheduled_operative, "r": self._reservation}
         store.write_json(self._state_path, doc, self.fs)
 
     def _config_defaults(self):
@@ -264,9 +269,7 @@ class ChargePoint:
             self._tx = None
             self.profiles.tx_ended()
             self.charger.limits.claim(INVALID_CLAIM, None)
-            if self._scheduled_operative is not None:
-                self._set_operative(self._scheduled_operative)
-                self._scheduled_operative = None
+            self._apply_scheduled()
 
     def _put_start(self, n, tag, wh, t):
         p = {"connectorId": 1, "idTag": tag or self.opts.free_id_tag, "meterStart": int(wh or 0),
@@ -292,6 +295,11 @@ class ChargePoint:
         self._save_state()
 
     def _put(self, action, payload, n):
+        if not self.wall.synced:
+            # The back end has not told the time in this boot: the timestamps count from the
+            # last time known before it (1970 if none). Note where this boot's clock stood, so
+            # that _restamp() can shift them once the time is known, before they are sent.
+            payload[PROVISIONAL] = [self._boot_id, self.wall.now(), self.clock.ticks_ms()]
         try:
             self.outbox.put(action, payload, n)
         except (outbox_mod.OutboxFull, ValueError, OSError) as e:
@@ -317,6 +325,8 @@ class ChargePoint:
             if cur is not None and cur["n"] == w[0] and cur["e0"] is not None:
                 self._start_wait = None
                 self._put_start(w[0], w[1], cur["e0"], w[2])
+        if not c.session:
+            self._apply_scheduled()  # (after a power cut that ended the transaction)
         self._reservation_expiry(epoch)
         self._connection_timeout(now)
         self._meter_samples(now, epoch)
@@ -324,8 +334,8 @@ class ChargePoint:
         s1 = self._derive()
         if self._status[1] is None or self._status[1][0] != s1[0] or self._status[1][1] != s1[1]:
             self._status[1] = (s1[0], s1[1], epoch)
-        s0 = (AVAILABLE if self._operative else UNAVAILABLE, "NoError")
-        if self._status[0] is None or self._status[0][0] != s0[0]:
+        s0 = self._derive_cp()
+        if self._status[0] is None or self._status[0][0] != s0[0] or self._status[0][1] != s0[1]:
             self._status[0] = (s0[0], s0[1], epoch)
         if epoch - self._saved_t >= SAVE_TIME_S:
             self._save_state()
@@ -355,6 +365,15 @@ class ChargePoint:
         if self._reservation is not None:
             return RESERVED, "NoError"
         return AVAILABLE, "NoError"
+
+    def _derive_cp(self):
+        """Connector 0, the charge point itself (4.9): Faulted for a fault of the box rather than
+        of the outlet or the vehicle: its configuration, its temperature or sensor."""
+        f = self.charger.faults
+        for code in CP_FAULTS:
+            if f.active(code):
+                return FAULTED, safety.OCPP_ERROR[code]
+        return (AVAILABLE if self._operative else UNAVAILABLE), "NoError"
 
     def _connection_timeout(self, now):
         if self._auth_at is None:
@@ -477,10 +496,20 @@ class ChargePoint:
         want = p["type"] == "Operative"
         if self.charger.session and not want:
             self._scheduled_operative = want
+            self._save_state()
             return {"status": "Scheduled"}
-        self._scheduled_operative = None
+        if self._scheduled_operative is not None:
+            self._scheduled_operative = None
+            self._save_state()
         self._set_operative(want)
         return {"status": "Accepted"}
+
+    def _apply_scheduled(self):
+        want = self._scheduled_operative
+        if want is not None:
+            self._scheduled_operative = None
+            self._save_state()
+            self._set_operative(want)
 
     def _set_operative(self, want):
         if want != self._operative:
@@ -1003,6 +1032,8 @@ class ChargePoint:
         if m is None:
             return False
         seq, action, payload = m
+        if PROVISIONAL in payload:
+            payload = self._restamp(payload)
         try:
             res = await self._call(action, payload)
         except RpcError as e:
@@ -1016,6 +1047,30 @@ class ChargePoint:
         if action == outbox_mod.START:
             self._start_answered(payload, res)
         return True
+
+    def _restamp(self, payload):
+        """The payload to send for one put before the time was known (see _put): its timestamps
+        shifted by what the wall clock then lacked, when it was this boot and the time is known
+        now; else as estimated (a boot never told the time can not be put right)."""
+        boot, then, tick = payload[PROVISIONAL]
+        p = dict(payload)
+        del p[PROVISIONAL]
+        if boot != self._boot_id or not self.wall.synced:
+            return p
+        shift = self.wall.now() - self.clock.ticks_diff(self.clock.ticks_ms(), tick) // 1000 - then
+        if not shift:
+            return p
+
+        def moved(d):
+            d = dict(d)
+            d["timestamp"] = dt.iso(dt.parse(d["timestamp"]) + shift)
+            return d
+        if "timestamp" in p:
+            p = moved(p)
+        for key in ("meterValue", "transactionData"):
+            if key in p:
+                p[key] = [moved(v) for v in p[key]]
+        return p
 
     def _start_answered(self, payload, res):
         # Section 3.5.4 / 5.x: the back end may refuse the idTag of a transaction that runs. A

@@ -543,6 +543,11 @@ def parse(text, supported=None, max_size=MAX_FRAME, checked=False, size=None):
     return (DROP, uid, None, "unknown message type %d" % t)
 
 
+def random_hex(n=4):
+    """n random bytes as hex text (call id prefixes, boot ids)."""
+    return "".join("%02x" % b for b in _urandom(n))
+
+
 def call_frame(uid, action, payload):
     return _dumps([CALL, uid, action, payload])
 
@@ -606,7 +611,7 @@ class Rpc:
         self.check_out = check_out
         self.poll_ms = poll_ms
         if prefix is None:
-            prefix = "".join("%02x" % b for b in _urandom(4))
+            prefix = random_hex()
         self.prefix = prefix
         self.seq = 0
         self.lock = asyncio.Lock()
