@@ -144,6 +144,7 @@ class Backend:
         self.errors = {}  # action -> CallError code to answer with
         self.next_tid = 1000
         self.time_shift = 0  # seconds added to the back end's clock
+        self.id_tags = {}  # idTag -> the idTagInfo the back end answers for it
 
     def epoch(self):
         return T0 + self.b.T // 1000 + self.time_shift
@@ -179,9 +180,10 @@ class Backend:
             return {"currentTime": now}
         if action == "StartTransaction":
             self.next_tid += 1
-            return {"transactionId": self.next_tid, "idTagInfo": {"status": self.tx_status}}
+            return {"transactionId": self.next_tid,
+                    "idTagInfo": self.id_tags.get(p["idTag"], {"status": self.tx_status})}
         if action == "Authorize":
-            return {"idTagInfo": {"status": self.authorize_status}}
+            return {"idTagInfo": self.id_tags.get(p["idTag"], {"status": self.authorize_status})}
         if action == "DataTransfer":
             return {"status": "Accepted"}
         return {}
@@ -1465,9 +1467,18 @@ async def test_reservation_blocks_free_charging_and_other_tags(tmp_path):
 async def test_reservation_for_the_parent_id_tag(tmp_path):
     b = await Bench.start(tmp_path, **PAID)
     assert (await _reserve(b, tag="CARD1", parent="FLEET"))["status"] == "Accepted"
-    assert (await b.ok("RemoteStartTransaction", {"idTag": "FLEET", "connectorId": 1}))["status"] == "Accepted"
+    lst = [{"idTag": "CARD9", "idTagInfo": {"status": "Accepted", "parentIdTag": "FLEET"}},
+           {"idTag": "CARD8", "idTagInfo": {"status": "Accepted", "parentIdTag": "OTHER"}}]
+    assert (await b.ok("SendLocalList", {"listVersion": 1, "updateType": "Full",
+                                         "localAuthorizationList": lst}))["status"] == "Accepted"
+    # 5.13: the parentIdTag is a group, not a token: FLEET itself, or a token of another
+    # group, may not use the reservation
+    for tag in ("FLEET", "CARD8"):
+        assert (await b.ok("RemoteStartTransaction", {"idTag": tag, "connectorId": 1}))["status"] == "Rejected"
+    assert (await b.ok("RemoteStartTransaction", {"idTag": "CARD9", "connectorId": 1}))["status"] == "Accepted"
     await b.charge()
-    assert b.backend.sent("StartTransaction")[0]["reservationId"] == 7
+    start = b.backend.sent("StartTransaction")[0]
+    assert start["reservationId"] == 7 and start["idTag"] == "CARD9"
 
 
 @aio
@@ -1683,7 +1694,7 @@ async def test_malformed_frames_get_call_errors_and_change_nothing(tmp_path):
         ('[2, "m4", "ChangeAvailability", {"type": "Inoperative"}]', "m4", rpc_mod.OCCURENCE),
         ('[2, "m5", "ChangeConfiguration", {"key": "HeartbeatInterval", "value": "5", "x": 1}]', "m5", rpc_mod.OCCURENCE),
         ('[2, "m6", "BeamMeUp", {}]', "m6", rpc_mod.NOT_IMPLEMENTED),
-        ('[2, "m7", "SendLocalList", {"listVersion": 1, "updateType": "Full"}]', "m7", rpc_mod.NOT_SUPPORTED),
+        ('[2, "m7", "Heartbeat", {}]', "m7", rpc_mod.NOT_SUPPORTED),  # a Charge Point's own action
         ('[2, "%s", "Reset", {"type": "Hard"}]' % ("x" * 37), "x" * 37, rpc_mod.FORMATION),
         ('[2, "m8", "RemoteStopTransaction", {"transactionId": 1.5}]', "m8", rpc_mod.TYPE),
         ('[2, "m9", "ReserveNow", {"connectorId": 1, "expiryDate": "tomorrow", "idTag": "A", "reservationId": 1}]',

@@ -85,7 +85,7 @@ def test_defaults_and_flags():
         "ClockAlignedDataInterval": 0, "WebSocketPingInterval": 60, "NumberOfConnectors": 1,
         "ChargeProfileMaxStackLevel": 8, "ChargingScheduleMaxPeriods": 24,
         "MaxChargingProfilesInstalled": 8, "LocalAuthListMaxLength": 1000,
-        "SendLocalListMaxLength": 100, "SecurityProfile": 0, "AuthorizationKey": "",
+        "SendLocalListMaxLength": 25, "SecurityProfile": 0, "AuthorizationKey": "",
         "SupportedFeatureProfiles": ("Core", "FirmwareManagement", "LocalAuthListManagement",
                                      "Reservation", "SmartCharging", "RemoteTrigger"),
         "ChargingScheduleAllowedChargingRateUnit": ("Current", "Power"),

@@ -23,6 +23,7 @@ Time: the back end sets the wall clock (BootNotification.conf, Heartbeat.conf). 
 clock counts from the last time known before the reboot (saved in ocpp.json), so timestamps
 never go backwards; they are as good as the last sync.
 """
+from firmware import auth
 from firmware import charger as chg
 from firmware import safety
 from firmware import store
@@ -31,6 +32,7 @@ from firmware.ocpp import dt
 from firmware.ocpp import outbox as outbox_mod
 from firmware.ocpp import rpc as rpc_mod
 from firmware.ocpp import smart
+from firmware.ocpp import tokens as tokens_mod
 from firmware.ocpp.rpc import RpcError
 
 VENDOR = "MicroPython-EVSE"
@@ -59,6 +61,7 @@ SUPPORTED = (
     "RemoteStartTransaction", "RemoteStopTransaction", "Reset", "UnlockConnector",
     "GetDiagnostics", "UpdateFirmware", "ReserveNow", "CancelReservation",
     "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule", "TriggerMessage",
+    "SendLocalList", "GetLocalListVersion",
 )
 
 # Statuses (ChargePointStatus)
@@ -101,7 +104,7 @@ class Options:
 
 
 class ChargePoint:
-    def __init__(self, station, opts, fs=None, link=None, rxbuf=None):
+    def __init__(self, station, opts, fs=None, link=None, rxbuf=None, tariffs=None):
         # The link's receive buffer (firmware/ocpp/ws.py): best allocated by the caller before
         # anything else, while the heap is in one piece (station.start does).
         if rxbuf is None and link is None:
@@ -128,6 +131,8 @@ class ChargePoint:
                                        max_stack_level=cfg.get("ChargeProfileMaxStackLevel"),
                                        max_periods=cfg.get("ChargingScheduleMaxPeriods"),
                                        max_installed=cfg.get("MaxChargingProfilesInstalled"))
+        self.tokens = tokens_mod.Tokens(self, fs, tariffs)
+        self.stop_by = None  # idTag that asked for the stop being recorded (StopTransaction)
         self.link = link
         self.rpc = None
         self.accepted = False  # BootNotification accepted on this connection
@@ -188,9 +193,11 @@ class ChargePoint:
                "so": self._scheduled_operative, "r": self._reservation}
         store.write_json(self._state_path, doc, self.fs)
 
+    def root_path(self, name):
+        return _join(self.root, name)
+
     def _config_defaults(self):
-        # LocalAuthListManagement arrives with the driver-token work: not offered until then.
-        d = {"SupportedFeatureProfiles": "Core,FirmwareManagement,Reservation,SmartCharging,RemoteTrigger"}
+        d = {}
         if self.opts.password is not None:
             d["AuthorizationKey"] = self.opts.password
         return d
@@ -242,7 +249,13 @@ class ChargePoint:
         if fields["event"] == "start":
             n = fields["n"]
             tag = fields.get("id_tag") or self.opts.free_id_tag
-            self._tx = {"n": n, "tag": tag, "t0": t}
+            a = self.tokens.authorized
+            if a is not None and a[0] == fields.get("id_tag"):
+                group, tariff = a[1], a[2]
+            else:  # a remote start, free charging
+                group, tariff = self.tokens.group_of(fields.get("id_tag")), None
+            self.tokens.authorized = None
+            self._tx = {"n": n, "tag": tag, "t0": t, "group": group, "tariff": tariff}
             self._auth_at = None
             self._next_sample = None
             if fields.get("meter_wh") is None and self.st.meter is not None:
@@ -275,7 +288,8 @@ class ChargePoint:
         p = {"connectorId": 1, "idTag": tag or self.opts.free_id_tag, "meterStart": int(wh or 0),
              "timestamp": dt.iso(t if t is not None else self.wall.now())}
         res = self._reservation
-        if res is not None and self._reservation_matches(tag):
+        tx = self._tx
+        if res is not None and self.reservation_matches(tag, tx["group"] if tx is not None and tx["n"] == n else None):
             p["reservationId"] = res["id"]
             self._reservation = None
             self.charger.reserved = False
@@ -286,6 +300,8 @@ class ChargePoint:
     def _put_stop(self, n, tag, wh, reason, t, data):
         p = {"meterStop": int(wh or 0), "timestamp": dt.iso(t if t is not None else self.wall.now()),
              "transactionId": -1, "reason": reason or "Other"}
+        if self.stop_by is not None:  # 6.51: "the identifier which requested to stop the charging"
+            tag, self.stop_by = self.stop_by, None
         if tag:
             p["idTag"] = tag
         if data:
@@ -538,8 +554,21 @@ class ChargePoint:
             self.rpc.timeout_ms = value * 1000
 
     async def _on_ClearCache(self, p):
-        # The authorization cache arrives with the driver-token work; until then it is empty.
-        return {"status": "Accepted"}
+        return {"status": self.tokens.cache.clear()}
+
+    async def _on_GetLocalListVersion(self, p):
+        if not self.config.get("LocalAuthListEnabled"):
+            return {"listVersion": -1}  # 5.10: -1 when the local list is not enabled
+        return {"listVersion": self.tokens.list.version}
+
+    async def _on_SendLocalList(self, p):
+        if not self.config.get("LocalAuthListEnabled"):
+            return {"status": "NotSupported"}
+        ll = self.tokens.list
+        status = await ll.update_async(p["listVersion"], p["updateType"], p.get("localAuthorizationList"))
+        if status != "Accepted":
+            self._note("SendLocalList %s: %s" % (status, ll.reason))
+        return {"status": status}
 
     async def _on_DataTransfer(self, p):
         if p["vendorId"] != VENDOR_ID:
@@ -559,7 +588,7 @@ class ChargePoint:
         tag = p["idTag"]
         if cid != 1 or c.session or c.faults.any() or not c.available or self._auth_at is not None:
             return {"status": "Rejected"}
-        if self._reservation is not None and not self._reservation_matches(tag):
+        if self._reservation is not None and not self.reservation_matches(tag, self.tokens.group_of(tag)):
             return {"status": "Rejected"}
         prof = p.get("chargingProfile")
         if prof is not None:
@@ -571,6 +600,16 @@ class ChargePoint:
             self._remote_authorized(tag, prof)
         return {"status": "Accepted"}
 
+    def wait_for_car(self):
+        """An authorization without a car: it lapses after ConnectionTimeOut."""
+        self._auth_at = self.clock.ticks_ms()
+
+    def local_list_conflict(self):
+        """3.5.2: the back end's answer contradicts the local list."""
+        s = self._status[0]
+        self.queue("StatusNotification", {"connectorId": 0, "status": s[0] if s else AVAILABLE,
+                                          "errorCode": "LocalListConflict"})
+
     def _remote_authorized(self, tag, prof):
         c = self.charger
         if c.session or c.faults.any() or not c.available:
@@ -579,7 +618,7 @@ class ChargePoint:
         if prof is not None:
             self._pending_tx_profile = prof
         if c.vs not in ("B", "C", "D"):
-            self._auth_at = self.clock.ticks_ms()
+            self.wait_for_car()
 
     _pending_tx_profile = None
 
@@ -663,9 +702,10 @@ class ChargePoint:
         self._save_state()
         return {"status": "Accepted"}
 
-    def _reservation_matches(self, tag):
+    def reservation_matches(self, tag, group):
+        """5.13: the reserved idTag, or any token of the reservation's parentIdTag group."""
         r = self._reservation
-        return r is not None and tag is not None and (tag == r["tag"] or (r["parent"] is not None and tag == r["parent"]))
+        return r is not None and tag is not None and auth.same_group(r["tag"], r["parent"], tag, group)
 
     async def _on_SetChargingProfile(self, p):
         tid = None
@@ -891,6 +931,9 @@ class ChargePoint:
                                                         "timestamp": dt.iso(t)})
                 self._reported[k] = (s[0], s[1])
                 return True
+        if self.tokens.waiting():
+            await self.tokens.ask()  # a driver is waiting at the charger: before the outbox
+            return True
         if self._authorizing is not None:
             tag, prof = self._authorizing
             self._authorizing = None
@@ -1046,6 +1089,8 @@ class ChargePoint:
         ob.confirm(seq, res)
         if action == outbox_mod.START:
             self._start_answered(payload, res)
+        if action in (outbox_mod.START, outbox_mod.STOP) and type(res) is dict:
+            self.tokens.learn(payload.get("idTag"), res.get("idTagInfo"))
         return True
 
     def _restamp(self, payload):

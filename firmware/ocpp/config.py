@@ -133,8 +133,8 @@ SupportedFileTransferProtocols    CSL RO   "HTTP,HTTPS"                         
 Local Auth List Management (9.2)
 LocalAuthListEnabled              bool     true (MicroOcpp)                           auth (issue 5)
 LocalAuthListMaxLength            int RO   1000 (flash-backed list)                   SendLocalList
-SendLocalListMaxLength            int RO   100 (~11 KB frame, ~20 KB parsed on the    SendLocalList
-                                           ESP32: lower it by override if short of heap)
+SendLocalListMaxLength            int RO   25 (full entries of ~125 B fit the 4 KB     SendLocalList
+                                           receive buffer, rpc.MAX_FRAME)
 Reservation (9.3)
 ReserveConnectorZeroSupported     bool RO  false (reserve connector 1 instead)        ReserveNow
 Smart Charging (9.4)
@@ -227,7 +227,7 @@ TABLE = (
     ("ReserveConnectorZeroSupported", "b", False, None, None, R),
     ("ResetRetries", "i", 2, 0, 10, 0),
     ("SecurityProfile", "i", 0, 0, 3, 0),
-    ("SendLocalListMaxLength", "i", 100, 1, 1000, R),
+    ("SendLocalListMaxLength", "i", 25, 1, 1000, R),
     ("StopTransactionOnEVSideDisconnect", "b", True, None, None, R),
     ("StopTransactionOnInvalidId", "b", True, None, None, 0),
     ("StopTxnAlignedData", "c", (), None, "StopTxnAlignedDataMaxLength", 0),

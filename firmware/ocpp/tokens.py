@@ -1,0 +1,167 @@
+"""Driver tokens at the charger: a card on the reader (or an app's token) asks to start or to
+stop a session. The decision follows OCPP 1.6 section 3.5 (firmware/auth.py: the local list,
+the cache, online and offline rules), the reservation, and the owner's sharing windows and the
+tariff of the token's group (firmware/tariff.py).
+
+    tokens.present(tag)        a token was presented (the station's slow task, the simulator)
+    await tokens.ask()         the ChargePoint's sender: the Authorize.req that is waiting, if any
+    tokens.learn(tag, info)    idTagInfo of a StartTransaction/StopTransaction.conf (cache)
+    tokens.group_of(tag)       the parentIdTag this charger knows for a token (None: none)
+
+Every outcome is a "token" event: {"id_tag", "result": "accepted" | "refused" | "waiting" |
+"stopping", "reason", "group", "tariff"} for the display and the log. Starting means authorizing
+the charger (the car may come within ConnectionTimeOut, or be there already); stopping means
+charger.stop(Local) with the stopper's idTag in StopTransaction.
+"""
+from firmware import auth
+from firmware import charger as chg
+from firmware.ocpp.rpc import RpcError
+
+LIST_FILE = "auth-list.bin"
+CACHE_FILE = "auth-cache.bin"
+CACHE_ENTRIES = 100  # bounded: the oldest invalid entries, then the oldest valid ones go first
+
+ACCEPTED, REFUSED, WAITING, STOPPING = "accepted", "refused", "waiting", "stopping"
+
+
+class Tokens:
+    def __init__(self, cp, fs, tariffs=None):
+        self.cp = cp
+        cfg = cp.config
+        self.list = auth.LocalList(fs, cp.root_path(LIST_FILE), cfg.get("LocalAuthListMaxLength"),
+                                   cfg.get("SendLocalListMaxLength"))
+        self.cache = auth.Cache(fs, cp.root_path(CACHE_FILE), CACHE_ENTRIES)
+        self.tariffs = tariffs  # tariff.Tariffs or None (no sharing windows, no prices)
+        self._asking = None  # (tag, purpose "start" | "stop") waiting for Authorize.conf
+        self.authorized = None  # (tag, group, tariff) of the authorization given last
+        self.last = None  # the last outcome (the event's fields)
+
+    # ---- presenting ------------------------------------------------------------------------
+
+    def present(self, tag):
+        cp = self.cp
+        c = cp.charger
+        tag = tag.upper()  # idTags are case-insensitive (7.28); a reader gives upper-case hex
+        if self._asking is not None:
+            return self._out(tag, REFUSED, "busy: waiting for the back end's answer on another token")
+        if c.session:
+            return self._present_to_stop(tag)
+        if c.faults.any() or not c.available:
+            return self._out(tag, REFUSED, "the charger is %s" % ("faulted" if c.faults.any() else "unavailable"))
+        verdict = auth.decide(tag, cp.wall.now(), self._online(), cp.config, self._list(), self._cache())
+        if verdict[0] == "ask":
+            self._asking = (tag, "start")
+            return self._out(tag, WAITING, "asking the back end")
+        return self._conclude(tag, verdict[0], verdict[1], verdict[2])
+
+    def _present_to_stop(self, tag):
+        tx = self.cp._tx
+        started_by = tx["tag"] if tx is not None else self.cp.charger.id_tag
+        if started_by is not None and auth.fold(tag) == auth.fold(started_by):
+            return self._stop(tag, "the token that started the session")
+        group = tx.get("group") if tx is not None else None
+        info = self._known(tag)
+        if info is not None:
+            if group is not None and auth.same_group(started_by, group, tag, info[2]):
+                return self._stop(tag, "same group %s" % group)
+            return self._out(tag, REFUSED, "not the token or group that started the session")
+        if group is not None and self._online():
+            self._asking = (tag, "stop")  # 5.x: its parentIdTag is unknown here: ask
+            return self._out(tag, WAITING, "asking the back end for the token's group")
+        return self._out(tag, REFUSED, "not the token that started the session")
+
+    def _stop(self, tag, why):
+        self.cp.stop_by = tag
+        self.cp.charger.stop(chg.LOCAL)
+        return self._out(tag, STOPPING, why)
+
+    def _known(self, tag):
+        info = self._list().lookup(tag) if self._list() is not None else None
+        if info is None and self._cache() is not None:
+            info = self._cache().lookup(tag)
+        return info
+
+    def _conclude(self, tag, kind, info, source):
+        """Start (authorize the charger) or refuse, after the OCPP decision."""
+        cp = self.cp
+        c = cp.charger
+        if kind != "accept":
+            status = info[0] if info is not None else "Invalid"
+            why = "unknown token while offline" if source == "offline" else "%s (%s)" % (status, source)
+            return self._out(tag, REFUSED, why)
+        group = info[2] if info is not None else None
+        if group is None:
+            group = self.group_of(tag)  # an answer without parentIdTag: what the list/cache say
+        if cp._reservation is not None and not cp.reservation_matches(tag, group):
+            return self._out(tag, REFUSED, "the connector is reserved for another driver")
+        tariff = None
+        if self.tariffs is not None:
+            ok, what = self.tariffs.may_charge(group, cp.wall.now())
+            if not ok:
+                return self._out(tag, REFUSED, what, group)
+            tariff = what
+        if c.session or c.faults.any() or not c.available:
+            return self._out(tag, REFUSED, "the charger can not start now")
+        c.authorize(tag)
+        self.authorized = (tag, group, tariff)
+        if c.vs not in ("B", "C", "D"):
+            cp.wait_for_car()  # ConnectionTimeOut: card first, the car must follow in time
+        return self._out(tag, ACCEPTED, "from %s" % source, group, tariff)
+
+    # ---- the back end -----------------------------------------------------------------------
+
+    def waiting(self):
+        return self._asking is not None
+
+    async def ask(self):
+        """Send the waiting Authorize.req and act on its answer (the ChargePoint's sender)."""
+        tag, purpose = self._asking
+        cp = self.cp
+        try:
+            res = await cp._call("Authorize", {"idTag": tag})
+        except RpcError as e:
+            # No answer: decide as offline (3.5.4: a Charge Point that can not reach the
+            # Central System uses its local information).
+            self._asking = None
+            if purpose == "stop":
+                return self._out(tag, REFUSED, "no answer from the back end: %s" % e.code)
+            verdict = auth.decide(tag, cp.wall.now(), False, cp.config, self._list(), self._cache())
+            return self._conclude(tag, verdict[0], verdict[1], "offline (%s)" % e.code)
+        self._asking = None
+        kind, info, conflict = auth.answer(tag, res["idTagInfo"], cp.wall.now(), cp.config, self._list(),
+                                           self._cache())
+        if conflict:
+            cp.local_list_conflict()
+        if purpose == "stop":
+            tx = cp._tx
+            if cp.charger.session and tx is not None and info is not None and kind == "accept" \
+                    and auth.same_group(tx["tag"], tx.get("group"), tag, info[2]):
+                return self._stop(tag, "same group %s" % info[2])
+            return self._out(tag, REFUSED, "not the token or group that started the session")
+        return self._conclude(tag, kind, info, "back end")
+
+    def learn(self, tag, id_tag_info):
+        if tag and id_tag_info:
+            if auth.learn(tag, id_tag_info, self.cp.wall.now(), self.cp.config, self._list(), self._cache()):
+                self.cp.local_list_conflict()
+
+    def group_of(self, tag):
+        info = self._known(tag) if tag else None
+        return info[2] if info is not None else None
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _online(self):
+        cp = self.cp
+        return cp.link is not None and cp.link.connected and cp.accepted
+
+    def _list(self):
+        return self.list if self.cp.config.get("LocalAuthListEnabled") else None
+
+    def _cache(self):
+        return self.cache if self.cp.config.get("AuthorizationCacheEnabled") else None
+
+    def _out(self, tag, result, reason, group=None, tariff=None):
+        self.last = {"id_tag": tag, "result": result, "reason": reason, "group": group, "tariff": tariff}
+        self.cp.st._send("token", self.last)
+        return result
