@@ -1,11 +1,16 @@
 """The session keeper: every charging session, durable in a journal.
 
 Records (one journal line each):
-  {"k": "start", "n": N, "tag": ID_TAG, "e0": METER_WH[, "t": EPOCH]}   a session began
-  {"k": "e", "n": N, "e": METER_WH}                       progress (meter register), batched;
+  {"k": "start", "n": N, "tag": ID_TAG, "e0": METER_WH[, "t": EPOCH][, "g": GROUP, "tf": TARIFF]}
+                                                          a session began
+  {"k": "e", "n": N, "e": METER_WH[, "t": EPOCH, "x": BILL]}  progress (meter register), batched;
                                                           the first one sets the start energy
                                                           when the meter was silent at the start
-  {"k": "stop", "n": N, "reason": R, "e": METER_WH, "wh": SESSION_WH[, "incomplete": true][, "t": EPOCH]}
+  {"k": "stop", "n": N, "reason": R, "e": METER_WH, "wh": SESSION_WH[, "incomplete": true][, "t": EPOCH]
+   [, "cost": MINOR_UNITS]}
+
+GROUP, TARIFF, BILL and the cost come from firmware/billing.py when the station prices sessions:
+BILL is the exact amount so far at EPOCH, so a power cut loses no money either.
 
 EPOCH is the wall-clock time in seconds since 1970 when the station knows it (the OCPP link
 sets it); the OCPP link rebuilds a lost StartTransaction/StopTransaction from these records.
@@ -44,11 +49,13 @@ class SessionKeeper:
                 n = rec["n"]
             if k == "start":
                 open_ = {"n": rec["n"], "tag": rec.get("tag"), "e0": rec.get("e0"), "e": rec.get("e0"),
-                         "t": rec.get("t")}
+                         "t": rec.get("t"), "g": rec.get("g"), "tf": rec.get("tf")}
             elif k == "e" and open_ is not None and rec.get("n") == open_["n"]:
                 open_["e"] = rec.get("e")
                 if open_["e0"] is None:
                     open_["e0"] = open_["e"]
+                if "x" in rec:
+                    open_["x"], open_["te"] = rec["x"], rec.get("t")
             elif k == "stop" and open_ is not None and rec.get("n") == open_["n"]:
                 open_ = None
         self._last_n = n
@@ -56,13 +63,17 @@ class SessionKeeper:
         self.current = open_
         return open_
 
-    def start(self, id_tag, meter_wh, t=None):
-        """Open a session; `t`: wall-clock time (epoch s) when the station knows it."""
+    def start(self, id_tag, meter_wh, t=None, extra=None):
+        """Open a session; `t`: wall-clock time (epoch s) when the station knows it; `extra`:
+        more fields for the record and the session (group, tariff)."""
         self._last_n += 1
         self.current = {"n": self._last_n, "tag": id_tag, "e0": meter_wh, "e": meter_wh, "t": t}
         rec = {"k": "start", "n": self._last_n, "tag": id_tag, "e0": meter_wh}
         if t is not None:
             rec["t"] = t
+        if extra:
+            rec.update(extra)
+            self.current.update(extra)
         self._write(rec)
         self._written_e = meter_wh
         return self.current
@@ -74,7 +85,8 @@ class SessionKeeper:
             return 0
         return max(0, meter_wh - s["e0"])
 
-    def progress(self, meter_wh):
+    def progress(self, meter_wh, extra=None):
+        """The meter moved on; a record every progress_wh, with the fields extra() gives then."""
         s = self.current
         if s is None or meter_wh is None:
             return
@@ -82,10 +94,13 @@ class SessionKeeper:
         if s["e0"] is None:
             s["e0"] = meter_wh  # the meter was not answering yet when the session began
         if self._written_e is None or meter_wh - self._written_e >= self.progress_wh:
-            self._write({"k": "e", "n": s["n"], "e": meter_wh})
+            rec = {"k": "e", "n": s["n"], "e": meter_wh}
+            if extra is not None:
+                rec.update(extra())
+            self._write(rec)
             self._written_e = meter_wh
 
-    def stop(self, reason, meter_wh, incomplete=False, t=None):
+    def stop(self, reason, meter_wh, incomplete=False, t=None, extra=None):
         """Close the open session; returns (session record, energy Wh) or None."""
         s = self.current
         if s is None:
@@ -99,6 +114,8 @@ class SessionKeeper:
             rec["incomplete"] = True
         if t is not None:
             rec["t"] = t
+        if extra:
+            rec.update(extra)
         self._write(rec)
         self.current = None
         self._written_e = None
@@ -155,7 +172,8 @@ class SessionKeeper:
             elif rec.get("k") == "stop":
                 st = starts.pop(rec["n"], {})
                 out.append({"n": rec["n"], "tag": st.get("tag"), "reason": rec.get("reason"), "wh": rec.get("wh"),
-                            "incomplete": rec.get("incomplete", False)})
+                            "incomplete": rec.get("incomplete", False), "group": st.get("g"),
+                            "tariff": st.get("tf"), "cost": rec.get("cost")})
                 if len(out) > limit:
                     out.pop(0)
         return out

@@ -35,6 +35,7 @@ SCHEMA = {
     "authorization_key": (str, "", None, None, "secret", "HTTP basic auth password (OCPP AuthorizationKey); the back end may change it."),
     "free_id_tag": (str, "FreeCharging", None, None, "", "idTag reported for sessions that needed no authorization (free_charging)."),
     "firmware_public_key": (str, "", None, None, "reboot", "Ed25519 public key (64 hex digits) that firmware bundles must be signed with; empty: UpdateFirmware is refused."),
+    "tariffs": (dict, None, None, None, "reboot", "Tariff table: prices by driver group and time of day, sharing windows of a private charger (docs/tariffs.md); none: sessions are not priced."),
 }
 
 
@@ -43,7 +44,7 @@ class SettingsError(ValueError):
 
 
 def _type_name(t):
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}[t]
+    return {bool: "boolean", int: "integer", float: "number", str: "string", dict: "JSON object"}[t]
 
 
 def check(key, value):
@@ -57,10 +58,19 @@ def check(key, value):
         ok = (type(value) is int or type(value) is float) and value is not True and value is not False
         if ok:
             value = float(value)
+    elif t is dict:
+        ok = value is None or type(value) is dict
     else:
         ok = type(value) is t
     if not ok:
         raise SettingsError("setting '%s': expected %s, got %r" % (key, _type_name(t), value))
+    if t is dict and value is not None:
+        from firmware import tariff  # the only object setting
+
+        try:
+            tariff.parse(value)
+        except ValueError as e:
+            raise SettingsError("setting '%s': %s" % (key, e))
     if lo is not None and value < lo:
         raise SettingsError("setting '%s': %r is below the minimum %r" % (key, value, lo))
     if hi is not None and value > hi:

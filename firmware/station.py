@@ -11,6 +11,7 @@ On the board `main.py` calls `main()`, which runs both under asyncio. The simula
 tests call `tick()` and `service()` themselves on a virtual clock.
 """
 
+from firmware import billing as billing_mod
 from firmware import charger as chg
 from firmware import metering as metering_mod
 from firmware import safety
@@ -71,7 +72,10 @@ class Station:
         if settings_error is not None:
             self.charger.faults.trip(safety.CONFIG, now, False)
         self._restore_faults(now)
+        self.billing = billing_mod.Billing(root, settings, fs)
         self._recovered = self.keeper.recover()
+        if self._recovered is not None:
+            self.billing.resume(self._recovered)
         self._recover_since = None
         self.ocpp = None  # the back-end link (firmware.ocpp.chargepoint), when configured
         self.epoch = None  # fn() -> wall-clock seconds, once something knows the time
@@ -157,7 +161,10 @@ class Station:
             self._drain()
         mt = self.metering
         if self.keeper.current is not None:
-            self.keeper.progress(self._meter_wh())
+            wh = self._meter_wh()
+            bl = self.billing
+            bl.update(self._epoch(), wh)
+            self.keeper.progress(wh, bl.fields if bl.bill is not None else None)
             if mt.failed:
                 self._incomplete = True
         if mt.due():
@@ -224,20 +231,31 @@ class Station:
             elif kind == "session":
                 self._session_event(a, b, at)
             elif kind == "boot":
-                self._send("boot", {"settings_error": self.settings_error}, at)
+                fields = {"settings_error": self.settings_error}
+                if self.billing.error:
+                    fields["tariff_error"] = self.billing.error
+                self._send("boot", fields, at)
 
     def _session_event(self, what, arg, at):
         wh = self._meter_wh()
         if what == "start":
             self._incomplete = self.metering.failed
-            s = self.keeper.start(arg, wh, self._epoch())
-            self._send("session", {"event": "start", "id_tag": arg, "energy_wh": 0, "n": s["n"],
-                                   "meter_wh": s["e0"]}, at)
+            epoch = self._epoch()
+            priced = self.billing.begin(arg, epoch, wh)
+            s = self.keeper.start(arg, wh, epoch, priced)
+            fields = {"event": "start", "id_tag": arg, "energy_wh": 0, "n": s["n"], "meter_wh": s["e0"]}
+            if priced:
+                fields["tariff"] = priced["tf"]
+                fields["group"] = priced.get("g")
+            self._send("session", fields, at)
         else:
             self._stop_session(arg, wh, at, {"incomplete": self._incomplete})
 
     def _stop_session(self, reason, wh, at, extra):
-        done = self.keeper.stop(reason, wh, extra.get("incomplete", False), self._epoch())
+        epoch = self._epoch()
+        cost = self.billing.finish(epoch, wh if wh is not None else (self.keeper.current or {}).get("e"))
+        done = self.keeper.stop(reason, wh, extra.get("incomplete", False), epoch,
+                                {"cost": cost["cost"]} if cost else None)
         self.metering.save()
         if done is None:
             return
@@ -247,6 +265,7 @@ class Station:
                   "meter_wh": s["e"]}
         if self.meter is None:
             fields["unmetered"] = True
+        fields.update(cost)  # cost, currency, decimals, tariff, group of a priced session
         for k in extra:
             if extra[k]:
                 fields[k] = extra[k]
@@ -279,6 +298,7 @@ class Station:
             "meter_wh": self.metering.register_wh,
             "faults": c.faults.codes(),
             "temp_c": (c.inp.temp_dc / 10) if c.inp.temp_dc is not None else None,
+            "cost": self.billing.cost(),  # (minor units, currency, decimals) while priced
         }
 
     def add_sink(self, fn):

@@ -29,6 +29,7 @@ from firmware import safety
 from firmware import store
 from firmware.ocpp import config as config_mod
 from firmware.ocpp import dt
+from firmware.ocpp import dumps as _dumps
 from firmware.ocpp import outbox as outbox_mod
 from firmware.ocpp import rpc as rpc_mod
 from firmware.ocpp import smart
@@ -104,7 +105,7 @@ class Options:
 
 
 class ChargePoint:
-    def __init__(self, station, opts, fs=None, link=None, rxbuf=None, tariffs=None):
+    def __init__(self, station, opts, fs=None, link=None, rxbuf=None):
         # The link's receive buffer (firmware/ocpp/ws.py): best allocated by the caller before
         # anything else, while the heap is in one piece (station.start does).
         if rxbuf is None and link is None:
@@ -131,7 +132,7 @@ class ChargePoint:
                                        max_stack_level=cfg.get("ChargeProfileMaxStackLevel"),
                                        max_periods=cfg.get("ChargingScheduleMaxPeriods"),
                                        max_installed=cfg.get("MaxChargingProfilesInstalled"))
-        self.tokens = tokens_mod.Tokens(self, fs, tariffs)
+        self.tokens = tokens_mod.Tokens(self, fs)
         self.stop_by = None  # idTag that asked for the stop being recorded (StopTransaction)
         self.link = link
         self.rpc = None
@@ -278,6 +279,8 @@ class ChargePoint:
                 self._start_wait = None
                 self._put_start(n, w[1], e0, w[2])
             data = self._samples("StopTxnSampledData", "Transaction.End", t)
+            if "cost" in fields:  # before the stop: the outbox forgets the transactionId after it
+                self._put_cost(n, tag, fields)
             self._put_stop(n, tag, fields.get("meter_wh"), fields.get("reason"), t, data)
             self._tx = None
             self.profiles.tx_ended()
@@ -309,6 +312,17 @@ class ChargePoint:
         self._put(outbox_mod.STOP, p, n)
         self._queued_stop = n
         self._save_state()
+
+    def _put_cost(self, n, tag, fields):
+        """The session's local cost, just before its StopTransaction, as a DataTransfer (docs/tariffs.md):
+        the back end stays the authority on billing; the transactionId is filled in when sent."""
+        from firmware import tariff
+
+        d = fields.get("decimals", 2)
+        data = {"idTag": tag, "cost": tariff.format_cost(fields["cost"], "", d).strip(),
+                "currency": fields.get("currency"), "tariff": fields.get("tariff"), "group": fields.get("group"),
+                "energyWh": fields.get("energy_wh")}
+        self._put("DataTransfer", {"vendorId": VENDOR_ID, "messageId": "SessionCost", "data": data}, n)
 
     def _put(self, action, payload, n):
         if not self.wall.synced:
@@ -573,6 +587,15 @@ class ChargePoint:
     async def _on_DataTransfer(self, p):
         if p["vendorId"] != VENDOR_ID:
             return {"status": "UnknownVendorId"}
+        mid = p.get("messageId")
+        bl = self.st.billing
+        if mid == "SetTariffs":  # docs/tariffs.md: the whole table, JSON text in data
+            err = bl.replace(p.get("data") or "")
+            if err is not None:
+                return {"status": "Rejected", "data": err[:500]}
+            return {"status": "Accepted"}
+        if mid == "GetTariffs":
+            return {"status": "Accepted", "data": bl.tariffs.to_json() if bl.tariffs is not None else ""}
         return {"status": "UnknownMessageId"}
 
     async def _on_GetConfiguration(self, p):
@@ -588,7 +611,10 @@ class ChargePoint:
         tag = p["idTag"]
         if cid != 1 or c.session or c.faults.any() or not c.available or self._auth_at is not None:
             return {"status": "Rejected"}
-        if self._reservation is not None and not self.reservation_matches(tag, self.tokens.group_of(tag)):
+        group = self.tokens.group_of(tag)
+        if self._reservation is not None and not self.reservation_matches(tag, group):
+            return {"status": "Rejected"}
+        if not self.st.billing.may_charge(group, self.wall.now())[0]:  # outside sharing hours
             return {"status": "Rejected"}
         prof = p.get("chargingProfile")
         if prof is not None:
@@ -615,6 +641,8 @@ class ChargePoint:
         if c.session or c.faults.any() or not c.available:
             return
         c.authorize(tag)
+        group = self.tokens.group_of(tag)
+        self.st.billing.authorized(tag, group, self.st.billing.may_charge(group, self.wall.now())[1])
         if prof is not None:
             self._pending_tx_profile = prof
         if c.vs not in ("B", "C", "D"):
@@ -1009,11 +1037,11 @@ class ChargePoint:
             await self._call(what, {"status": d.status() if d is not None else "Idle"})
         return True
 
-    async def _call(self, action, payload):
+    async def _call(self, action, payload, timeout_ms=None):
         self._last_sent = self.clock.ticks_ms()
         self.sent += 1
         try:
-            return await self.rpc.call(action, payload)
+            return await self.rpc.call(action, payload, timeout_ms)
         except RpcError:
             raise
         except Exception as e:
@@ -1077,6 +1105,10 @@ class ChargePoint:
         seq, action, payload = m
         if PROVISIONAL in payload:
             payload = self._restamp(payload)
+        if action == "DataTransfer":  # the session cost: its transactionId goes into the data
+            data = dict(payload["data"])
+            data["transactionId"] = payload.get("transactionId", -1)
+            payload = {"vendorId": payload["vendorId"], "messageId": payload["messageId"], "data": _dumps(data)}
         try:
             res = await self._call(action, payload)
         except RpcError as e:

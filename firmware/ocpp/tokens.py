@@ -20,18 +20,20 @@ from firmware.ocpp.rpc import RpcError
 LIST_FILE = "auth-list.bin"
 CACHE_FILE = "auth-cache.bin"
 CACHE_ENTRIES = 100  # bounded: the oldest invalid entries, then the oldest valid ones go first
+# A driver stands at the charger: an Authorize.req without an answer this soon is decided by
+# the offline rules (the RPC default, for messages nobody waits for, is longer).
+AUTHORIZE_TIMEOUT_MS = 15000
 
 ACCEPTED, REFUSED, WAITING, STOPPING = "accepted", "refused", "waiting", "stopping"
 
 
 class Tokens:
-    def __init__(self, cp, fs, tariffs=None):
+    def __init__(self, cp, fs):
         self.cp = cp
         cfg = cp.config
         self.list = auth.LocalList(fs, cp.root_path(LIST_FILE), cfg.get("LocalAuthListMaxLength"),
                                    cfg.get("SendLocalListMaxLength"))
         self.cache = auth.Cache(fs, cp.root_path(CACHE_FILE), CACHE_ENTRIES)
-        self.tariffs = tariffs  # tariff.Tariffs or None (no sharing windows, no prices)
         self._asking = None  # (tag, purpose "start" | "stop") waiting for Authorize.conf
         self.authorized = None  # (tag, group, tariff) of the authorization given last
         self.last = None  # the last outcome (the event's fields)
@@ -94,16 +96,14 @@ class Tokens:
             group = self.group_of(tag)  # an answer without parentIdTag: what the list/cache say
         if cp._reservation is not None and not cp.reservation_matches(tag, group):
             return self._out(tag, REFUSED, "the connector is reserved for another driver")
-        tariff = None
-        if self.tariffs is not None:
-            ok, what = self.tariffs.may_charge(group, cp.wall.now())
-            if not ok:
-                return self._out(tag, REFUSED, what, group)
-            tariff = what
+        ok, tariff = cp.st.billing.may_charge(group, cp.wall.now())  # sharing windows, the tariff
+        if not ok:
+            return self._out(tag, REFUSED, tariff, group)
         if c.session or c.faults.any() or not c.available:
             return self._out(tag, REFUSED, "the charger can not start now")
         c.authorize(tag)
         self.authorized = (tag, group, tariff)
+        cp.st.billing.authorized(tag, group, tariff)
         if c.vs not in ("B", "C", "D"):
             cp.wait_for_car()  # ConnectionTimeOut: card first, the car must follow in time
         return self._out(tag, ACCEPTED, "from %s" % source, group, tariff)
@@ -118,7 +118,7 @@ class Tokens:
         tag, purpose = self._asking
         cp = self.cp
         try:
-            res = await cp._call("Authorize", {"idTag": tag})
+            res = await cp._call("Authorize", {"idTag": tag}, AUTHORIZE_TIMEOUT_MS)
         except RpcError as e:
             # No answer: decide as offline (3.5.4: a Charge Point that can not reach the
             # Central System uses its local information).
