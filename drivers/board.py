@@ -21,7 +21,7 @@ _MISSING_GPIO = (20, 24, 28, 29, 30, 31)
 _ADC1_PINS = (32, 33, 34, 35, 36, 37, 38, 39)
 
 _TOP_KEYS = ("name", "description", "socketed", "max_current_a", "phases", "pilot", "relay",
-             "rcd", "proximity", "temperature", "led", "watchdog_ms", "meter")
+             "rcd", "proximity", "temperature", "led", "watchdog_ms", "meter", "reader")
 _PILOT_KEYS = ("pwm_pin", "adc_pin", "samples", "cal")
 _CAL_KEYS = ("adc_mv_at_minus12", "adc_mv_at_plus12")
 _RELAY_KEYS = ("pin", "active_high", "feedback_pin", "feedback_active_high")
@@ -288,6 +288,24 @@ def validate(data, source="profile"):
             if s.get(k, 0) is None:
                 del s[k]
 
+    # reader (optional; drivers.reader checks the values and which keys go with which type, the
+    # pins are checked here). Defaults: mfrc522 "rst" null (not wired), pn532 "address" 36 (0x24).
+    if "reader" in data and data["reader"] is None:
+        del data["reader"]
+    if "reader" in data:
+        from drivers import reader as reader_driver
+
+        s = c.section(data, "", "reader", reader_driver.ALL_KEYS)
+        if s is not None:
+            for e in reader_driver.config_errors(s, unknown_checked=True):
+                c.err(e)
+            for key, use in reader_driver.pin_keys(s):
+                c.pin(s, "reader.", key, use)
+            if s.get("type") == "mfrc522":
+                s.setdefault("rst", None)
+            elif s.get("type") == "pn532":
+                s.setdefault("address", reader_driver.PN532_ADDRESS)
+
     if c.errors:
         errs = sorted(c.errors)
         raise BoardError(source + ": " + "; ".join(errs), errs)
@@ -371,10 +389,11 @@ def load(name_or_path):
 # building
 
 class Board:
-    """The driver objects of one board. proximity, led and meter are None when absent."""
+    """The driver objects of one board. proximity, led, meter and reader are None when absent;
+    reader_error says why a profile's reader is None (its chip did not answer)."""
 
     def __init__(self, profile, pilot, relay, rcd, proximity, temperature, led, watchdog,
-                 meter):
+                 meter, reader=None, reader_error=None):
         self.profile = profile
         self.pilot = pilot
         self.relay = relay
@@ -384,6 +403,8 @@ class Board:
         self.led = led
         self.watchdog = watchdog
         self.meter = meter
+        self.reader = reader
+        self.reader_error = reader_error
 
 
 def build(profile, clock=None):
@@ -391,7 +412,9 @@ def build(profile, clock=None):
 
     The relay comes first so the contactor is held open before anything else is touched.
     The meter (drivers.meter.build(section, clock)) needs the clock: without one it is not
-    built and `meter` stays None.
+    built and `meter` stays None. A card reader whose chip does not answer leaves `reader`
+    None and the reason in `reader_error`: the station can still charge (free charging, remote
+    start) without it.
     """
     if not isinstance(profile, dict):
         profile = load(profile)
@@ -417,8 +440,17 @@ def build(profile, clock=None):
     if profile.get("meter") is not None and clock is not None:
         from drivers import meter as meter_driver
         meter = meter_driver.build(profile["meter"], clock)
+    reader = None
+    reader_error = None
+    if profile.get("reader") is not None:
+        from drivers import reader as reader_driver
+        try:
+            reader = reader_driver.make_reader(profile["reader"], clock=clock)
+        except reader_driver.ReaderError as e:
+            reader_error = str(e)
     watchdog = Watchdog(profile["watchdog_ms"])
-    return Board(profile, pilot, relay, rcd, proximity, temperature, led, watchdog, meter)
+    return Board(profile, pilot, relay, rcd, proximity, temperature, led, watchdog, meter, reader,
+                 reader_error)
 
 
 # ---------------------------------------------------------------------------------------------

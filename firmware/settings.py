@@ -36,6 +36,7 @@ SCHEMA = {
     "free_id_tag": (str, "FreeCharging", None, None, "", "idTag reported for sessions that needed no authorization (free_charging)."),
     "firmware_public_key": (str, "", None, None, "reboot", "Ed25519 public key (64 hex digits) that firmware bundles must be signed with; empty: UpdateFirmware is refused."),
     "tariffs": (dict, None, None, None, "reboot", "Tariff table: prices by driver group and time of day, sharing windows of a private charger (docs/tariffs.md); none: sessions are not priced."),
+    "local_tokens": (dict, None, None, None, "", "Without a back end: the tokens (idTag -> group or null) that may charge when free_charging is off (docs/auth.md)."),
 }
 
 
@@ -65,17 +66,31 @@ def check(key, value):
     if not ok:
         raise SettingsError("setting '%s': expected %s, got %r" % (key, _type_name(t), value))
     if t is dict and value is not None:
-        from firmware import tariff  # the only object setting
+        if key == "tariffs":
+            from firmware import tariff
 
-        try:
-            tariff.parse(value)
-        except ValueError as e:
-            raise SettingsError("setting '%s': %s" % (key, e))
+            try:
+                tariff.parse(value)
+            except ValueError as e:
+                raise SettingsError("setting '%s': %s" % (key, e))
+        else:
+            _check_tokens(key, value)
     if lo is not None and value < lo:
         raise SettingsError("setting '%s': %r is below the minimum %r" % (key, value, lo))
     if hi is not None and value > hi:
         raise SettingsError("setting '%s': %r is above the maximum %r" % (key, value, hi))
     return value
+
+
+def _check_tokens(key, value):
+    if len(value) > 100:
+        raise SettingsError("setting '%s': at most 100 tokens, got %d" % (key, len(value)))
+    for tag in value:
+        group = value[tag]
+        for what, v in (("idTag", tag), ("group of %s" % tag, group)):
+            if v is not None and (type(v) is not str or not 1 <= len(v) <= 20):
+                raise SettingsError("setting '%s': %s: expected 1 to 20 characters (OCPP idToken), got %r"
+                                    % (key, what, v))
 
 
 class Settings:

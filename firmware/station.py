@@ -159,6 +159,11 @@ class Station:
         if c.events and self._recovered is None:
             # (new session events wait until the one cut by the power loss is closed)
             self._drain()
+        reader = getattr(hw, "reader", None)
+        if reader is not None:
+            tag = reader.poll(now)  # once per presentation of a card
+            if tag is not None:
+                self.present(tag)
         mt = self.metering
         if self.keeper.current is not None:
             wh = self._meter_wh()
@@ -273,6 +278,39 @@ class Station:
 
     def _epoch(self):
         return self.epoch() if self.epoch is not None else None
+
+    def present(self, tag):
+        """A driver token (card reader, app): with a back end, OCPP's rules decide
+        (firmware/ocpp/tokens.py); without one, the settings' local_tokens."""
+        if self.ocpp is not None:
+            return self.ocpp.tokens.present(tag)
+        c = self.charger
+        tokens = self.settings.get("local_tokens") or {}
+        known = None
+        for k in tokens:
+            if k.upper() == tag.upper():
+                known = k
+        group = tokens[known] if known is not None else None
+        if c.session:
+            if c.id_tag is not None and (c.id_tag.upper() == tag.upper()
+                                         or (group is not None and group == tokens.get(c.id_tag))):
+                c.stop(chg.LOCAL)
+                return self._token(tag, "stopping", "the token or group that started the session")
+            return self._token(tag, "refused", "not the token that started the session")
+        if known is None:
+            return self._token(tag, "refused", "not in local_tokens")
+        if c.faults.any() or not c.available:
+            return self._token(tag, "refused", "the charger can not start now")
+        ok, tariff = self.billing.may_charge(group, self._epoch() or 0)
+        if not ok:
+            return self._token(tag, "refused", tariff)
+        c.authorize(known)
+        self.billing.authorized(known, group, tariff)
+        return self._token(tag, "accepted", "local_tokens", group, tariff)
+
+    def _token(self, tag, result, reason, group=None, tariff=None):
+        self._send("token", {"id_tag": tag, "result": result, "reason": reason, "group": group, "tariff": tariff})
+        return result
 
     def status(self):
         c = self.charger

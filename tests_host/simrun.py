@@ -33,9 +33,6 @@ SERVICE_EVERY = 10  # service task every 100 ms, as on the board
 STATUS_MS = 500
 
 # Verbs whose part of the firmware is not built yet.
-NOT_YET = {
-    "card": "card readers and authorization come with the driver-token issue",
-}
 HOLD_MS = 5000  # real time for which virtual time waits on the network (see `astep`)
 
 HELP = """commands: any scenario line (plug 32, ev-ready 16, wait 10s, unplug, temp 65, weld, ...)
@@ -58,12 +55,15 @@ CODE = (
     "drivers.meter_models", "asyncio", "firmware.ocpp", "firmware.ocpp.ws", "firmware.ocpp.rpc",
     "firmware.ocpp.schemas", "firmware.ocpp.outbox", "firmware.ocpp.chargepoint", "firmware.ocpp.config",
     "firmware.ocpp.smart", "firmware.ocpp.dt", "firmware.ocpp.update", "firmware.ocpp.http",
-    "firmware.ocpp.ed25519", "firmware.appslot", "control",
+    "firmware.ocpp.ed25519", "firmware.appslot", "control", "firmware.auth", "firmware.tariff",
+    "firmware.billing", "firmware.ocpp.tokens", "drivers.reader", "drivers.mfrc522", "drivers.pn532",
+    "drivers.wiegand", "world.card",
 )
 
 
 class Heap:
-    """The data budget: code first, then a ballast that leaves exactly `budget` bytes free."""
+    """The data budget: code first (and the simulated world, which is not the firmware's),
+    then a ballast that leaves exactly `budget` bytes free for the firmware's data."""
 
     def __init__(self, budget):
         import gc
@@ -77,13 +77,20 @@ class Heap:
             return
         for name in CODE:
             __import__(name)
+
+    def reserve(self):
+        """After the world is built: the ballast."""
+        gc = self.gc
+        budget = self.budget
+        if budget is None:
+            return
         gc.collect()
         self.code = gc.mem_alloc()
         if gc.mem_free() < budget:
             raise MemoryError("the heap cannot hold the code and a %d byte budget" % budget)
         # Keep the budget in one piece: reserve it, fill every other hole, then free it.
-        reserve = bytearray(budget - 64)
         self.ballast = [None] * 2048
+        reserve = bytearray(budget - 64)
         n = 0
         size = 1 << 16
         while size >= 16 and n < len(self.ballast):
@@ -203,6 +210,7 @@ class Sim:
             print("board.json is unusable (%s); the simulated hardware is the esp32-devkit wiring" % e)
             self.profile = board.load(self.code + "/drivers/boards/esp32-devkit.json")
             self.world = World(self.profile)
+        self.heap.reserve()
         self._wall = SystemClock()
         self._wall0 = self._wall.ticks_ms()
         self._steps = 0
@@ -372,8 +380,6 @@ class Sim:
         if lineno:
             fields["line"] = lineno
         self.emit("world", fields)
-        if verb in NOT_YET:
-            raise SimError("line %d: %s: not available yet (%s)" % (lineno, verb, NOT_YET[verb]))
         if verb == "power-cut":
             self.power_cut(args[0] if args else 1000)
         elif verb == "power-cut-after-sent":
@@ -386,8 +392,10 @@ class Sim:
         elif verb == "remote":
             self._remote(lineno, args[0], args[1] if len(args) > 1 else {})
         elif verb == "token":
-            self._remote(lineno, "token", None, "/tokens",
-                         {"idTag": args[0], "status": args[1] if len(args) > 1 else "Accepted"})
+            body = {"idTag": args[0], "status": args[1] if len(args) > 1 else "Accepted"}
+            if len(args) > 2:
+                body["parentIdTag"] = args[2]
+            self._remote(lineno, "token", None, "/tokens", body)
         elif verb in ("limit", "stop", "clear-fault"):
             self._command(lineno, verb, args)
         else:

@@ -231,12 +231,13 @@ def test_bad_scenario_line_names_its_line(tmp_path):
     assert "line 3" in p.stderr and "ev-ready" in p.stderr
 
 
-def test_verb_not_built_yet_fails_clearly(tmp_path):
+def test_verb_the_board_can_not_do_fails_clearly(tmp_path):
     scn = tmp_path / "card.scn"
     scn.write_text("plug\ncard 04A1B2C3\n")
-    p = subprocess.run([sys.executable, SIM, "--scenario", str(scn), "--quiet"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, SIM, "--scenario", str(scn), "--quiet", "--board", "esp32-tethered-1p"],
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 3
-    assert "line 2" in p.stdout and "not available yet" in p.stdout
+    assert "line 2" in p.stdout and "no card reader" in p.stdout
 
 
 def test_meter_failure_stops_charging(runs):

@@ -13,6 +13,9 @@ the fake `machine` modules and the simulated world (tests_host/world) behind the
 beyond it). The bytecode of the firmware, the drivers, the fakes and the simulated world is
 loaded first and does not count: on the ESP32 it is frozen into flash (tools/build.py), while
 the unix port must load it into its heap, where a 64-bit build needs about twice the room.
+The simulated world's own data does not count either. With wss:// (--tls, or a wss:// --csms) the
+budget grows by TLS_ROOM (24 KB): the unix port's mbedTLS takes its buffers from MicroPython's
+heap, the ESP32's from the ESP-IDF heap beside it (about 40 KB are kept for Wi-Fi and TLS there).
 
 --speed N runs virtual time N times faster than the wall clock; `max` (the default with a
 scenario) runs as fast as the machine can. Interactive mode defaults to --speed 1.
@@ -40,7 +43,8 @@ FAKES = os.path.join(HOST, "fakes")
 BOARDS = os.path.join(ROOT, "drivers", "boards")
 
 
-CODE_ROOM = 640 * 1024  # more than the bytecode of firmware, drivers, fakes and world take
+TLS_ROOM = 24 * 1024  # see the module's docstring
+CODE_ROOM = 800 * 1024  # more than the bytecode of firmware, drivers, fakes and world take, and the world
 
 
 def heap_bytes(text):
@@ -331,14 +335,18 @@ def command(a):
     if a.runtime == "micropython":
         compile_for_sim()
         cmd = [_venv.bin_path("micropython")]
+        budget = None
         if a.heap:
+            budget = heap_bytes(a.heap)
+            if a.tls != "off" or (a.csms or "").startswith("wss:"):
+                budget += TLS_ROOM
             # The code is loaded beside the budget (see --heap): give the interpreter room for it,
             # then simrun locks everything above the budget away before the firmware starts.
-            cmd += ["-X", "heapsize=%d" % (heap_bytes(a.heap) + CODE_ROOM)]
+            cmd += ["-X", "heapsize=%d" % (budget + CODE_ROOM)]
         env["MICROPYPATH"] = micropython_path()
         cmd += ["-m", "simrun", ROOT]
-        if a.heap:
-            cmd += ["--heap", str(heap_bytes(a.heap))]
+        if budget:
+            cmd += ["--heap", str(budget)]
     else:
         cmd = [sys.executable, "-u", os.path.join(HOST, "simrun.py"), ROOT]
         env["PYTHONPATH"] = os.pathsep.join([FAKES, ROOT, HOST])

@@ -1,8 +1,9 @@
 """The physics behind the fakes: one charging point's surroundings, on virtual time.
 
-`World(profile)` builds the car, contactor, RCD, PP cable, NTC and (if the board has a `meter`
-section) the Modbus meter from a validated board profile and hooks them into the fake `machine`
-module. The runner calls `advance(now_ms)` before each firmware step; `apply(verb, args)`
+`World(profile)` builds the car, contactor, RCD, PP cable, NTC, (if the board has a `meter`
+section) the Modbus meter and (if it has a `reader` section) the card reader's hardware with the
+cards held on it (world/card.py) from a validated board profile and hooks them into the fake
+`machine` module. The runner calls `advance(now_ms)` before each firmware step; `apply(verb, args)`
 carries out a scenario action; `truth_wh` is the energy that really flowed.
 
 Pilot line: the EVSE drives +12 V / -12 V through 1 kOhm (PWM on pilot.pwm_pin; duty 65535 =
@@ -29,9 +30,13 @@ fakes: the runner stops the firmware and calls `machine.hw_reset()` as it sees f
 Actions (`apply`, VERBS): plug [CABLE_AMPS=32], unplug, ev-ready AMPS [PHASES=board's],
 ev-pause, ev-vent, ev-ignore-offer, rcd-leak MA (0 clears), rcd-broken, rcd-ok, weld,
 diode-fault, pilot-short, pilot-ok (clears both pilot faults), temp C, meter-fail, meter-ok
-(clears every meter fault), meter-noise PERCENT (the meter gets a fraction). Args may be typed
-values (from scenario.parse) or strings. ValueError when an action cannot apply (no meter, no
-NTC, bad argument).
+(clears every meter fault), meter-noise PERCENT (the meter gets a fraction), card UID_HEX (a
+card is held on the reader: 4, 7 or 10 bytes on an MFRC522 / PN532, 3 (Wiegand 26) or 4
+(Wiegand 34) on a Wiegand reader, which sends it once), card-off (it is taken away), card-broken
+KIND (the next read goes wrong: crc, bcc, collision, parity, removed on an MFRC522; checksum,
+lcs, nack, error, noanswer on a PN532; parity, bits on Wiegand). Args may be typed values (from
+scenario.parse) or strings. ValueError when an action cannot apply (no meter, no NTC, no reader,
+bad argument).
 """
 import machine
 
@@ -52,11 +57,12 @@ OUT_HIGH = 1   # steady +12 V
 OUT_LOW = 2    # steady -12 V
 OUT_PWM = 3
 
-# scenario verbs the world carries out (the runner handles wait, card, net, power-cut,
+# scenario verbs the world carries out (the runner handles wait, net, remote, token, power-cut,
 # limit, stop, clear-fault)
 VERBS = ("plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "rcd-leak",
          "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok", "temp",
-         "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud")
+         "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "card",
+         "card-off", "card-broken")
 
 
 def _ticks_diff(a, b):
@@ -117,6 +123,11 @@ class World:
                 self.meter = S0Source(m["pin"], m["impulses_per_kwh"], active_high=m["active_high"])
             else:
                 self.meter = MeterSlave(m["model"], m["address"], self._meter_source, m["baudrate"])
+        self.card = None                   # the card reader's hardware (world/card.py)
+        if profile.get("reader"):
+            from world.card import make_device
+
+            self.card = make_device(profile["reader"])
         self.install()
 
     # -- hooks
@@ -136,6 +147,8 @@ class World:
                 self.meter.install()
             else:
                 machine.hw_attach_uart(self._meter_cfg["uart"], self.meter)
+        if self.card is not None:
+            self.card.install()
         self._fb_level = None
         self._rcd_level = None
         self._mode = -1
@@ -280,6 +293,8 @@ class World:
         self.t = end
         if self.meter is not None and self._meter_cfg["model"] == "s0":
             self.meter.advance(self.t, self.truth_wh)
+        if self.card is not None:
+            self.card.advance(self.t)
 
     @property
     def truth_wh(self):
@@ -322,6 +337,8 @@ class World:
         self.car.power_lost()
         if self.meter is not None:
             self.meter.dead = True
+        if self.card is not None:
+            self.card.power(False)
         self._observe()
 
     def power_restored(self):
@@ -330,6 +347,8 @@ class World:
         self.powered = True
         if self.meter is not None:
             self.meter.dead = self.meter_fail
+        if self.card is not None:
+            self.card.power(True)
         self.install()
 
     # -- scenario actions
@@ -408,6 +427,25 @@ class World:
                 m.address = _num(args[0], "address", verb)  # the meter was set up differently
             else:
                 m.baudrate = _num(args[0], "baud", verb)
+        elif verb == "card" or verb == "card-off" or verb == "card-broken":
+            dev = self.card
+            if dev is None:
+                raise ValueError("%s: board %r has no card reader" % (verb, self.profile.get("name")))
+            if verb == "card-off":
+                dev.remove()
+            elif not n:
+                raise ValueError("%s: expected %s" % (verb, "UID" if verb == "card" else "KIND"))
+            elif verb == "card":
+                from world.card import parse_uid
+
+                uid = parse_uid(args[0], verb)
+                if len(uid) not in dev.lengths:
+                    raise ValueError("card: UID: this board's %s reader takes %s bytes, got %d"
+                                     % (self.profile["reader"]["type"],
+                                        " or ".join([str(k) for k in dev.lengths]), len(uid)))
+                dev.present(uid)
+            else:
+                dev.break_next(str(args[0]))
         else:
             raise ValueError("unknown world action %r (expected one of %s)"
                              % (verb, ", ".join(VERBS)))
