@@ -250,6 +250,9 @@ class _Table:
         self._head = 0  # header int64: list version / next cache sequence number
         self._n = 0
         self._kb = bytearray(TAG_BYTES)  # the key being compared: a lookup allocates no keys
+        # The block a rewrite copies through, allocated with the table (at boot): a fragmented
+        # heap may not have 864 bytes in one piece later.
+        self._buf = bytearray(_STEP * _REC_SIZE)
         self._load()
 
     def __len__(self):
@@ -385,7 +388,7 @@ class _Table:
             if plan is not None and self._n:
                 old = fs.open(self.path, "rb")
             out.write(struct.pack(_HDR, self.MAGIC, head, n))
-            buf = bytearray(_STEP * _REC_SIZE)
+            buf = self._buf
             cur = 0  # the next current record to copy
             for i in range(len(changes)):
                 at, present = plan[i] if old is not None else (0, False)

@@ -210,6 +210,12 @@ class Sim:
             print("board.json is unusable (%s); the simulated hardware is the esp32-devkit wiring" % e)
             self.profile = board.load(self.code + "/drivers/boards/esp32-devkit.json")
             self.world = World(self.profile)
+        # The harness's own talk with the back end's control API reads into this buffer, kept
+        # outside the firmware's budget like the world (one call at a time).
+        import asyncio
+
+        self._ctl_buf = bytearray(16384)
+        self._ctl_lock = asyncio.Lock()
         self.heap.reserve()
         self._wall = SystemClock()
         self._wall0 = self._wall.ticks_ms()
@@ -451,6 +457,7 @@ class Sim:
         import asyncio
 
         fields = {"action": action, "line": lineno}
+        await self._ctl_lock.acquire()
         try:
             data = json.dumps(body).encode()
             r, w = await asyncio.open_connection("127.0.0.1", self.csms_control)
@@ -461,15 +468,18 @@ class Sim:
             status = int((await r.readline()).split()[1])
             while (await r.readline()) not in (b"\r\n", b"\n", b""):
                 pass
-            text = b""
-            while True:
-                chunk = await r.read(1024)
-                if not chunk:
+            buf = memoryview(self._ctl_buf)
+            n = 0
+            while n < len(buf):
+                k = await r.readinto(buf[n:])
+                if not k:
                     break
-                text += chunk
+                n += k
             w.close()
             await w.wait_closed()
-            answer = json.loads(text) if text else {}
+            if n == len(buf):
+                raise ValueError("control API answer longer than %d bytes" % n)
+            answer = json.loads(buf[:n]) if n else {}
             if "result" in answer:
                 fields["result"] = answer["result"]
             elif "error" in answer or status >= 300:
@@ -477,6 +487,7 @@ class Sim:
         except (OSError, ValueError, IndexError) as e:
             fields["error"] = {"description": "control API: %s" % e}
         finally:
+            self._ctl_lock.release()
             self._remotes -= 1
         self.emit("remote", fields)
 

@@ -955,7 +955,7 @@ def test_micropython_64k_heap_lookups_and_the_same_file(fastdir, n):
     assert r["found"] == 200
     assert r["diff"] == "Accepted" and r["len2"] == n - 50
     assert r["after_lookups"] - r["base"] <= 64  # nothing kept per lookup
-    assert r["list_object"] <= 512  # a LocalList object, whatever the length of its list
+    assert r["list_object"] <= 1400  # a LocalList object with its 864-byte copy block, whatever the length of its list
     assert r["alloc_per_lookup"] < 2048  # garbage of one lookup, whatever the length
     assert len(r["cache"]) == 20
     assert r["decide"][0][0] == "accept" and r["decide"][1][0] == "accept"

@@ -204,9 +204,11 @@ class ChargePoint:
         return d
 
     def _note(self, text):
+        """Something went wrong locally: kept (the last 8) and reported as an event for the log."""
         self.errors.append(text)
         if len(self.errors) > 8:
             self.errors.pop(0)
+        self.st._send("ocpp", {"error": text})
 
     def _reconcile(self, doc):
         """Queue what a power cut kept out of the outbox (see the module's docstring)."""
@@ -925,6 +927,9 @@ class ChargePoint:
                 sent = await self._send_one()
             except RpcError as e:
                 self._note("%s: %s" % (e.code, e.description))
+                sent = False
+            except Exception as e:  # (MemoryError, a flash error) must not end the sender for good
+                self._note("sender: %r" % (e,))
                 sent = False
             if not sent:
                 await sleep(POLL_MS)

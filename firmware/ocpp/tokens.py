@@ -128,8 +128,12 @@ class Tokens:
             verdict = auth.decide(tag, cp.wall.now(), False, cp.config, self._list(), self._cache())
             return self._conclude(tag, verdict[0], verdict[1], "offline (%s)" % e.code)
         self._asking = None
-        kind, info, conflict = auth.answer(tag, res["idTagInfo"], cp.wall.now(), cp.config, self._list(),
-                                           self._cache())
+        try:
+            kind, info, conflict = auth.answer(tag, res["idTagInfo"], cp.wall.now(), cp.config, self._list(),
+                                               self._cache())
+        except (OSError, MemoryError, ValueError) as e:  # the cache could not learn it: decide anyway
+            cp._note("authorization cache: %r" % (e,))
+            kind, info, conflict = auth.answer(tag, res["idTagInfo"], cp.wall.now(), cp.config, self._list(), None)
         if conflict:
             cp.local_list_conflict()
         if purpose == "stop":
@@ -142,7 +146,13 @@ class Tokens:
 
     def learn(self, tag, id_tag_info):
         if tag and id_tag_info:
-            if auth.learn(tag, id_tag_info, self.cp.wall.now(), self.cp.config, self._list(), self._cache()):
+            try:
+                conflict = auth.learn(tag, id_tag_info, self.cp.wall.now(), self.cp.config, self._list(),
+                                      self._cache())
+            except (OSError, MemoryError, ValueError) as e:  # the cache is only a cache
+                self.cp._note("authorization cache: %r" % (e,))
+                return
+            if conflict:
                 self.cp.local_list_conflict()
 
     def group_of(self, tag):

@@ -229,6 +229,7 @@ class MeterSlave:
             elif name == "baud":
                 self.settings[name] = num(m.baud_codes.get(self.baudrate, m.baud_codes[m.baud]))
         self._holding = {}
+        self._words = {}  # input registers, refreshed in place on each read
         for reg in m.settings:
             words = self._setting_words(self.settings[m.settings[reg][0]])
             for i in range(len(words)):
@@ -407,18 +408,22 @@ class MeterSlave:
             m = self._m
             if fc != m.measure_fc and fc != m.settings_fc:
                 return bytes((fc | 0x80, 1))
-            words = {}
-            if fc == m.settings_fc:
-                words.update(self._holding)
-            if fc == m.measure_fc:
-                words.update(self._input_words())
-            out = bytearray((fc, 2 * count))
+            # (no merged copy of the tables: the world runs inside the firmware's heap budget in
+            # the simulator, so it keeps its allocations per request small)
+            words = self._input_words() if fc == m.measure_fc else None
+            holding = self._holding if fc == m.settings_fc else None
+            out = bytearray(2 + 2 * count)
+            out[0], out[1] = fc, 2 * count
+            i = 2
             for reg in range(start, start + count):
-                w = words.get(reg)
+                w = words.get(reg) if words is not None else None
+                if w is None and holding is not None:
+                    w = holding.get(reg)
                 if w is None:
                     return bytes((fc | 0x80, 2))
-                out.append(w >> 8)
-                out.append(w & 0xFF)
+                out[i] = w >> 8
+                out[i + 1] = w & 0xFF
+                i += 2
             return bytes(out)
         if fc in (6, 16) and fc not in self._m.writes:
             return bytes((fc | 0x80, 1))
@@ -510,7 +515,7 @@ class MeterSlave:
         kwh = float(s.get("import_wh", 0.0)) / 1000.0
         q["import_kwh"] = kwh
         q["total_kwh"] = kwh
-        words = {}
+        words = self._words  # the same dict every time: its values change, its keys do not
         m = self._m.measure
         for reg in m:
             name, factor = m[reg]
