@@ -896,7 +896,8 @@ class ChargePoint:
         self._aborted = True
         # RAM is gone: let go of everything, whatever task may still hold this object.
         self.st = self.charger = self.outbox = self.config = self.profiles = self.rpc = None
-        self.opts = self.link = None
+        self.opts = self.link = self.tokens = self._rxbuf = None
+        self._triggers = self._notices = self._status = self._reported = None
 
     _aborted = False
 

@@ -731,7 +731,7 @@ class Link:
         if ws is not None:
             ws.abort()
         self.ws = self.on_up = self.on_down = self.on_fail = None
-        self._msg = None
+        self._msg = self._buf = self.tls_gate = None
 
     async def stop(self):
         """Close the connection (close handshake) and stop reconnecting."""
