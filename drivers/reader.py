@@ -26,6 +26,7 @@ Every chip driver has the same small interface, used here:
 Reader.errors is that same dict; Reader.reads counts UIDs read, Reader.presented idTags returned.
 A poll allocates nothing except the idTag string it returns.
 """
+from drivers import board as _board
 
 TYPES = ("mfrc522", "pn532", "wiegand")
 MAX_UID = 10         # bytes (ISO/IEC 14443 triple size UID)
@@ -84,20 +85,6 @@ def _is_int(v):
     return isinstance(v, int) and v is not True and v is not False
 
 
-def _type_name(v):
-    if v is None:
-        return "null"
-    if v is True or v is False:
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, str):
-        return "str"
-    if isinstance(v, dict):
-        return "object"
-    return type(v).__name__
-
-
 def pin_keys(cfg):
     """(key, "in"|"out") for every pin the section uses (present and an int), for board.py."""
     out = []
@@ -118,7 +105,7 @@ def config_errors(cfg, path="reader.", unknown_checked=False):
     is drivers/board.py's check. unknown_checked: keys outside ALL_KEYS were reported already.
     """
     if not isinstance(cfg, dict):
-        return ["%s expected object, got %s" % (path[:-1] + ":", _type_name(cfg))]
+        return ["%s expected object, got %s" % (path[:-1] + ":", _board.type_name(cfg))]
     errs = []
     t = cfg.get("type")
     if "type" not in cfg:
@@ -143,7 +130,7 @@ def config_errors(cfg, path="reader.", unknown_checked=False):
             continue
         v = cfg[key]
         if not _is_int(v):
-            errs.append("%s%s: expected int, got %s" % (path, key, _type_name(v)))
+            errs.append("%s%s: expected int, got %s" % (path, key, _board.type_name(v)))
             continue
         if key == "spi" and v not in (1, 2):
             errs.append("%sspi: expected 1 (HSPI) or 2 (VSPI), got %d" % (path, v))

@@ -13,3 +13,20 @@ for p in (ROOT, HERE, os.path.join(HERE, "fakes")):
     if p in sys.path:
         sys.path.remove(p)
     sys.path.insert(0, p)
+
+
+import pathlib  # noqa: E402
+import tempfile  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def fastdir(tmp_path):
+    """A directory in RAM when the host has one (thousands of renames on a disk are slow), else
+    tmp_path."""
+    if not os.path.isdir("/dev/shm"):
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
+        yield pathlib.Path(d)

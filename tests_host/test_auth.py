@@ -59,14 +59,6 @@ def state(path):
     return ll.version, list(ll.items()), data
 
 
-@pytest.fixture
-def fastdir(tmp_path):
-    """A directory in RAM when the host has one (thousands of renames on a disk are slow)."""
-    if not os.path.isdir("/dev/shm"):
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
-        yield pathlib.Path(d)
 
 
 # ================================================================ the Local Authorization List

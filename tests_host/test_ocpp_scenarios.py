@@ -62,13 +62,18 @@ class Run:
 
 def run_sim(name, tmp):
     scn, extra = RUNS[name]
-    events = os.path.join(tmp, name + ".jsonl")
-    db = os.path.join(tmp, name + ".db")
     nofree = os.path.join(tmp, "nofree.json")
     with open(nofree, "w") as f:
         json.dump({"free_charging": False}, f)
     extra = [nofree if a == "NOFREE" else a for a in extra]
-    cmd = [sys.executable, SIM, "--scenario", os.path.join(SCENARIOS, scn + ".scn"), "--events", events,
+    return simulate(name, os.path.join(SCENARIOS, scn + ".scn"), tmp, extra)
+
+
+def simulate(name, scenario, tmp, extra):
+    """Run one scenario file in the simulator at 64K against its built-in back end."""
+    events = os.path.join(tmp, name + ".jsonl")
+    db = os.path.join(tmp, name + ".db")
+    cmd = [sys.executable, SIM, "--scenario", scenario, "--events", events,
            "--heap", "64K", "--quiet", "--csms-db", db] + extra
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     evs = []

@@ -2,7 +2,6 @@
 import gc
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import tempfile
@@ -600,14 +599,6 @@ class CountingFS(outbox.FS):
         os.remove(path)
 
 
-@pytest.fixture
-def fastdir(tmp_path):
-    """A directory in RAM when the host has one (10,000 renames on a disk are slow), else tmp_path."""
-    if not os.path.isdir("/dev/shm"):
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
-        yield pathlib.Path(d)
 
 
 def traced():

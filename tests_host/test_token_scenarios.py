@@ -7,7 +7,6 @@ Scenarios: tests_host/scenarios/tokens/. Each runs once per test session, two at
 import datetime
 import json
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,11 +15,10 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SCENARIOS = os.path.join(HERE, "scenarios", "tokens")
-SIM = os.path.join(ROOT, "tools", "sim.py")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, HERE)
 
-from test_ocpp_scenarios import Run  # noqa: E402
+from test_ocpp_scenarios import simulate  # noqa: E402
 
 TABLE = {
     "currency": "EUR", "tz": "UTC0",
@@ -50,19 +48,10 @@ RUNS = {
 
 def run_sim(name, tmp):
     scn, settings = RUNS[name]
-    events = os.path.join(tmp, name + ".jsonl")
-    db = os.path.join(tmp, name + ".db")
     sfile = os.path.join(tmp, name + ".settings.json")
     with open(sfile, "w") as f:
         json.dump(settings(), f)
-    cmd = [sys.executable, SIM, "--scenario", os.path.join(SCENARIOS, scn + ".scn"), "--events", events,
-           "--heap", "64K", "--quiet", "--csms-db", db, "--settings", sfile]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    evs = []
-    if os.path.exists(events):
-        with open(events) as f:
-            evs = [json.loads(line) for line in f]
-    return Run(name, p.returncode, evs, p.stdout + p.stderr, db)
+    return simulate(name, os.path.join(SCENARIOS, scn + ".scn"), tmp, ["--settings", sfile])
 
 
 @pytest.fixture(scope="session")
