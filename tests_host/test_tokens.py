@@ -411,3 +411,28 @@ def test_a_malformed_tariff_table_in_the_settings_names_the_entry():
         settings_mod.Settings({"tariffs": [1]})
     assert "expected JSON object" in str(e.value)
     assert settings_mod.Settings({"tariffs": TABLE}).get("tariffs") == TABLE
+
+
+@aio
+async def test_without_a_back_end_local_tokens_decide(tmp_path):
+    b = await Bench.start(tmp_path, local_tokens={"OWN1": "HOME", "OWN2": "HOME", "SOLO": None}, **PAID)
+    b.st.ocpp = None  # the station as it is without ocpp_url
+    st = b.st
+    assert st.present("STRANGER") == "refused"
+    assert st.present("own1") == "accepted"  # idTags are case-insensitive
+    await b.charge()
+    assert st.charger.id_tag == "OWN1"
+    assert st.present("SOLO") == "refused"  # another token, no group in common
+    assert st.present("OWN2") == "stopping"  # the same group
+    await b.run(500)
+    assert not st.charger.session and not st.charger.contactor
+
+
+def test_local_tokens_setting_is_checked():
+    import pytest
+
+    from firmware import settings as settings_mod
+    for bad, words in (({"X" * 21: None}, "idTag"), ({"A": 5}, "group of A"), ([1], "JSON object")):
+        with pytest.raises(settings_mod.SettingsError) as e:
+            settings_mod.Settings({"local_tokens": bad})
+        assert "local_tokens" in str(e.value) and words in str(e.value)
