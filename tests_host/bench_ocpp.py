@@ -210,8 +210,9 @@ class Stall:
 
     def settled(self):
         cp = self.cp
-        return (cp.accepted and cp.link is not None and cp.link.connected and self.charging()
-                and cp.outbox.pending() == 0 and not cp.busy())
+        # (tls: the car waits in B, see main())
+        return (cp.accepted and cp.link is not None and cp.link.connected
+                and (self.charging() or self.mode == "tls") and cp.outbox.pending() == 0 and not cp.busy())
 
     async def measure(self):
         cp = self.cp
