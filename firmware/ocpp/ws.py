@@ -401,11 +401,13 @@ class WebSocket:
             pos += k
 
     async def _skip(self, n):
+        """Read past n bytes of the stream, through the control-frame buffer (no garbage; only
+        the reading task uses it, while senders mask into _piece)."""
+        view = memoryview(self._ctl)
         while n > 0:
-            chunk = await self._r.read(min(n, 512))
-            if not chunk:
-                raise EOFError
-            n -= len(chunk)
+            k = min(n, len(view))
+            await self._read_into(view[:k])
+            n -= k
 
     async def _fail(self, code, reason, skip=None):
         """Close with `code` because of what the server sent. After a protocol error the stream
