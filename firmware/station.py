@@ -29,6 +29,7 @@ SETTINGS_FILE = "settings.json"
 FAULTS_FILE = "faults.json"
 JOURNAL_FILE = "sessions.jnl"
 OCPP_RX_BYTES = 4096  # the OCPP link's receive buffer: firmware/ocpp/rpc.py MAX_FRAME
+OCPP_TX_BYTES = 1536  # its send buffer: firmware/ocpp/ws.py PIECE
 BOARD_FILE = "board.json"
 
 
@@ -437,10 +438,11 @@ def _read_text(path, fs):
         f.close()
 
 
-def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None):
+def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None, txbuf=None):
     """Give the station its back-end link when the settings name one (ocpp_url). A link that
     cannot be set up (an unreadable CA file) is reported as an event; charging goes on.
-    `rxbuf`: the link's receive buffer, allocated by start() before anything else."""
+    `rxbuf`, `txbuf`: the link's receive and send buffers, allocated by start() before anything
+    else."""
     st = station.settings
     url = st.get("ocpp_url")
     if not url:
@@ -460,7 +462,7 @@ def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None):
     opts = cp_mod.Options(url, st.get("charge_box_id"), st.get("authorization_key") or None, ca,
                           model=station.profile.get("name", "ESP32"), free_id_tag=st.get("free_id_tag"),
                           reboot=reboot, version=appslot.current_version(app) or cp_mod.VERSION)
-    cp = cp_mod.ChargePoint(station, opts, fs, link, rxbuf)
+    cp = cp_mod.ChargePoint(station, opts, fs, link, rxbuf, txbuf)
     station.ocpp = cp
     station.epoch = cp.wall.now
     _firmware_management(station, cp, app, ca, reboot)
@@ -505,6 +507,7 @@ def start(root="/", clock=None, profile=None, fs=None, reboot=None):
     # heap's free space is in pieces of a few KB (measured in the simulator: 8 KB free at this
     # point, at most 3 KB in one piece after attach_ocpp).
     rxbuf = bytearray(OCPP_RX_BYTES) if st.get("ocpp_url") else None
+    txbuf = bytearray(OCPP_TX_BYTES) if st.get("ocpp_url") else None
     try:
         if profile is None:
             profile = board.load_installed(root)
@@ -513,7 +516,7 @@ def start(root="/", clock=None, profile=None, fs=None, reboot=None):
         board.fail_safe(root)
         return OutOfService(str(e), clock)
     station = Station(hw, profile, clock, root, st, err, fs)
-    attach_ocpp(station, fs, reboot, rxbuf=rxbuf)
+    attach_ocpp(station, fs, reboot, rxbuf=rxbuf, txbuf=txbuf)
     return station
 
 

@@ -153,7 +153,7 @@ class Stall:
         cp.link = ws.Link(cp.opts.url, cp.opts.charge_box_id, self.clock, cp.config.get("AuthorizationKey"),
                           cp.opts.ca, cp.config.get("WebSocketPingInterval"), sleep_ms=self.clock.sleep_ms,
                           stable_ms=chargepoint.STABLE_MS, backoff=ws.Backoff(FAST_FIRST_MS, FAST_CAP_MS),
-                          buf=cp._rxbuf)
+                          buf=cp._rxbuf, piece=cp._txbuf)
 
     def _event(self, kind, fields, at):
         if kind == "ocpp":

@@ -680,7 +680,7 @@ def test_client_frames_are_masked_and_written_in_small_pieces():
     for n in (0, 5, 125, 126, 241, 242, 300, 65535, 65536):
         payload = os.urandom(n)
         writes = _frame_of(payload)
-        assert all(len(w) <= W._PIECE for w in writes)  # no frame-sized copy
+        assert all(len(w) <= W.PIECE for w in writes)  # no frame-sized copy
         frame = b"".join(writes)
         assert frame[0] == 0x81 and frame[1] & 0x80
         ln = frame[1] & 0x7F
@@ -689,7 +689,7 @@ def test_client_frames_are_masked_and_written_in_small_pieces():
         assert got.get(ln, lambda: ln)() == n
         key = frame[off:off + 4]
         assert bytes(b ^ key[i % 4] for i, b in enumerate(frame[off + 4:])) == payload
-        if n <= W._PIECE - off - 4:
+        if n <= W.PIECE - off - 4:
             assert len(writes) == 1  # a small frame is one write: one TCP segment
 
 

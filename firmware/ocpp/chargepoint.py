@@ -105,12 +105,13 @@ class Options:
 
 
 class ChargePoint:
-    def __init__(self, station, opts, fs=None, link=None, rxbuf=None):
+    def __init__(self, station, opts, fs=None, link=None, rxbuf=None, txbuf=None):
         # The link's receive buffer (firmware/ocpp/ws.py): best allocated by the caller before
         # anything else, while the heap is in one piece (station.start does).
         if rxbuf is None and link is None:
             rxbuf = bytearray(rpc_mod.MAX_FRAME)
         self._rxbuf = rxbuf
+        self._txbuf = txbuf  # its send buffer (ws.PIECE bytes), or the Link makes one
         self._boot_id = rpc_mod.random_hex()  # tells this boot's provisional timestamps from older ones
         self.st = station
         self.charger = station.charger
@@ -860,7 +861,7 @@ class ChargePoint:
             self.link = ws.Link(self.opts.url, self.opts.charge_box_id, self.clock, self.config.get("AuthorizationKey"),
                                 self.opts.ca, self.config.get("WebSocketPingInterval"),
                                 sleep_ms=self.clock.sleep_ms, stable_ms=STABLE_MS,
-                                backoff=ws.Backoff(1000, BACKOFF_CAP_MS), buf=self._rxbuf)
+                                backoff=ws.Backoff(1000, BACKOFF_CAP_MS), buf=self._rxbuf, piece=self._txbuf)
         self.link.tls_gate = self.may_stall
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
@@ -896,7 +897,7 @@ class ChargePoint:
         self._aborted = True
         # RAM is gone: let go of everything, whatever task may still hold this object.
         self.st = self.charger = self.outbox = self.config = self.profiles = self.rpc = None
-        self.opts = self.link = self.tokens = self._rxbuf = None
+        self.opts = self.link = self.tokens = self._rxbuf = self._txbuf = None
         self._triggers = self._notices = self._status = self._reported = None
 
     _aborted = False

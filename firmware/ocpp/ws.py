@@ -16,14 +16,14 @@ Memory: a message is read into one receive buffer that the `Link` allocates once
 while the heap is still in one piece; `recv()` returns a memoryview of it (valid until the next
 `recv()`), which `json.loads` reads in place. Of a message longer than the buffer (but within
 `max_size`) only the head is kept and `size` tells the real length, so that the RPC layer can
-still answer the call by its id. Outgoing frames are masked and written in 256-byte pieces from
+still answer the call by its id. Outgoing frames are masked and written in PIECE-byte pieces from
 the text itself. So a large frame needs no large block of free heap, which a fragmented 64 KB
 heap often does not have.
 
 The password never appears in an exception, a repr or a log line: messages name the host, the
 port and what went wrong, and quote nothing the server sent except its HTTP status code.
 Masking an outgoing frame is a byte loop: a few ms for an OCPP message, more for tens of KB;
-the writer yields after each 256-byte piece.
+the writer yields after each piece.
 """
 import asyncio
 import hashlib
@@ -201,17 +201,21 @@ def _header(op, n, key):
     return struct.pack("!BBQ", 0x80 | op, 0xFF, n) + key
 
 
-_PIECE = 256  # bytes masked and written at a time
+# Bytes masked and written at a time: most OCPP messages fit in one piece, so that a frame goes
+# out in one write. (A frame of several pieces leaves in several TCP segments, and Nagle's rule
+# with the peer's delayed ACK can hold each later one back some 40 ms.)
+PIECE = 1536
 
 
 async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DEFAULT_MAX_SIZE,
-                  timeout_ms=10000, buf=None):
+                  timeout_ms=10000, buf=None, piece=None):
     """Open an OCPP-J 1.6 WebSocket to `url` + "/" + charge box id; returns a `WebSocket`.
 
     `password`: the AuthorizationKey (str or bytes) for HTTP basic auth, or None. `ca`: the CA
     certificate that must have signed a wss:// server's certificate (PEM or DER, bytes or str,
     or a file path); wss:// refuses to run without one. `buf`: the receive buffer (see the
-    module's docstring; default: one of `max_size` bytes). Raises HandshakeError, TLSError, WSError
+    module's docstring; default: one of `max_size` bytes); `piece`: the send buffer (default:
+    PIECE bytes). Raises HandshakeError, TLSError, WSError
     (timeout), OSError (network) or ValueError (bad URL).
     """
     tls, host, port, path = parse_url(url)
@@ -221,7 +225,7 @@ async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DE
         path += "/"
     path += quote(charge_box_id)
     auth = None if password is None else _basic_auth(charge_box_id, password)
-    ws = WebSocket(clock, max_size, buf)
+    ws = WebSocket(clock, max_size, buf, piece)
     where = "%s:%d" % (host, port)
     try:
         await _wait(ws._open(host, port, path, auth, tls_context(ca) if tls else None), timeout_ms)
@@ -246,14 +250,14 @@ class WebSocket:
     `keepalive()` only works while some task keeps calling `recv()`. Sending is safe from any task.
     """
 
-    def __init__(self, clock, max_size=DEFAULT_MAX_SIZE, buf=None):
+    def __init__(self, clock, max_size=DEFAULT_MAX_SIZE, buf=None, piece=None):
         self._clock = clock
         self.max_size = max_size
         self._buf = buf if buf is not None else bytearray(max_size)
         self._len = 0  # bytes of the message being received that are in _buf
         self.size = 0  # length of that message; after recv(): of the message returned
         self._ctl = bytearray(125)  # control frame payloads
-        self._piece = bytearray(_PIECE)  # outgoing bytes being masked
+        self._piece = piece if piece is not None else bytearray(PIECE)  # outgoing bytes being masked
         self.send_timeout_ms = 10000  # a frame not written within this: the link is dead
         self.open = False  # True while messages can be sent
         self.closed = False  # True once the socket is closed
@@ -345,8 +349,9 @@ class WebSocket:
         src = memoryview(payload)
         w = self._w
         pos = 0
+        size = len(piece)
         while True:
-            k = min(n - pos, _PIECE - h)
+            k = min(n - pos, size - h)
             piece[h:h + k] = src[pos:pos + k]
             for i in range(k):
                 piece[h + i] ^= key[(pos + i) & 3]
@@ -685,7 +690,7 @@ class Link:
 
     def __init__(self, url, charge_box_id, clock, password=None, ca=None, ping_interval_s=60,
                  max_size=DEFAULT_MAX_SIZE, connect_timeout_ms=10000, backoff=None, stable_ms=60000,
-                 buf=None, on_up=None, on_down=None, sleep_ms=None, on_fail=None):
+                 buf=None, on_up=None, on_down=None, sleep_ms=None, on_fail=None, piece=None):
         self.url, self.charge_box_id, self.clock = url, charge_box_id, clock
         self.password, self.ca = password, ca
         self.ping_interval_s = ping_interval_s
@@ -695,6 +700,7 @@ class Link:
         self.on_up, self.on_down, self.on_fail = on_up, on_down, on_fail
         self._sleep_ms = sleep_ms or _sleep_ms
         self._buf = buf if buf is not None else bytearray(max_size)
+        self._piece = piece if piece is not None else bytearray(PIECE)
         self._msg = None  # the message waiting for recv()
         self.last_size = 0
         self._has_msg = asyncio.Event()
@@ -733,7 +739,7 @@ class Link:
         if ws is not None:
             ws.abort()
         self.ws = self.on_up = self.on_down = self.on_fail = None
-        self._msg = self._buf = self.tls_gate = None
+        self._msg = self._buf = self._piece = self.tls_gate = None
 
     async def stop(self):
         """Close the connection (close handshake) and stop reconnecting."""
@@ -778,7 +784,7 @@ class Link:
             self.connecting = True
             try:
                 ws = await connect(self.url, self.charge_box_id, self.clock, self.password, self.ca,
-                                   self.max_size, self.connect_timeout_ms, self._buf)
+                                   self.max_size, self.connect_timeout_ms, self._buf, self._piece)
             except Exception as e:
                 self.connecting = False
                 self.last_error = "%s: %s" % (e.__class__.__name__, e)
