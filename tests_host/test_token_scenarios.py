@@ -145,7 +145,8 @@ def test_guest_outside_the_sharing_window_refused_owner_charges(runs):
     assert [(c["tariff"], c["cost"]) for c in costs] == [("owner", "0.00")]
 
 
-def test_local_list_from_the_back_end(runs):
+def test_local_list_and_configuration_from_the_back_end(runs):
     r = ok(runs, "offline")
-    (sent,) = [e for e in r.of("remote", action="SendLocalList")]
-    assert sent.get("result") == {"status": "Accepted"}, sent
+    for action in ("SendLocalList", "ChangeConfiguration"):
+        (sent,) = [e for e in r.of("remote", action=action)]
+        assert sent.get("result") == {"status": "Accepted"}, sent

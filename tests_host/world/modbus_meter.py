@@ -230,6 +230,7 @@ class MeterSlave:
                 self.settings[name] = num(m.baud_codes.get(self.baudrate, m.baud_codes[m.baud]))
         self._holding = {}
         self._words = {}  # input registers, refreshed in place on each read
+        self._q = {}  # the quantities behind them, likewise
         for reg in m.settings:
             words = self._setting_words(self.settings[m.settings[reg][0]])
             for i in range(len(words)):
@@ -242,6 +243,7 @@ class MeterSlave:
         self._sent = 0              # bytes of _reply moved to _fifo
         self._noise_acc = 0.0
         self._noise_pos = 0
+        self._input_words()  # fill both tables now: later reads only change their values
         # counters
         self.requests = 0
         self.answered = 0
@@ -492,7 +494,8 @@ class MeterSlave:
         volts = s.get("volts") or [0.0, 0.0, 0.0]
         amps = s.get("amps") or [0.0, 0.0, 0.0]
         n = self.phases
-        q = {"hz": 50.0, "export_kwh": 0.0, "q": 0.0, "pf": 1.0}
+        q = self._q  # the same dict every time (the world runs inside the firmware's heap budget)
+        q["hz"], q["export_kwh"], q["q"], q["pf"] = 50.0, 0.0, 0.0, 1.0
         total = 0.0
         for i in range(3):
             v = float(volts[i]) if i < n else 0.0
