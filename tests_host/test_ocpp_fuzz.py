@@ -992,10 +992,6 @@ def test_edge_frames(station):
     assert failures == [], "\n" + "\n".join(failures)
 
 
-@pytest.mark.xfail(strict=True, reason="open defect: Calls of an unknown action of 1.5 to 4 KB get no answer "
-                   "that this test sees (1 KB ones do; the receive buffer allocated at boot fixed the "
-                   "fragmentation failure, and tools/benchmark.py gets 4 KB DataTransfer calls answered "
-                   "346 of 346). Cause not found yet.")
 def test_large_frames(station):
     """Frames from 1 KB to MAX_FRAME are decoded and answered; bigger ones up to the WebSocket limit
     are refused with GenericError when their head names a Call id (else dropped); beyond the limit

@@ -813,3 +813,18 @@ def test_strict_json_refuses_what_is_not(text):
 def test_a_malformed_reset_is_never_executed():
     m = rpc.parse('[2,"x","Reset",{"type":"Soft",}]', supported=("Reset",))
     assert m == (rpc.REFUSE, "-1", "FormationViolation", "not JSON")
+
+
+def test_out_of_memory_while_decoding_answers_by_the_frames_head(monkeypatch):
+    # A long string in the payload needs one free block that a fragmented heap may not have:
+    # the call is still answered by its id, and by its action alone where that decides.
+    def no_memory(text):
+        raise MemoryError("memory allocation failed")
+    monkeypatch.setattr(rpc, "_loads", no_memory)
+    big = "x" * 2000
+    assert rpc.parse('[2, "a1", "FuzzAction", {"data": "%s"}]' % big, SUPPORTED)[:3] == (rpc.REFUSE, "a1", "NotImplemented")
+    assert rpc.parse('[2,"a2","DataTransfer",{"vendorId":"v","data":"%s"}]' % big, {"Reset"})[:3] == \
+        (rpc.REFUSE, "a2", "NotSupported")
+    assert rpc.parse('[2,"a3","DataTransfer",{"vendorId":"v","data":"%s"}]' % big, {"DataTransfer"})[:3] == \
+        (rpc.REFUSE, "a3", "InternalError")
+    assert rpc.parse('{"x": "%s"}' % big, SUPPORTED)[:3] == (rpc.REFUSE, "-1", "InternalError")

@@ -280,6 +280,49 @@ def _peek_call_id(text):
     return None
 
 
+def _no_memory(text, supported):
+    uid = _peek_call_id(text)
+    if uid is None:
+        return (REFUSE, UNREADABLE_ID, INTERNAL, "out of memory")
+    action = _peek_action(text, uid)
+    if action is not None and find(action) is None:
+        return (REFUSE, uid, NOT_IMPLEMENTED, "unknown action")
+    if action is not None and supported is not None and action not in supported:
+        return (REFUSE, uid, NOT_SUPPORTED, "%s not supported" % action)
+    return (REFUSE, uid, INTERNAL, "out of memory")
+
+
+def _peek_action(text, uid):
+    """The action of a frame whose head is `[2,"<uid>","<action>"` (blanks allowed), else None."""
+    if isinstance(text, str):
+        text = text[:160].encode()
+    n = min(len(text), 160)
+    i = bytes(text[:n]).find(b'"' + uid.encode() + b'"')
+    if i < 0:
+        return None
+    i += len(uid) + 2
+    while i < n and text[i] in _WS:
+        i += 1
+    if i >= n or text[i] != _COMMA:
+        return None
+    i += 1
+    while i < n and text[i] in _WS:
+        i += 1
+    if i >= n or text[i] != _QUOTE:
+        return None
+    j = i + 1
+    while j < n and text[j] != _QUOTE:
+        if text[j] == _BACKSLASH or text[j] < 0x20:
+            return None
+        j += 1
+    if j >= n:
+        return None
+    try:
+        return bytes(text[i + 1:j]).decode()
+    except UnicodeError:
+        return None
+
+
 # The scanner reads bytes (ints): a frame arrives as a view of the WebSocket's receive buffer.
 _WS = b" \t\n\r"
 _ESC = b"\"\\/bfnrtu"
@@ -488,7 +531,10 @@ def parse(text, supported=None, max_size=MAX_FRAME, checked=False, size=None):
                 return (REFUSE, UNREADABLE_ID, FORMATION, NOT_UTF8 if why == NOT_UTF8 else "not JSON")
         m = _loads(text)
     except MemoryError:
-        return (REFUSE, UNREADABLE_ID, INTERNAL, "out of memory")
+        # A long string in the payload needs one block that a fragmented heap may not have. The
+        # head still names the call: answer it by its id, NotImplemented/NotSupported when the
+        # action alone says so (the payload does not matter then).
+        return _no_memory(text, supported)
     except Exception:
         return (REFUSE, UNREADABLE_ID, FORMATION, "not JSON")
     if type(m) is not list or not m:
