@@ -293,8 +293,9 @@ class Station:
                 known = k
         group = tokens[known] if known is not None else None
         if c.session:
-            if c.id_tag is not None and (c.id_tag.upper() == tag.upper()
-                                         or (group is not None and group == tokens.get(c.id_tag))):
+            from firmware import auth  # the same stop rule as with a back end
+
+            if c.id_tag is not None and auth.same_group(c.id_tag, tokens.get(c.id_tag), tag, group):
                 c.stop(chg.LOCAL)
                 return self._token(tag, "stopping", "the token or group that started the session")
             return self._token(tag, "refused", "not the token that started the session")
