@@ -43,6 +43,10 @@ class Pilot:
         x = adc_uv // 100 - self._cal_lo * 10
         return -12000 + (x * 24000 + self._half) // self._den
 
+    def line_mv(self):
+        """One reading of the pilot line in millivolts (the bench measures the duty with it)."""
+        return self.to_line_mv(self._read())
+
     def measure(self):
         """Sample both plateaus into self.high_mv / self.low_mv; allocates nothing."""
         read = self._read

@@ -29,6 +29,8 @@ SCHEMA = {
     "temp_sensor_required": (bool, True, None, None, "", "A missing temperature sensor is a fault."),
     "meter_required": (bool, True, None, None, "", "A meter that stops answering stops charging (PowerMeterFailure)."),
     "meter_max_failures": (int, 3, 1, 20, "", "Consecutive failed meter refreshes before the meter counts as failed."),
+    "wifi_ssid": (str, "", None, None, "reboot", "Wi-Fi network the station joins (2.4 GHz); empty: no Wi-Fi (Ethernet, or no back end)."),
+    "wifi_password": (str, "", None, None, "secret reboot", "Wi-Fi password (WPA2-PSK); empty for an open network."),
     "ocpp_url": (str, "", None, None, "reboot", "Back end (OCPP 1.6J) endpoint, ws://host:port/path or wss://...; empty: no back end."),
     "charge_box_id": (str, "", None, None, "reboot", "This charger's identity at the back end (appended to ocpp_url)."),
     "ocpp_ca_file": (str, "", None, None, "reboot", "PEM file of the CA that signed the back end's certificate (wss://, security profile 2)."),
@@ -122,6 +124,11 @@ class Settings:
             raise SettingsError("setting 'charge_box_id': needed with ocpp_url %r" % v["ocpp_url"])
         if v["ocpp_url"] and not (v["ocpp_url"].startswith("ws://") or v["ocpp_url"].startswith("wss://")):
             raise SettingsError("setting 'ocpp_url': expected ws://... or wss://..., got %r" % v["ocpp_url"])
+        if len(v["wifi_ssid"]) > 32:
+            raise SettingsError("setting 'wifi_ssid': expected at most 32 characters, got %d" % len(v["wifi_ssid"]))
+        if v["wifi_password"] and not 8 <= len(v["wifi_password"]) <= 63:
+            raise SettingsError("setting 'wifi_password': expected 8 to 63 characters (WPA2), got %d"
+                                % len(v["wifi_password"]))
         if len(v["free_id_tag"]) > 20 or not v["free_id_tag"]:
             raise SettingsError("setting 'free_id_tag': expected 1 to 20 characters (OCPP idToken), got %r"
                                 % v["free_id_tag"])

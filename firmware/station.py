@@ -525,9 +525,26 @@ def log_sink(kind, fields, at):
     print(at, kind, fields)
 
 
-def main(root="/", reboot=None):
+def join_wifi(station, wifi):
+    """Join the settings' Wi-Fi network (wifi_ssid) without waiting: `wifi(ssid, password)` is
+    drivers.wifi.start. The back-end link retries until the network is up."""
+    settings = getattr(station, "settings", None)
+    ssid = settings.get("wifi_ssid") if settings is not None else ""
+    if not ssid:
+        return None
+    try:
+        return wifi(ssid, settings.get("wifi_password"))
+    except OSError as e:
+        print("wifi: cannot join %s: %s" % (ssid, e))
+        return None
+
+
+def main(root="/", reboot=None, wifi=None):
     """Entry point on the board (main.py). `reboot(hard)` restarts the board (OCPP Reset, a
-    firmware update); firmware/ never imports machine, so main.py hands it in."""
+    firmware update); `wifi` joins the network (drivers.wifi.start). firmware/ never imports
+    machine or network, so main.py hands them in."""
     station = start(root, reboot=reboot)
     station.add_sink(log_sink)
+    if wifi is not None:
+        station.wifi = join_wifi(station, wifi)
     station.run()

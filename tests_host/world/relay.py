@@ -3,7 +3,8 @@
 Closing takes `close_ms` (30), opening `open_ms` (20) after the coil changes; a coil change
 back before the contacts moved cancels the move. The auxiliary (mirror) contact reports the
 real contact state. `welded`: once welded, closed contacts stay closed when the coil drops
-(a weld applied while open takes hold at the next closing). The World turns pin levels and
+(a weld applied while open takes hold at the next closing). `feedback_lost`: the auxiliary
+contact's wire is off, so the feedback input always shows open. The World turns pin levels and
 power into coil commands and drives the feedback input.
 """
 
@@ -21,6 +22,7 @@ class Relay:
         self.coil = False
         self.closed = False      # the main contacts
         self.welded = False
+        self.feedback_lost = False
         self.operations = 0      # contact movements, for tests
         self._due = None
 
@@ -30,7 +32,8 @@ class Relay:
 
     def feedback_level(self):
         """Level of the feedback input for the current contact state."""
-        return 1 if self.closed == bool(self.feedback_active_high) else 0
+        closed = self.closed and not self.feedback_lost
+        return 1 if closed == bool(self.feedback_active_high) else 0
 
     def command(self, energised, t):
         if energised == self.coil:

@@ -76,6 +76,8 @@ SPEC = {
     "rcd-broken": (),
     "rcd-ok": (),
     "weld": (),
+    "feedback-lost": (),
+    "feedback-ok": (),
     "diode-fault": (),
     "pilot-short": (),
     "pilot-ok": (),

@@ -29,6 +29,8 @@ fakes: the runner stops the firmware and calls `machine.hw_reset()` as it sees f
 
 Actions (`apply`, VERBS): plug [CABLE_AMPS=32], unplug, ev-ready AMPS [PHASES=board's],
 ev-pause, ev-vent, ev-ignore-offer, rcd-leak MA (0 clears), rcd-broken, rcd-ok, weld,
+feedback-lost (the contactor's auxiliary contact is disconnected: feedback always open),
+feedback-ok,
 diode-fault, pilot-short, pilot-ok (clears both pilot faults), temp C, meter-fail, meter-ok
 (clears every meter fault), meter-noise PERCENT (the meter gets a fraction), card UID_HEX (a
 card is held on the reader: 4, 7 or 10 bytes on an MFRC522 / PN532, 3 (Wiegand 26) or 4
@@ -62,7 +64,7 @@ OUT_PWM = 3
 VERBS = ("plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "rcd-leak",
          "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok", "temp",
          "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "card",
-         "card-off", "card-broken")
+         "card-off", "card-broken", "feedback-lost", "feedback-ok")
 
 
 def _ticks_diff(a, b):
@@ -389,6 +391,10 @@ class World:
             self.rcd.set_broken(False, t)
         elif verb == "weld":
             self.relay.welded = True
+        elif verb == "feedback-lost" or verb == "feedback-ok":
+            if self.relay.feedback_pin is None:
+                raise ValueError("%s: board %r has no contactor feedback input" % (verb, self.profile.get("name")))
+            self.relay.feedback_lost = verb == "feedback-lost"
         elif verb == "diode-fault":
             car.diode = False
         elif verb == "pilot-short":
