@@ -44,7 +44,7 @@ CTRL_B = b"\x02"
 CTRL_C = b"\x03"
 CTRL_D = b"\x04"
 CTRL_E = b"\x05"
-PASTE_WINDOW = 128
+PASTE_WINDOW = 2048  # bytes per flow-control window (an ESP32 uses 128..256)
 _stdin = sys.stdin.buffer
 _stdout = sys.stdout
 
@@ -386,7 +386,14 @@ class Board:
             if src is not None:
                 self.single(src)
 
+    COMPOUND = ("if", "while", "for", "try", "with", "def", "class", "async", "@")
+
     def more(self, src):
+        """Whether the REPL waits for more lines (as MicroPython's: a compound statement, an open
+        bracket, a trailing colon or backslash, or a block already under way)."""
+        first = src.lstrip().split(" ", 1)[0].split(":", 1)[0].split("(", 1)[0]
+        if first in self.COMPOUND or src.lstrip().startswith("@"):
+            return True
         last = src.split("\n")[-1].rstrip()
         depth = 0
         for c in src:
@@ -397,24 +404,15 @@ class Board:
         return depth > 0 or last.endswith(":") or last.endswith("\\") or ("\n" in src)
 
     def single(self, src):
-        """A statement typed at the prompt; an expression's value is shown, as the REPL does."""
-        show = True
+        """A statement typed at the prompt; expression values are shown, as the REPL does
+        (MicroPython's "single" mode prints them itself, with a bare newline)."""
         try:
-            code = compile(src, "<stdin>", "eval")
-        except SyntaxError:
-            show = False
-            try:
-                code = compile(src + "\n", "<stdin>", "exec")
-            except SyntaxError as e:
-                print_exception(e)
-                return
+            code = compile(src + "\n", "<stdin>", "single")
+        except SyntaxError as e:
+            print_exception(e)
+            return
         try:
-            if show:
-                v = eval(code, self.g)
-                if v is not None:
-                    out(repr(v) + "\r\n")
-            else:
-                exec(code, self.g)
+            exec(code, self.g)
         except SystemExit as e:
             raise Reset(HARD_RESET if e.args and e.args[0] == HARD_RESET else SOFT_RESET)
         except BaseException as e:  # noqa: BLE001
@@ -515,7 +513,7 @@ class Board:
         data = bytearray()
         got = 0
         while True:
-            b = self.read()
+            b = self.read()  # (a stream read here blocks until it has all it asked for)
             if b == CTRL_D:
                 _stdout.write("\x04")
                 return bytes(data)

@@ -49,6 +49,7 @@ APP_DIRS = ("firmware", "drivers")
 TOP_FILES = ("boot.py", "main.py", "board.json", "settings.json")
 MARK = "DEPLOY:"
 TIMEOUT_S = 60
+PROBE_TIMEOUT_S = 20  # a board answers the probe in about a second
 # sys.implementation._mpy >> 10 -> the architecture mpy-cross calls it (mip's table)
 ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
          "xtensa", "xtensawin", "rv32imc", "rv64imc")
@@ -209,9 +210,9 @@ def mpremote(port, args, timeout=TIMEOUT_S):
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise DeployError("the board on %s did not finish answering within %d s: is it running "
-                          "MicroPython (tools/flash.py)? Is another program (a serial monitor, "
-                          "Thonny, a second mpremote) using the port?" % (port, timeout), 1)
+        raise DeployError("the board on %s does not answer (nothing complete within %d s): is it "
+                          "running MicroPython (tools/flash.py)? Is another program (a serial "
+                          "monitor, Thonny, a second mpremote) using the port?" % (port, timeout), 1)
     except OSError as e:
         raise DeployError("cannot run mpremote (%s): pip install -r requirements.txt" % e, 1)
     if r.returncode != 0:
@@ -235,7 +236,7 @@ def _explain(port, text):
 
 
 def probe(port):
-    out = mpremote(port, ["exec", PROBE % {"dirs": APP_DIRS, "top": ["/" + f for f in TOP_FILES], "mark": MARK}])
+    out = mpremote(port, timeout=PROBE_TIMEOUT_S, args=["exec", PROBE % {"dirs": APP_DIRS, "top": ["/" + f for f in TOP_FILES], "mark": MARK}])
     for line in out.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])

@@ -68,6 +68,26 @@ def _sigint_caught(pid):
     return False
 
 
+def _sigint_delivered(pid, limit_s=0.2):
+    """Wait until a SIGINT sent to pid is no longer pending: then a read it was blocked in has
+    failed with EINTR and MicroPython raised KeyboardInterrupt, so the bytes that followed the
+    Ctrl-C cannot overtake it."""
+    bit = 1 << (signal.SIGINT - 1)
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        pending = 0
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("SigPnd:") or line.startswith("ShdPnd:"):
+                        pending |= int(line.split()[1], 16)
+        except OSError:
+            return
+        if not pending & bit:
+            return
+        time.sleep(0.001)
+
+
 class SimBoard:
     """The bridge: a PTY on one side, the board's MicroPython process on the other.
 
@@ -252,6 +272,7 @@ class SimBoard:
             if p is not None and p.poll() is None and _sigint_caught(p.pid):
                 self._flush()
                 os.kill(p.pid, signal.SIGINT)
+                _sigint_delivered(p.pid)
             else:
                 self._in += b"\x03"  # mount's binary data, or a board still starting
             start = i + 1
