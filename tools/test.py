@@ -3,7 +3,7 @@
 
     python3 tools/test.py [PYTEST ARGS...]
 
-1. build: every device file (boot.py, main.py, firmware/, drivers/) compiles with
+1. build: every device file (boot.py, main.py, firmware/, drivers/, tools/bench_board.py) compiles with
    `mpy-cross -march=xtensawin`, as it must for the ESP32;
 2. types: pyright checks drivers/, boot.py and main.py against the MicroPython ESP32 stubs
    (installed into build/typings) with 0 errors;
@@ -27,7 +27,8 @@ TYPINGS = os.path.join(ROOT, "build", "typings")
 
 
 def device_files():
-    out = [os.path.join(ROOT, "boot.py"), os.path.join(ROOT, "main.py")]
+    out = [os.path.join(ROOT, "boot.py"), os.path.join(ROOT, "main.py"),
+           os.path.join(ROOT, "tools", "bench_board.py")]  # (the bench's side that runs on the board)
     for top in ("firmware", "drivers"):
         for d, _dirs, files in os.walk(os.path.join(ROOT, top)):
             out += [os.path.join(d, f) for f in sorted(files) if f.endswith(".py")]
