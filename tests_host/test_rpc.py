@@ -526,6 +526,12 @@ def test_ten_thousand_random_frames():
 
 MP_PROBE = r"""
 import gc, json, sys
+# As on the board: frames are read into one buffer allocated at start, before the OCPP modules
+# are imported (firmware/station.py start()); of a frame too large only the head is kept
+# (firmware/ocpp/ws.py)
+limit = int(sys.argv[3])
+buf = bytearray(limit)
+view = memoryview(buf)
 gc.collect()
 free0 = gc.mem_free()
 from firmware.ocpp import schemas
@@ -535,11 +541,6 @@ from firmware.ocpp import rpc
 gc.collect()
 free2 = gc.mem_free()
 sup = set(json.loads(sys.argv[2]))
-limit = int(sys.argv[3])
-# As on the board: frames are read into one buffer allocated at start; of a frame too large
-# only the head is kept (firmware/ocpp/ws.py)
-buf = bytearray(limit)
-view = memoryview(buf)
 peak = 0
 n = 0
 with open(sys.argv[1], "rb") as f:

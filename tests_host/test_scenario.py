@@ -130,7 +130,8 @@ def test_every_verb_documented_in_spec():
     assert set(SPEC) == {
         "wait", "plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "card",
         "card-off", "card-broken",
-        "rcd-leak", "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok",
+        "rcd-leak", "rcd-broken", "rcd-ok", "weld", "feedback-lost", "feedback-ok", "diode-fault",
+        "pilot-short", "pilot-ok",
         "temp", "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "net",
         "remote", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault"}
 
