@@ -79,6 +79,13 @@ class Reset(Exception):
         super().__init__(status)
         self.status = status
 
+    @staticmethod
+    def of(exit_exc):
+        """The reset a SystemExit asks for: machine.reset() exits HARD_RESET, anything else
+        (sys.exit(), as on a board) is a soft reset."""
+        args = exit_exc.args
+        return Reset(HARD_RESET if args and args[0] == HARD_RESET else SOFT_RESET)
+
 
 # ---------------------------------------------------------------- the world on the wall clock
 
@@ -314,7 +321,7 @@ class Board:
         try:
             exec(compile(src, name, "exec"), self.g)
         except SystemExit as e:
-            raise Reset(HARD_RESET if e.args and e.args[0] == HARD_RESET else SOFT_RESET)
+            raise Reset.of(e)
         except BaseException as e:  # noqa: BLE001 - shown as a board shows it
             return e
         return None
@@ -414,7 +421,7 @@ class Board:
         try:
             exec(code, self.g)
         except SystemExit as e:
-            raise Reset(HARD_RESET if e.args and e.args[0] == HARD_RESET else SOFT_RESET)
+            raise Reset.of(e)
         except BaseException as e:  # noqa: BLE001
             print_exception(e)
 

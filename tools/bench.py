@@ -196,15 +196,12 @@ def run_board(port, args, on_line=None, timeout=TIMEOUT_S):
 
 
 def _explain(port, text):
-    last = text.strip().splitlines()[-1] if text.strip() else "(no output)"
-    if "failed to access" in text or "could not open port" in text or "No such file" in text:
-        return "no board at %s (%s): check the cable and the port (mpremote connect list)" % (port, last)
-    if "could not enter raw repl" in text:
-        return ("the board on %s does not answer like MicroPython: flash it (tools/flash.py), or press its "
-                "reset button and retry" % port)
     if "ImportError" in text and ("drivers" in text or "firmware" in text):
+        last = text.strip().splitlines()[-1]
         return "the firmware is not on the board: run tools/deploy.py first (%s)" % last
-    return "the bench did not run on %s: %s" % (port, last)
+    import deploy
+
+    return deploy.explain_mpremote(port, text)
 
 
 class BenchError(Exception):

@@ -216,11 +216,12 @@ def mpremote(port, args, timeout=TIMEOUT_S):
     except OSError as e:
         raise DeployError("cannot run mpremote (%s): pip install -r requirements.txt" % e, 1)
     if r.returncode != 0:
-        raise DeployError(_explain(port, (r.stdout + r.stderr).strip()), 1)
+        raise DeployError(explain_mpremote(port, (r.stdout + r.stderr).strip()), 1)
     return r.stdout
 
 
-def _explain(port, text):
+def explain_mpremote(port, text):
+    """What an mpremote failure on `port` means for the person at the board."""
     last = text.splitlines()[-1] if text else "(no output)"
     if "failed to access" in text or "No such file" in text or "could not open port" in text:
         if "Errno 16" in text or "busy" in text.lower():
@@ -305,7 +306,7 @@ def plan(files, info):
     # A directory left without files would still import (as a namespace package) and shadow
     # the frozen firmware or hide an import error: remove it, deepest first.
     rmdirs = sorted((d for d in dirs_have if d not in need), key=lambda d: -d.count("/"))
-    return copy, stale + rmdirs, mkdirs
+    return copy, stale, rmdirs, mkdirs
 
 
 def deploy(a, log=print):
@@ -317,33 +318,31 @@ def deploy(a, log=print):
     info = probe(a.port)
     arch = board_arch(info)
     files = wanted_files(arch, profile, settings_bytes, a.frozen)
-    copy, stale, mkdirs = plan(files, info)
-    rmdirs = set(p.rstrip("/") for p in info["files"] if p.endswith("/"))
+    copy, stale, rmdirs, mkdirs = plan(files, info)
     log("board on %s: MicroPython %s, %s bytecode, flash %d KB with %d KB free"
         % (a.port, ".".join(str(v) for v in info["version"]), arch, info["size"] // 1024, info["free"] // 1024))
     size = 0
     for p in copy:
         local, data, _h = files[p]
         size += len(data) if data is not None else os.path.getsize(local)
-    freed = 0
-    if size > info["free"] + freed:
+    if size > info["free"]:
         raise DeployError("not enough room on the board: %d KB to copy, %d KB free; remove other "
                           "files (mpremote fs rm) or use a frozen image (--frozen)"
                           % (size // 1024, info["free"] // 1024), 1)
     unchanged = len(files) - len(copy)
     log("copy %d file%s (%d bytes), %d unchanged, remove %d stale"
-        % (len(copy), "" if len(copy) == 1 else "s", size, unchanged, len(stale)))
+        % (len(copy), "" if len(copy) == 1 else "s", size, unchanged, len(stale) + len(rmdirs)))
     for p in copy:
         log("  copy   %s" % p)
-    for p in stale:
+    for p in stale + rmdirs:
         log("  remove %s" % p)
     log("settings: %s%s" % (", ".join("%s=%s" % (k, v) for k, v in sorted(st.public().items())
                                       if k in st.changed()) or "all defaults",
                             "; secrets from %s: %s (not shown)" % (secrets, ", ".join(used)) if used else ""))
     if a.dry_run:
         log("dry run: nothing changed")
-        return {"copied": [], "removed": [], "unchanged": unchanged, "planned": copy, "stale": stale}
-    if copy or stale:
+        return {"copied": [], "removed": [], "unchanged": unchanged, "planned": copy, "stale": stale + rmdirs}
+    if copy or stale or rmdirs:
         with tempfile.TemporaryDirectory(prefix="evse-deploy-") as tmp:
             os.chmod(tmp, 0o700)
             args = []
@@ -358,7 +357,9 @@ def deploy(a, log=print):
                         f.write(data)
                 args += ["fs", "cp", local, ":" + p, "+"]
             for p in stale:
-                args += ["fs", "rmdir" if p in rmdirs else "rm", ":" + p, "+"]
+                args += ["fs", "rm", ":" + p, "+"]
+            for d in rmdirs:
+                args += ["fs", "rmdir", ":" + d, "+"]
             mpremote(a.port, args[:-1], timeout=TIMEOUT_S * 5)
         after = probe(a.port)
         bad = [p for p in files if after["files"].get(p) != files[p][2]]
@@ -370,7 +371,7 @@ def deploy(a, log=print):
     if not a.no_reset:
         mpremote(a.port, ["reset"])
         log("reset: the board restarts with the new firmware")
-    return {"copied": copy, "removed": stale, "unchanged": unchanged}
+    return {"copied": copy, "removed": stale + rmdirs, "unchanged": unchanged}
 
 
 def main(argv=None):

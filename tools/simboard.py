@@ -55,35 +55,37 @@ OUT_CAP = 256 * 1024  # output kept for a host that is not reading; older output
 HARD_RESET, SOFT_RESET, SOFT_RESET_RAW = 3, 4, 5  # tests_host/boardsim.py's exit statuses
 
 
-def _sigint_caught(pid):
-    """True when the process has a SIGINT handler: MicroPython's interrupt character is on.
-    mpremote's mount turns it off (micropython.kbd_intr(-1)) while binary data flows."""
+def _signal_masks(pid, fields):
+    """The OR of /proc/PID/status signal masks named by `fields` (e.g. "SigCgt:"), None when
+    the process is gone."""
+    mask = 0
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+                if line.startswith(fields):
+                    mask |= int(line.split()[1], 16)
     except OSError:
-        pass
-    return False
+        return None
+    return mask
+
+
+SIGINT_BIT = 1 << (signal.SIGINT - 1)
+
+
+def _sigint_caught(pid):
+    """True when the process has a SIGINT handler: MicroPython's interrupt character is on.
+    mpremote's mount turns it off (micropython.kbd_intr(-1)) while binary data flows."""
+    return bool((_signal_masks(pid, ("SigCgt:",)) or 0) & SIGINT_BIT)
 
 
 def _sigint_delivered(pid, limit_s=0.2):
     """Wait until a SIGINT sent to pid is no longer pending: then a read it was blocked in has
     failed with EINTR and MicroPython raised KeyboardInterrupt, so the bytes that followed the
     Ctrl-C cannot overtake it."""
-    bit = 1 << (signal.SIGINT - 1)
     end = time.monotonic() + limit_s
     while time.monotonic() < end:
-        pending = 0
-        try:
-            with open("/proc/%d/status" % pid) as f:
-                for line in f:
-                    if line.startswith("SigPnd:") or line.startswith("ShdPnd:"):
-                        pending |= int(line.split()[1], 16)
-        except OSError:
-            return
-        if not pending & bit:
+        pending = _signal_masks(pid, ("SigPnd:", "ShdPnd:"))
+        if pending is None or not pending & SIGINT_BIT:
             return
         time.sleep(0.001)
 
