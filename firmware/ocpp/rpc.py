@@ -156,77 +156,105 @@ def is_datetime(s):
     return False
 
 
-def _check(code, arg, v, path):
-    """None, or (error code, description) for value `v` against one item spec."""
+# A property's code is upper case when the property is required; validation reads it in lower case
+# through this table (str.lower() would allocate a string per property).
+_LOWER = {"S": "s", "E": "e", "D": "d", "I": "i", "N": "n", "B": "b", "O": "o", "A": "a"}
+
+
+def _in_enum(v, table):
+    """`v` is one of the values of `table` ("|a|b|c|"), found without building "|v|"."""
+    n = len(v)
+    if not n or "|" in v:
+        return False
+    i = table.find(v)
+    while i > 0:
+        if table[i - 1] == "|" and table[i + n] == "|":
+            return True
+        i = table.find(v, i + 1)
+    return False
+
+
+def _check(code, arg, v):
+    """None, or (error code, path, what) for value `v` against one item spec. The path is
+    relative to `v` ("" for `v` itself, ".name" or "[k]" further down) and is built only for an
+    error: a valid payload is checked without allocating."""
     t = type(v)
     if code == "s" or code == "e" or code == "d":
         if t is not str:
-            return TYPE, "%s: expected string" % path
+            return TYPE, "", "expected string"
         if code == "s":
             if arg is not None and len(v) > arg:
-                return PROPERTY, "%s: longer than %d" % (path, arg)
+                return PROPERTY, "", "longer than %d" % arg
         elif code == "e":
-            if "|" in v or ("|" + v + "|") not in schemas.E[arg]:
-                return PROPERTY, "%s: not an allowed value" % path
+            if not _in_enum(v, schemas.E[arg]):
+                return PROPERTY, "", "not an allowed value"
         elif not is_datetime(v):
-            return PROPERTY, "%s: not a date-time" % path
+            return PROPERTY, "", "not a date-time"
         return None
     if code == "i":
         if t is not int:
-            return TYPE, "%s: expected integer" % path
+            return TYPE, "", "expected integer"
         return None
     if code == "n":
         if t is not int and t is not float:
-            return TYPE, "%s: expected number" % path
+            return TYPE, "", "expected number"
         if arg and t is float:
             r = v * arg
             if r != r or abs(r - round(r)) > 1e-6 * abs(r) + 1e-9:  # float32 on the ESP32
-                return PROPERTY, "%s: not a multiple of 1/%d" % (path, arg)
+                return PROPERTY, "", "not a multiple of 1/%d" % arg
         return None
     if code == "b":
         if t is not bool:
-            return TYPE, "%s: expected boolean" % path
+            return TYPE, "", "expected boolean"
         return None
     if code == "o":
         if t is not dict:
-            return TYPE, "%s: expected object" % path
-        return check_object(arg, v, path)
+            return TYPE, "", "expected object"
+        return _check_props(arg, v)
     if code == "a":
         if t is not list:
-            return TYPE, "%s: expected array" % path
+            return TYPE, "", "expected array"
         if len(v) < arg[0]:
-            return OCCURENCE, "%s: fewer than %d items" % (path, arg[0])
+            return OCCURENCE, "", "fewer than %d items" % arg[0]
         it = arg[1]
         ic = it[0]
         ia = it[1] if len(it) > 1 else None
         for k in range(len(v)):
-            e = _check(ic, ia, v[k], path)
+            e = _check(ic, ia, v[k])
             if e is not None:
-                return e[0], e[1].replace(path, "%s[%d]" % (path, k), 1)
+                return e[0], "[%d]%s" % (k, e[1]), e[2]
         return None
-    return INTERNAL, "%s: bad schema code %r" % (path, code)  # pragma: no cover
+    return INTERNAL, "", "bad schema code %r" % code  # pragma: no cover
 
 
-def check_object(props, obj, path=""):
-    """None or (code, description) for dict `obj` against a decoded object of the table."""
+def _check_props(props, obj):
+    """None or (code, ".name..." path, what) for dict `obj` against a decoded object of the table."""
     for k in obj:
         for p in props:
             if p[0] == k:
                 break
         else:
-            return OCCURENCE, "%s%s: unexpected property" % (path + "." if path else "", k)
+            return OCCURENCE, "." + k, "unexpected property"
     for p in props:
         name = p[0]
         c = p[1]
-        sub = path + "." + name if path else name
         if name not in obj:
             if c < "a":  # upper case: required
-                return OCCURENCE, "%s: required" % sub
+                return OCCURENCE, "." + name, "required"
             continue
-        e = _check(c.lower(), p[2] if len(p) > 2 else None, obj[name], sub)
+        e = _check(_LOWER.get(c, c), p[2] if len(p) > 2 else None, obj[name])
         if e is not None:
-            return e
+            return e[0], "." + name + e[1], e[2]
     return None
+
+
+def check_object(props, obj):
+    """None or (code, description) for dict `obj` against a decoded object of the table; the
+    description names the offending value by its path ("a.b[2].c: expected integer")."""
+    e = _check_props(props, obj)
+    if e is None:
+        return None
+    return e[0], "%s: %s" % (e[1][1:], e[2])
 
 
 def validate(action, kind, payload):
