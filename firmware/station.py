@@ -9,6 +9,14 @@ Two tasks share the work:
 
 On the board `main.py` calls `main()`, which runs both under asyncio. The simulator and the
 tests call `tick()` and `service()` themselves on a virtual clock.
+
+Neither task may die of an exception (a MemoryError in a fragmented heap, a flash error, a bug):
+- the control task cannot be trusted once it raised: the contactor opens and the pilot goes to
+  -12 V (state F) at once, then the board restarts;
+- a slow round that raises is given up, reported as an "error" event, and the next round starts
+  afresh while the control task goes on; SERVICE_FAILS_MAX failed rounds in a row restart the
+  board (outputs safe first), before the watchdog would.
+After a restart the journal carries the session across, as after a power cut.
 """
 
 from firmware import billing as billing_mod
@@ -24,6 +32,7 @@ SERVICE_MS = 100
 TEMP_MS = 1000
 METER_EVENT_MS = 10000
 RECOVER_WAIT_MS = 5000
+SERVICE_FAILS_MAX = 30  # slow rounds in a row that raised (3 s; the watchdog's default is 5 s)
 
 SETTINGS_FILE = "settings.json"
 FAULTS_FILE = "faults.json"
@@ -80,6 +89,9 @@ class Station:
         self._recover_since = None
         self.ocpp = None  # the back-end link (firmware.ocpp.chargepoint), when configured
         self.epoch = None  # fn() -> wall-clock seconds, once something knows the time
+        self.reboot = None  # reboot(hard): restarts the board (set by start())
+        self.failures = 0  # slow rounds that raised since boot
+        self._failing = 0  # ... in a row
 
     # ---- persistence of latched faults ----
 
@@ -105,6 +117,19 @@ class Station:
     # ---- the control task ----
 
     def tick(self):
+        try:
+            self._tick()
+        except Exception as e:  # noqa: BLE001 - whatever it was, the outputs go safe first
+            self._control_failed(e)
+
+    def _control_failed(self, e):
+        hw = self.hw
+        hw.relay.open_now()  # allocates nothing, waits for nothing
+        hw.pilot.set_duty_u16(0)  # steady -12 V: state F, the vehicle stops drawing current
+        self._report_failure("control", e, None)
+        self._restart(e)
+
+    def _tick(self):
         now = self.clock.ticks_ms()
         hw = self.hw
         c = self.charger
@@ -149,6 +174,38 @@ class Station:
     # ---- the slow task ----
 
     def service(self):
+        try:
+            self._service()
+        except Exception as e:  # noqa: BLE001 - the round is given up, the next one starts afresh
+            self.failures += 1
+            self._failing += 1
+            self._report_failure("service", e, self._failing)
+            if self._failing >= SERVICE_FAILS_MAX:
+                self.make_safe(False)
+                self._restart(e)
+        else:
+            self._failing = 0
+
+    def _report_failure(self, where, e, in_a_row):
+        try:
+            self._send("error", {"where": where, "error": "%s: %s" % (type(e).__name__, e), "in_a_row": in_a_row})
+        except Exception:  # noqa: BLE001 - (a MemoryError again): the restart or the next round tells
+            pass
+
+    def _restart(self, e):
+        """Restart the board (hard); without a way to, the exception goes on up."""
+        if self.reboot is None:
+            raise e
+        self.reboot(True)
+
+    def make_safe(self, pilot_high=True):
+        """Contactor open, pilot steady at +12 V (no offer) or -12 V (state F): when the tasks
+        stop (a person pressed Ctrl-C at the REPL, a restart)."""
+        hw = self.hw
+        hw.relay.open_now()
+        hw.pilot.set_duty_u16(65535 if pilot_high else 0)
+
+    def _service(self):
         now = self.clock.ticks_ms()
         hw = self.hw
         c = self.charger
@@ -398,6 +455,9 @@ class OutOfService:
     def tick(self):
         pass
 
+    def make_safe(self, pilot_high=True):
+        pass  # they were made safe when the profile failed, and nothing drives them since
+
     def service(self):
         if not self._reported and self.sinks:
             self._reported = True
@@ -517,6 +577,7 @@ def start(root="/", clock=None, profile=None, fs=None, reboot=None):
         board.fail_safe(root)
         return OutOfService(str(e), clock)
     station = Station(hw, profile, clock, root, st, err, fs)
+    station.reboot = reboot
     attach_ocpp(station, fs, reboot, rxbuf=rxbuf, txbuf=txbuf)
     return station
 
@@ -547,4 +608,7 @@ def main(root="/", reboot=None, wifi=None):
     station.add_sink(log_sink)
     if wifi is not None:
         station.wifi = join_wifi(station, wifi)
-    station.run()
+    try:
+        station.run()
+    finally:  # Ctrl-C at the REPL, or something escaped the tasks: nothing controls the outputs now
+        station.make_safe()

@@ -209,6 +209,7 @@ class Sim:
         self.proxy_control = proxy_control  # port of the network proxy's control (tests_host/netproxy.py)
         self._remotes = 0  # back-end commands in flight
         self._reboot = None  # a Reset the firmware asked for: True hard, False soft
+        self.bugs = []  # exceptions the firmware's tasks caught (error events), but a MemoryError
         self.tty = tty
         self.heap = Heap(heap)
         self.T = 0
@@ -249,6 +250,10 @@ class Sim:
     def emit(self, kind, fields, at=None):
         """An event; `at` is the firmware tick it happened at (its clock restarts at boot)."""
         t = self.T if at is None else self.boot_T + at
+        if kind == "error" and (fields.get("where") != "service" or not fields.get("error", "").startswith("MemoryError")):
+            # The station survives these (firmware/station.py), but they are bugs: the run fails.
+            # A slow round that ran out of memory is the heap budget at work, and is recovered.
+            self.bugs.append("%.3fs %s: %s" % (t / 1000, fields.get("where"), fields.get("error")))
         rec = {"t": t, "type": kind}
         for k in fields:
             rec[k] = fields[k]
@@ -636,6 +641,9 @@ async def _run(code, opts, speed, quiet, heap, tty, csms, proxy, actions):
         sim.finish()
         return 3
     sim.finish()
+    if sim.bugs:
+        print("the firmware raised (and recovered): %s" % "; ".join(sim.bugs))
+        return 4
     return 0
 
 

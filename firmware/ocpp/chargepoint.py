@@ -168,6 +168,19 @@ class ChargePoint:
         self.errors = []  # what went wrong locally, newest last (bounded): for logs and tests
         self.sent = 0
         self.received = 0
+        # Every attribute is set here, none later: a first assignment that grows the instance's
+        # dict (a 944 B table for this object) in the middle of a session may find no block
+        # that large in a fragmented heap.
+        self._start_wait = None  # (n, idTag, epoch) of a StartTransaction waiting for the first reading
+        self._claimed = None  # the back end's current claim on the limits (deci-amps) or None
+        self._pending_tx_profile = None  # a RemoteStart's TxProfile, installed once the transaction has its id
+        self._reset_at = None  # tick of a soft Reset that stopped a transaction
+        self._reader_task = None  # the link's tasks while it runs
+        self._side = ()
+        self._aborted = False
+        self._healthy_since = None  # tick since which a trial firmware has been healthy
+        self._confirmed = False
+        self._synced_at = 0  # epoch at the first time sync of this boot
         station.add_sink(self._event)
         self.charger.set_available(self._operative)
         self.charger.reserved = self._reservation is not None
@@ -346,8 +359,6 @@ class ChargePoint:
 
     # ---- the slow task ------------------------------------------------------------------
 
-    _start_wait = None  # (n, idTag, epoch) of a StartTransaction waiting for the first reading
-
     def service(self, now):
         """Every service round (100 ms): statuses, samples, time-outs, limits."""
         c = self.charger
@@ -439,8 +450,6 @@ class ChargePoint:
         if da != self._claimed:
             self.charger.limits.claim(CLAIM, da)
             self._claimed = da
-
-    _claimed = None
 
     # ---- meter values -------------------------------------------------------------------
 
@@ -651,8 +660,6 @@ class ChargePoint:
         if c.vs not in ("B", "C", "D"):
             self.wait_for_car()
 
-    _pending_tx_profile = None
-
     async def _on_RemoteStopTransaction(self, p):
         tx = self._tx
         if tx is None or self.charger.session is False:
@@ -672,8 +679,6 @@ class ChargePoint:
             if p["type"] == "Soft":
                 self._reset_at = self.clock.ticks_ms()  # fix (test_chargepoint), see _reset_waits
         return {"status": "Accepted"}
-
-    _reset_at = None  # tick of a soft Reset that stopped a transaction
 
     def _reset_waits(self, now):
         # Fix (test_chargepoint): 5.14, "The Charge Point SHALL send a StopTransaction.req for
@@ -874,16 +879,12 @@ class ChargePoint:
                 self._side.append(asyncio.create_task(part.run()))
         await self._sender()
 
-    _side = ()
-
     def may_stall(self):
         """Whether a TLS handshake may start now. On the ESP32 one holds the CPU for about a
         second, and the control loop with it; with the contactor open no opening can be waiting
         behind it, and a closing may wait (3 s allowed). README: "Stalls and the safety path"."""
         c = self.charger
         return c is not None and not c.contactor
-
-    _reader_task = None
 
     def abort(self):
         """The board lost power (simulator): the tasks stop, the connection drops unannounced.
@@ -899,8 +900,6 @@ class ChargePoint:
         self.st = self.charger = self.outbox = self.config = self.profiles = self.rpc = None
         self.opts = self.link = self.tokens = self._rxbuf = self._txbuf = None
         self._triggers = self._notices = self._status = self._reported = None
-
-    _aborted = False
 
     async def _reader(self):
         while True:
@@ -992,8 +991,6 @@ class ChargePoint:
         self._confirm_update(now)
         return False
 
-    _healthy_since = None
-
     def _confirm_update(self, now):
         # A new version on trial is confirmed once it has been accepted by the back end and
         # ran CONFIRM_MS without a fault; otherwise the next boot rolls back (appslot.py).
@@ -1008,8 +1005,6 @@ class ChargePoint:
         elif self.clock.ticks_diff(now, self._healthy_since) >= CONFIRM_MS:
             self._confirmed = True
             u.confirm()
-
-    _confirmed = False
 
     def queue(self, action, payload):
         """A FirmwareStatusNotification / DiagnosticsStatusNotification to send in order, once
@@ -1092,8 +1087,6 @@ class ChargePoint:
     async def _heartbeat(self):
         res = await self._call("Heartbeat", {})
         self._set_time(res["currentTime"])
-
-    _synced_at = 0  # epoch at the first time sync of this boot
 
     def _set_time(self, text):
         try:
