@@ -210,6 +210,7 @@ class Sim:
         self._remotes = 0  # back-end commands in flight
         self._reboot = None  # a Reset the firmware asked for: True hard, False soft
         self.bugs = []  # exceptions the firmware's tasks caught (error events), but a MemoryError
+        self.out_of_memory = 0  # slow rounds given up for a MemoryError
         self.tty = tty
         self.heap = Heap(heap)
         self.T = 0
@@ -250,10 +251,11 @@ class Sim:
     def emit(self, kind, fields, at=None):
         """An event; `at` is the firmware tick it happened at (its clock restarts at boot)."""
         t = self.T if at is None else self.boot_T + at
-        if kind == "error" and (fields.get("where") != "service" or not fields.get("error", "").startswith("MemoryError")):
-            # The station survives these (firmware/station.py), but they are bugs: the run fails.
-            # A slow round that ran out of memory is the heap budget at work, and is recovered.
-            self.bugs.append("%.3fs %s: %s" % (t / 1000, fields.get("where"), fields.get("error")))
+        if kind == "error":
+            if fields.get("where") == "service" and fields.get("error", "").startswith("MemoryError"):
+                self.out_of_memory += 1  # the heap budget at work: the round was given up (the heap event counts them)
+            else:  # the station survives these (firmware/station.py), but they are bugs: the run fails
+                self.bugs.append("%.3fs %s: %s" % (t / 1000, fields.get("where"), fields.get("error")))
         rec = {"t": t, "type": kind}
         for k in fields:
             rec[k] = fields[k]
@@ -524,7 +526,8 @@ class Sim:
     def finish(self):
         if self.heap.ballast is not None:
             self.emit("heap", {"budget": self.heap.budget, "peak": self.heap.peak, "live": self.heap.settle(),
-                               "code": self.heap.code, "leftover": self.heap.leftover})
+                               "code": self.heap.code, "leftover": self.heap.leftover,
+                                "out_of_memory": self.out_of_memory})
         self.emit("flash", {"bytes_written": self.flash.bytes, "writes": self.flash.writes})
         self.emit("world", {"truth": round(self.world.truth_wh, 3)})
         if self.events is not None:

@@ -94,6 +94,8 @@ def ok(runs, name):
     r = runs[name]
     assert r.code == 0, "%s exited %d:\n%s" % (name, r.code, r.output[-3000:])
     heap = r.of("heap")
+    if heap and heap[0]["out_of_memory"]:
+        print("\n%s: %d slow rounds ran out of memory and were given up" % (name, heap[0]["out_of_memory"]))
     import sim
 
     budget = 65536 + (sim.TLS_ROOM if "--tls" in RUNS[name][1] else 0)  # (tools/sim.py: TLS_ROOM)

@@ -80,6 +80,8 @@ def ok(runs, name):
     r = runs[name]
     assert r.code == 0, "%s exited %d:\n%s" % (name, r.code, r.output[-3000:])
     heap = r.of("heap")
+    if heap and heap[0]["out_of_memory"]:
+        print("\n%s: %d slow rounds ran out of memory and were given up" % (name, heap[0]["out_of_memory"]))
     assert heap and heap[0]["budget"] == 65536
     return r
 
