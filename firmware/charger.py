@@ -14,6 +14,16 @@ when only the offer goes away (PWM removed, e.g. a limit of 0 A), the vehicle ge
 `c1_timeout_ms` (6 s) to stop drawing and leave C before the contactor is forced open.
 
 Only transitions that close the contactor are debounced; every opening acts on the first reading.
+
+Two more gates keep the contactor itself from harm (README, "Contactor checks and wear"):
+- Weld check. After a boot the contacts' state is unknown, and after every opening they may have
+  welded: nothing is offered after a boot, and the contactor does not close again after an
+  opening, until the auxiliary contact has shown open. A contact still closed `weld_check_ms`
+  after the opening is a weld: a permanent fault.
+- Wear. Contactors are rated for about 10^5 operations. At most WEAR_MAX closings in any
+  WEAR_WINDOW_MS, and after WEAR_FREE short charges in a row (each ended within STABLE_MS of its
+  closing) the next closing waits a hold-off that doubles with every further one, up to
+  HOLD_MAX_MS; a charge that lasts STABLE_MS, or an unplug, starts the count afresh.
 """
 
 from firmware import pilot
@@ -27,6 +37,17 @@ LOCAL = "Local"
 REMOTE = "Remote"
 DEAUTHORIZED = "DeAuthorized"
 POWER_LOSS = "PowerLoss"
+OTHER = "Other"  # a latched fault ended the session (a welded contactor)
+
+# Contactor wear (see the module docstring)
+WEAR_MAX = 10  # closings in any WEAR_WINDOW_MS, whatever the vehicle does
+WEAR_WINDOW_MS = 60000
+WEAR_FREE = 3  # short charges in a row that need no hold-off (cars that pause once or twice)
+HOLD_BASE_MS = 2000  # the first hold-off; each further short charge doubles it
+HOLD_MAX_MS = 300000
+STABLE_MS = 60000  # a charge at least this long is not chatter
+HOLD_SHORT = "short"  # holdoff reasons: short charges in a row / WEAR_MAX closings in the window
+HOLD_RATE = "rate"
 
 _CONNECTED = (B, C, D)
 _X1 = {B: "B1", C: "C1", D: "D1"}  # no PWM: the station offers nothing
@@ -84,6 +105,13 @@ class Charger:
         self._pwm_off_at = None  # when the offer went away while the contactor was closed
         self._over_since = None
         self._fb_bad_since = None
+        self._weld_pending = True  # after a boot the contacts' state is unknown
+        self._weld_checked = False  # the auxiliary contact showed open since boot
+        self._closes = [0] * WEAR_MAX  # ticks of the last closings (a ring; no allocation)
+        self._close_n = 0  # closings since boot
+        self.short_charges = 0  # charges in a row that ended within STABLE_MS (read-only outside)
+        self._close_after = None  # tick before which the contactor may not close again
+        self._held = False  # the hold-off was reported for the closing that waits
         self.rcd_ok = False
         self.rcd_test = False
         self.rcd_clear = False
@@ -150,8 +178,14 @@ class Charger:
             self._apply(self.clock.ticks_ms() if now is None else now)
 
     def clear_fault(self, code):
-        """A person cleared a latched fault (welded contactor replaced, configuration fixed)."""
+        """A person cleared a latched fault (welded contactor replaced, configuration fixed).
+        The weld check runs again before the next closing. The session the fault ended stays
+        ended; a car still plugged in may start a new one (the pilot could not show whether it
+        was unplugged meanwhile)."""
         self.faults.clear_permanent(code)
+        self._weld_pending = True
+        if not self._latched():
+            self._stopped = False
 
     # ---- the control tick ----
 
@@ -217,6 +251,8 @@ class Charger:
 
     def _vehicle_left(self, now):
         self._end_session(EV_DISCONNECTED)
+        self.short_charges = 0  # the next car starts afresh (the WEAR_MAX cap still holds)
+        self._close_after = None
         self._stopped = False
         self.authorized = False
         self.id_tag = None
@@ -258,10 +294,14 @@ class Charger:
                 self._rcd_started = now
 
     def _contactor_feedback(self, i, now, connected):
-        # A contact that stays closed after opening is welded (permanent); one that does not
-        # close when commanded is a contactor failure (transient).
+        # A contact still closed weld_ms after an opening is welded (permanent); one that does not
+        # close weld_ms after a closing is a contactor failure (transient). An open contactor
+        # whose auxiliary contact shows open (or that has none) has passed the weld check.
         fb = i.feedback
         if fb is None or fb == self.contactor:
+            if not self.contactor:
+                self._weld_pending = False
+                self._weld_checked = True
             self._fb_bad_since = None
             self.faults.report(safety.CONTACTOR, False, now, connected)
             return
@@ -327,7 +367,9 @@ class Charger:
 
     def may_offer(self):
         """Every precondition except the vehicle being ready. With a required meter, nothing is
-        offered before it gave a first believable reading: unmetered energy cannot be billed."""
+        offered before it gave a first believable reading: unmetered energy cannot be billed. Nor
+        before the weld check of this boot: a car offered current would draw it through welded
+        contacts."""
         return (
             self.vs in _CONNECTED
             and (self.authorized or (self.free and not self.reserved))
@@ -338,6 +380,7 @@ class Charger:
             and self._seen_b
             and self.available
             and (self.inp.meter_ready or not self.meter_required)
+            and self._weld_checked
         )
 
     def _apply(self, now):
@@ -350,8 +393,14 @@ class Charger:
             da = self.limits.offer(now, self.duty != pilot.DUTY_FULL)
         else:
             da = 0
-        if f.active(safety.WELDED) or f.active(safety.CONFIG):
+        if self._latched():
             duty = pilot.DUTY_OFF  # state F: the station is out of service
+            if self.session:
+                # In F the pilot no longer shows whether the car is still there: the session
+                # ends now, or it would never get its stop.
+                self._end_session(OTHER)
+                self._stopped = True
+                self.authorized = False
         elif da >= pilot.MIN_DA:
             duty = pilot.duty_for(da)
         else:
@@ -380,8 +429,16 @@ class Charger:
                 self._diode_seen
                 and self._cd_since is not None
                 and self.clock.ticks_diff(now, self._cd_since) >= self.debounce_ms
+                and not self._weld_pending
+                and self._wear_allows(now)
             )
         if close != self.contactor:
+            if close:
+                self._closes[self._close_n % WEAR_MAX] = now
+                self._close_n += 1
+                self._held = False
+            else:
+                self._opened(now)
             self.contactor = close
             self._contactor_at = now
             self._fb_bad_since = None
@@ -391,6 +448,46 @@ class Charger:
         if state != self.state:
             self.state = state
             self._emit("state", state, None)
+
+    def _latched(self):
+        f = self.faults
+        return f.active(safety.WELDED) or f.active(safety.CONFIG)
+
+    def _opened(self, now):
+        """The contactor opens: the weld check starts, and a short charge counts towards wear."""
+        self._weld_pending = True
+        if self.clock.ticks_diff(now, self._contactor_at) < STABLE_MS:
+            self.short_charges += 1
+        else:
+            self.short_charges = 0
+        k = self.short_charges - WEAR_FREE
+        if k < 0:
+            self._close_after = None
+        else:
+            hold = HOLD_MAX_MS if k >= 8 else HOLD_BASE_MS << k
+            if hold > HOLD_MAX_MS:
+                hold = HOLD_MAX_MS
+            self._close_after = self.clock.ticks_add(now, hold)
+
+    def _wear_allows(self, now):
+        """Whether the contactor may close now as far as its wear goes; the first time a closing
+        has to wait, a "holdoff" event says how long and why."""
+        after = self._close_after
+        reason = HOLD_SHORT
+        if self._close_n >= WEAR_MAX:
+            window = self.clock.ticks_add(self._closes[self._close_n % WEAR_MAX], WEAR_WINDOW_MS)
+            if after is None or self.clock.ticks_diff(window, after) > 0:
+                after = window
+                reason = HOLD_RATE
+        if after is None:
+            return True
+        wait = self.clock.ticks_diff(after, now)
+        if wait <= 0:
+            return True
+        if not self._held:
+            self._held = True
+            self._emit("holdoff", wait, reason)
+        return False
 
     def _state_name(self):
         if self.duty == pilot.DUTY_OFF:

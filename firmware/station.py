@@ -291,6 +291,12 @@ class Station:
                     self._save_faults()
             elif kind == "session":
                 self._session_event(a, b, at)
+            elif kind == "holdoff":
+                if b == chg.HOLD_RATE:
+                    why = "%d closings within %d s" % (chg.WEAR_MAX, chg.WEAR_WINDOW_MS // 1000)
+                else:
+                    why = "%d charges in a row shorter than %d s" % (c.short_charges, chg.STABLE_MS // 1000)
+                self._send("holdoff", {"ms": a, "reason": "contactor wear: " + why}, at)
             elif kind == "boot":
                 fields = {"settings_error": self.settings_error}
                 if self.billing.error:

@@ -417,3 +417,136 @@ def test_nothing_offered_before_the_meter_gave_a_reading():
     assert not r.c.contactor and r.c.duty == 65535
     r.c.inp.meter_ready = True
     assert r.until(lambda: r.c.contactor, 1000)
+
+
+# ---- weld check at boot and after every opening; contactor wear (README "Contactor checks
+# and wear") ----
+
+def test_nothing_is_offered_after_boot_before_the_weld_check_passed():
+    r = Rig()
+    r.welded = True  # welded before the boot: the feedback shows closed with the coil off
+    r.vehicle("B")
+    r.run(500)
+    r.vehicle("C")
+    r.run(800)
+    # a car offered current would draw it through the welded contacts
+    assert r.c.duty in (pilot.DUTY_FULL, pilot.DUTY_OFF) and not r.c.contactor
+    r.run(300)
+    assert r.c.faults.active(safety.WELDED) and r.c.state == "F"
+    assert not [e for e in r.kinds("contactor") if e[1]]
+
+
+def test_a_boot_with_an_open_feedback_offers_at_once():
+    r = Rig()
+    r.vehicle("B")
+    r.run(300)
+    assert r.c.state == "B2"
+
+
+def test_after_an_opening_the_contactor_closes_again_only_once_the_feedback_showed_open():
+    r = Rig()
+    r.charging()
+    r.welded = True
+    r.vehicle("B")
+    r.step()
+    assert not r.c.contactor
+    r.vehicle("C")  # back before the weld check is over: must not close onto the weld
+    r.run(990)
+    assert not r.c.contactor and not r.c.faults.active(safety.WELDED)
+    r.run(20)
+    assert r.c.faults.active(safety.WELDED)
+    assert len([e for e in r.kinds("contactor") if e[1]]) == 1
+
+
+def test_a_latched_fault_ends_the_session():
+    r = Rig()
+    r.charging()
+    r.welded = True
+    r.vehicle("B")
+    r.run(1100)
+    assert r.c.faults.active(safety.WELDED)
+    assert ("session", "stop", "Other") in r.events
+    assert not r.c.session
+    r.run(60000)  # in F the unplug cannot be seen: no second stop, no new session
+    assert [e for e in r.kinds("session")] == [("session", "start", None), ("session", "stop", "Other")]
+
+
+def chatter(r, minutes, b_ms=200, c_ms=1000, weld_at=None):
+    """The car's pilot goes B for b_ms, C for c_ms, again and again; returns the closing ticks."""
+    closes = []
+    was = r.c.contactor
+    t = 0
+    r.welded_found = None
+    while t < minutes * 60000:
+        for vs, ms in (("B", b_ms), ("C", c_ms)):
+            r.vehicle(vs)
+            for _ in range(ms // 10):
+                if weld_at is not None and t >= weld_at:
+                    r.welded = True
+                r.step()
+                t += 10
+                if r.welded_found is None and r.c.faults.active(safety.WELDED):
+                    r.welded_found = t
+                if r.c.contactor and not was:
+                    closes.append(r.now)
+                was = r.c.contactor
+    return closes
+
+
+def test_a_chattering_pilot_gets_at_most_ten_closings_a_minute_and_a_growing_hold_off():
+    r = Rig()
+    r.charging()
+    closes = chatter(r, 10)
+    for i, t in enumerate(closes):
+        assert len([x for x in closes[i:] if x - t < 60000]) <= 10
+    assert len(closes) <= 30  # over ten minutes: the hold-off grew
+    holds = [e[1] for e in r.kinds("holdoff")]
+    assert holds and holds == sorted(holds) and holds[-1] >= 60000
+    assert [e[2] for e in r.kinds("holdoff")][0] == "short"
+    assert not r.c.faults.any()
+
+
+def test_the_ring_caps_closings_even_when_the_charges_are_not_short():
+    r = Rig(close_debounce_ms=50)
+    r.charging()
+    # every charge lasts long enough to reset the short-charge count, but the car replugs
+    closes = []
+    for _ in range(30):
+        r.vehicle("A")
+        r.run(100)
+        r.vehicle("B")
+        r.run(300)
+        r.vehicle("C")
+        t0 = r.now
+        r.until(lambda: r.c.contactor, 120000)
+        closes.append(r.now)
+        assert r.now - t0 < 120000
+    for i, t in enumerate(closes):
+        assert len([x for x in closes[i:] if x - t < 60000]) <= 10
+    assert "rate" in [e[2] for e in r.kinds("holdoff")]
+
+
+def test_a_long_charge_starts_the_wear_count_afresh():
+    r = Rig()
+    r.charging()
+    chatter(r, 1)
+    assert r.c.short_charges > 3
+    r.vehicle("C")
+    r.until(lambda: r.c.contactor, 400000)
+    r.run(61000)
+    r.vehicle("B")
+    r.step()
+    assert r.c.short_charges == 0
+    r.vehicle("C")
+    r.run(500)
+    assert r.c.contactor  # no hold-off
+
+
+def test_a_weld_that_appears_during_chatter_is_found_within_five_seconds():
+    r = Rig()
+    r.charging()
+    t0 = r.now
+    closes = chatter(r, 1, weld_at=30000)
+    assert r.welded_found is not None and r.welded_found - 30000 <= 5000
+    assert not [t for t in closes if t - t0 > 30000]  # no closing onto the weld
+    assert r.c.faults.active(safety.WELDED)

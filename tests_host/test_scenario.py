@@ -89,7 +89,7 @@ clear-fault
     assert isinstance(r[8][2][0], float)
 
 
-@pytest.mark.parametrize("verb", ["unplug", "ev-pause", "ev-vent", "ev-ignore-offer",
+@pytest.mark.parametrize("verb", ["unplug", "ev-pause", "ev-vent", "ev-ignore-offer", "ev-steady",
                                   "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short",
                                   "pilot-ok", "meter-fail", "meter-ok", "stop", "clear-fault"])
 def test_no_argument_verbs(verb):
@@ -101,6 +101,11 @@ def test_no_argument_verbs(verb):
 @pytest.mark.parametrize("amps", [13, 20, 32, 63, 70])
 def test_plug_ratings(amps):
     assert one("plug %d" % amps) == (1, "plug", [amps])
+
+
+def test_ev_chatter_takes_two_durations():
+    assert one("ev-chatter 200ms 1s") == (1, "ev-chatter", [200, 1000])
+    assert "C_TIME" in err("ev-chatter 200ms")
 
 
 def test_blank_and_comments_only():
@@ -128,7 +133,8 @@ def test_verbs_restriction():
 
 def test_every_verb_documented_in_spec():
     assert set(SPEC) == {
-        "wait", "plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "card",
+        "wait", "plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "ev-chatter",
+        "ev-steady", "card",
         "card-off", "card-broken",
         "rcd-leak", "rcd-broken", "rcd-ok", "weld", "feedback-lost", "feedback-ok", "diode-fault",
         "pilot-short", "pilot-ok",

@@ -310,3 +310,33 @@ def test_meter_at_the_wrong_baud_rate_is_reported_as_such(runs):
     f = r.of("fault", code="meter", active=True)
     assert f and "baud" in f[0]["reason"]
     assert not r.closes()
+
+
+def closings_per_minute(r):
+    closes = r.closes()
+    return max(len([x for x in closes[i:] if x - t < 60000]) for i, t in enumerate(closes))
+
+
+def test_chatter_is_limited_to_ten_closings_a_minute(runs):
+    r = ok(runs, "chatter")
+    t0, t1 = r.action("ev-chatter"), r.action("ev-steady")
+    during = [t for t in r.closes() if t0 <= t < t1]
+    assert closings_per_minute(r) <= 10 and len(during) <= 30
+    holds = [e for e in r.of("holdoff") if t0 <= e["t"] < t1]
+    assert holds and [e["ms"] for e in holds] == sorted(e["ms"] for e in holds)
+    assert "contactor wear" in holds[0]["reason"]
+    assert not r.fault("welded") and not r.fault("contactor")
+    # steady again: the car charges (after at most the last hold-off) and stays charging
+    assert [t for t in r.closes() if t >= t1] and r.of("contactor")[-1]["closed"]
+
+
+def test_a_weld_during_chatter_is_found_within_five_seconds(runs):
+    r = ok(runs, "chatter_weld")
+    t = r.action("weld")
+    state = [e for e in r.of("contactor") if e["t"] <= t]
+    # the contacts weld when they are closed, or at the next closing when they are open
+    appears = t if state and state[-1]["closed"] else [x for x in r.closes() if x >= t][0]
+    found = r.fault("welded")
+    assert found and found[0] - appears <= 5000
+    assert not [x for x in r.closes() if x > appears]
+    assert r.of("session", event="stop")[-1]["reason"] == "Other"

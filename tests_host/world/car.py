@@ -10,7 +10,9 @@ The offer is read from the PWM duty (`decode_duty`). Behaviour on virtual time (
 - when the offer disappears (steady +12 V, -12 V, 0 V, invalid duty) it stops drawing and opens
   S2 after `stop_ms` (1000), unless it ignores offers: then it keeps its current and stays in C;
 - plugging in while ready goes A -> C at once (the "A -> C without B" misbehaviour);
-- unplugging is instant, also under load, and forgets "ready" (the next plug starts in B).
+- unplugging is instant, also under load, and forgets "ready" (the next plug starts in B);
+- a chattering car (`chatter(b_ms, c_ms)`) opens S2 for b_ms and closes it for c_ms, again and
+  again, whatever the offer (a faulty on-board charger); `chatter(0, 0)` ends it.
 Currents are kept in deci-amps (ints).
 """
 
@@ -64,6 +66,8 @@ class Car:
         self._close_at = None
         self._open_at = None
         self._follow_at = None
+        self._chatter = None  # (b_ms, c_ms) while the car chatters
+        self._chatter_at = None
 
     # -- what the EVSE sees
 
@@ -98,7 +102,7 @@ class Car:
 
     def next_due(self):
         n = None
-        for d in (self._close_at, self._open_at, self._follow_at):
+        for d in (self._close_at, self._open_at, self._follow_at, self._chatter_at):
             if d is not None and (n is None or d < n):
                 n = d
         return n
@@ -125,6 +129,12 @@ class Car:
             self._follow_at = None
             if self.s2 and not self.ignore:
                 self.draw_da = self.want_da()
+        d = self._chatter_at
+        if d is not None and t >= d and self.plugged:
+            self.s2 = not self.s2
+            self.draw_da = self.want_da() if self.s2 else 0
+            self._chatter_at = t + self._chatter[1 if self.s2 else 0]
+            changed = True
         return changed
 
     def _cancel(self):
@@ -180,6 +190,7 @@ class Car:
             return False
         self.plugged = False
         self.ready = False
+        self._chatter = self._chatter_at = None
         self.s2 = False
         self.draw_da = 0
         self._cancel()
@@ -208,6 +219,17 @@ class Car:
             return False
         self.vent = on
         return self.s2
+
+    def chatter(self, b_ms, c_ms, t):
+        """S2 toggles by itself: open b_ms, closed c_ms (0, 0: the car behaves again)."""
+        if b_ms and c_ms:
+            self._chatter = (b_ms, c_ms)
+            self.ready = True
+            if self._chatter_at is None:
+                self._chatter_at = t + (c_ms if self.s2 else b_ms)
+        else:
+            self._chatter = self._chatter_at = None
+            self._plan(t)
 
     def ignore_offers(self, t):
         self.ignore = True

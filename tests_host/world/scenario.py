@@ -67,6 +67,8 @@ SPEC = {
     "ev-pause": (),
     "ev-vent": (),
     "ev-ignore-offer": (),
+    "ev-chatter": (("B_TIME", "duration", False, None), ("C_TIME", "duration", False, None)),
+    "ev-steady": (),
     "card": (("UID", "hex", False, 20),),
     "card-off": (),
     "card-broken": (("KIND", "word", False, ("crc", "bcc", "collision", "parity", "removed",

@@ -28,7 +28,7 @@ fakes: the runner stops the firmware and calls `machine.hw_reset()` as it sees f
 `power_restored()` re-installs the world's hooks (`install()`) and re-drives its inputs.
 
 Actions (`apply`, VERBS): plug [CABLE_AMPS=32], unplug, ev-ready AMPS [PHASES=board's],
-ev-pause, ev-vent, ev-ignore-offer, rcd-leak MA (0 clears), rcd-broken, rcd-ok, weld,
+ev-pause, ev-vent, ev-ignore-offer, ev-chatter B_MS C_MS (S2 toggles by itself), ev-steady, rcd-leak MA (0 clears), rcd-broken, rcd-ok, weld,
 feedback-lost (the contactor's auxiliary contact is disconnected: feedback always open),
 feedback-ok,
 diode-fault, pilot-short, pilot-ok (clears both pilot faults), temp C, meter-fail, meter-ok
@@ -61,7 +61,7 @@ OUT_PWM = 3
 
 # scenario verbs the world carries out (the runner handles wait, net, remote, token, power-cut,
 # limit, stop, clear-fault)
-VERBS = ("plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "rcd-leak",
+VERBS = ("plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "ev-chatter", "ev-steady", "rcd-leak",
          "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok", "temp",
          "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "card",
          "card-off", "card-broken", "feedback-lost", "feedback-ok")
@@ -383,6 +383,12 @@ class World:
             car.set_vent(True)
         elif verb == "ev-ignore-offer":
             car.ignore_offers(t)
+        elif verb == "ev-chatter":
+            if n < 2:
+                raise ValueError("ev-chatter: expected B_TIME C_TIME")
+            car.chatter(_num(args[0], "B_TIME", verb), _num(args[1], "C_TIME", verb), t)
+        elif verb == "ev-steady":
+            car.chatter(0, 0, t)
         elif verb == "rcd-leak":
             self.rcd.set_leak(_num(args[0], "milliamps", verb) if n else 0, t)
         elif verb == "rcd-broken":
