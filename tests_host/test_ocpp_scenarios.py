@@ -30,6 +30,7 @@ RUNS = {
     "smart_charging": ("smart_charging", []),
     "tls": ("tls", ["--tls", "on"]),
     "tls_wrong_ca": ("tls", ["--tls", "wrong-ca"]),
+    "weld_unplug": ("weld_unplug", []),
 }
 
 
@@ -282,3 +283,12 @@ def test_server_certificate_from_another_ca_refused(runs):
     # Charging does not depend on the back end, and no handshake was tried while it charged.
     (closed, opened), = closed_spans(r)
     assert len(failed) >= 3 and not [f for f in failed if closed < f["t"] < opened]
+
+
+def test_a_weld_followed_by_an_unplug_still_ends_the_transaction(runs):
+    r = ok(runs, "weld_unplug")
+    tx = transactions_match_sessions(r)
+    assert len(tx) == 1 and tx[0]["reason"] == "Other" and tx[0]["meter_stop"] > 0
+    _tx, frames, _i, _v = r.backend()
+    faulted = [p for p in payloads(frames, "StatusNotification") if p["connectorId"] == 1 and p["status"] == "Faulted"]
+    assert faulted and faulted[-1]["errorCode"] == "PowerSwitchFailure"
