@@ -924,6 +924,27 @@ async def test_transaction_before_the_time_was_ever_known_is_stamped_with_the_ba
 
 
 @aio
+async def test_a_car_plugged_in_at_power_on_is_stamped_with_the_time_learnt_a_second_later(tmp_path):
+    # The session starts at the first tick; its StartTransaction waits for the meter's first
+    # reading (meterStart), which here comes after the back end told the time: it must carry the
+    # time of the plug, not the estimate of a clock that knew nothing yet (1970 on a new charger).
+    b = await Bench.start(tmp_path, up=False, meter_required=False)
+    b.act("meter-fail")  # the meter is slow to answer after power-on
+    plugged = b.backend.epoch()
+    b.act("plug", 32)
+    b.act("ev-ready", 16)
+    await b.run(1000)
+    assert b.st.charger.session and b.cp._start_wait is not None
+    await b.up()  # the back end tells the time a second after power-on
+    await b.run(1000)
+    b.act("meter-ok")
+    await b.run(5000)
+    start = b.backend.sent("StartTransaction")[0]
+    assert abs(dt.parse(start["timestamp"]) - plugged) <= 1
+    assert cp_mod.PROVISIONAL not in start
+
+
+@aio
 async def test_provisional_timestamps_of_an_earlier_boot_stay_as_estimated(tmp_path):
     b = await Bench.start(tmp_path, up=False)
     await b.charge()

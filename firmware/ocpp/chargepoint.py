@@ -171,7 +171,10 @@ class ChargePoint:
         # Every attribute is set here, none later: a first assignment that grows the instance's
         # dict (a 944 B table for this object) in the middle of a session may find no block
         # that large in a fragmented heap.
-        self._start_wait = None  # (n, idTag, epoch) of a StartTransaction waiting for the first reading
+        # (n, idTag, epoch or None, tick or None) of a StartTransaction waiting for the meter's
+        # first reading: the journal's time, or the tick of the start, turned into a time only
+        # when the message is put (the back end may have told the time meanwhile)
+        self._start_wait = None
         self._claimed = None  # the back end's current claim on the limits (deci-amps) or None
         self._pending_tx_profile = None  # a RemoteStart's TxProfile, installed once the transaction has its id
         self._reset_at = None  # tick of a soft Reset that stopped a transaction
@@ -240,7 +243,7 @@ class ChargePoint:
                 self._queued_start = last
                 self._save_state()
             elif rec.get("e0") is None and not rec.get("stop") and self.st.meter is not None:
-                self._start_wait = (last, rec.get("tag"), rec.get("t"))  # as in _event
+                self._start_wait = (last, rec.get("tag"), rec.get("t"), None)  # as in _event
             else:
                 self._put_start(last, rec.get("tag"), rec.get("e0"), rec.get("t"))
         if last and self._queued_stop is not None and last > self._queued_stop and cur is None:
@@ -279,7 +282,7 @@ class ChargePoint:
                 # The meter has not answered since boot: meterStart waits for its first reading
                 # (the journal has the session meanwhile), else the back end would bill the
                 # meter's whole register.
-                self._start_wait = (n, tag, t)
+                self._start_wait = (n, tag, None, at if at is not None else self.clock.ticks_ms())
             else:
                 self._put_start(n, tag, fields.get("meter_wh"), t)
         else:
@@ -293,7 +296,7 @@ class ChargePoint:
                 stop_wh = fields.get("meter_wh")
                 e0 = stop_wh - fields.get("energy_wh", 0) if stop_wh is not None else None
                 self._start_wait = None
-                self._put_start(n, w[1], e0, w[2])
+                self._put_start(n, w[1], e0, self._wait_time(w))
             data = self._samples("StopTxnSampledData", "Transaction.End", t)
             if "cost" in fields:  # before the stop: the outbox forgets the transactionId after it
                 self._put_cost(n, tag, fields)
@@ -302,6 +305,9 @@ class ChargePoint:
             self.profiles.tx_ended()
             self.charger.limits.claim(INVALID_CLAIM, None)
             self._apply_scheduled()
+
+    def _wait_time(self, w):
+        return w[2] if w[3] is None else self._epoch_at(w[3])
 
     def _put_start(self, n, tag, wh, t):
         p = {"connectorId": 1, "idTag": tag or self.opts.free_id_tag, "meterStart": int(wh or 0),
@@ -368,7 +374,7 @@ class ChargePoint:
             cur = self.st.keeper.current
             if cur is not None and cur["n"] == w[0] and cur["e0"] is not None:
                 self._start_wait = None
-                self._put_start(w[0], w[1], cur["e0"], w[2])
+                self._put_start(w[0], w[1], cur["e0"], self._wait_time(w))
         if not c.session:
             self._apply_scheduled()  # (after a power cut that ended the transaction)
         self._reservation_expiry(epoch)
