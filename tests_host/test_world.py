@@ -743,7 +743,7 @@ def grow_adc(adc, n):
 
 print("state", w.car.state(), w.amps(), int(w.truth_wh * 1000))
 print("size", m1 - m0, m3 - m2, m2 - m1)
-print("fn", grow(w._pilot_fn, 100), grow(w.cable.adc, 100), grow(w.thermal.adc, 100))
+print("fn", grow(w.cable.adc, 100), grow(w.thermal.adc, 100))
 print("adc", grow_adc(machine.ADC(machine.Pin(36), atten=3), 100),
       grow_adc(machine.ADC(machine.Pin(39), atten=3), 100),
       grow_adc(machine.ADC(machine.Pin(34), atten=3), 100))
@@ -771,7 +771,7 @@ def test_micropython_smoke_and_no_allocation_per_read():
     code, inst, meter = [int(x) for x in lines["size"].split()]
     print("world code %d B, World instance %d B, modbus_meter code %d B" % (code, inst, meter))
     assert code < 30000 and inst < 6144, lines["size"]  # (card reader models; a meter keeps its register tables)
-    assert lines["fn"] == "0 0 0"
+    assert lines["fn"] == "0 0"
     assert lines["adc"] == "0 0 0"
     assert lines["after"] == "B 0.0 False"
     assert not math.isnan(float(amps))

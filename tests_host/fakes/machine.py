@@ -117,6 +117,7 @@ _now_us = 0
 _inputs = {}
 _outputs = {}
 _analog = {}
+_pwm_analog = {}  # ADC pin -> (PWM pin, source with high_mv, low_mv): see hw_set_analog_pwm
 _uart_devs = {}
 _spi_devs = {}
 _i2c_devs = {}
@@ -245,7 +246,7 @@ def hw_reset(cause=PWRON_RESET, keep_world=True):
             if pid in _outputs and _level(pid) != before[pid]:
                 _world_call(_outputs[pid], _level(pid))
     else:
-        for d in (_inputs, _outputs, _analog, _uart_devs, _spi_devs, _i2c_devs):
+        for d in (_inputs, _outputs, _analog, _pwm_analog, _uart_devs, _spi_devs, _i2c_devs):
             d.clear()
         _now_us = 0
         _rtc_set_us = 0
@@ -277,10 +278,24 @@ def hw_on_output(pin, fn):
 
 def hw_set_analog(pin, fn):
     pid = _pin_id(pin)
+    _pwm_analog.pop(pid, None)
     if fn is None:
         _analog.pop(pid, None)
     else:
         _analog[pid] = fn
+
+
+def hw_set_analog_pwm(pin, pwm_pin, source):
+    """The ADC at `pin` reads source.high_mv while the output `pwm_pin` is high and
+    source.low_mv while it is low, at the virtual microsecond of each reading (the control
+    pilot). The same as hw_set_analog(pin, fn) with an fn that looks at hw_level(pwm_pin), but
+    without Python calls per reading: the pilot driver takes 64 readings every 10 ms tick."""
+    pid = _pin_id(pin)
+    _analog.pop(pid, None)
+    if source is None:
+        _pwm_analog.pop(pid, None)
+    else:
+        _pwm_analog[pid] = (_pin_id(pwm_pin), source)
 
 
 def hw_pwm(pin):
@@ -621,8 +636,18 @@ class ADC:
 
     def _uv(self):
         global _now_us
-        fn = _analog.get(self._pin)
-        mv = fn(_now_us) if fn is not None else 0
+        p = _pwm_analog.get(self._pin)
+        if p is not None:
+            ln = _lines.get(p[0])
+            pwm = ln.pwm if ln is not None else None
+            if pwm is not None:  # PWM._level_now, inline
+                high = (_now_us * pwm._freq) % 1000000 * 65535 < pwm._pin_duty() * 1000000
+            else:
+                high = _level(p[0])
+            mv = p[1].high_mv if high else p[1].low_mv
+        else:
+            fn = _analog.get(self._pin)
+            mv = fn(_now_us) if fn is not None else 0
         _now_us += ADC_READ_US
         return min(max(int(mv * 1000), 0), _FULL_SCALE_MV[self._atten] * 1000)
 

@@ -13,7 +13,7 @@ high plateau is 0.7 + 11.3 * R / (R + 1000) V (12 V without a car); the low plat
 or an EVSE without power reads 0 V. The ADC sees the line through pilot.cal (linear between
 adc_mv_at_minus12 and adc_mv_at_plus12). Both plateaus are precomputed whenever the car or
 the power changes; an ADC read picks one by the phase of the EVSE output at that virtual
-microsecond, `machine.hw_level(pwm_pin)` (for 1 kHz: high while (t_us % 1000) * 65535 <
+microsecond (`machine.hw_set_analog_pwm`; for 1 kHz: high while (t_us % 1000) * 65535 <
 duty_u16 * 1000), so a duty the firmware just set is seen by its very next read and a read
 allocates nothing.
 
@@ -113,7 +113,6 @@ class World:
         self.low_mv = 0
         self._fb_level = None
         self._rcd_level = None
-        self._pilot_fn = self._pilot_adc   # bound once: the ADC hook must not allocate
         self._on_relay_fn = self._on_relay_pin
         self._on_test_fn = self._on_test_pin
         if self._meter_cfg:
@@ -136,7 +135,7 @@ class World:
 
     def install(self):
         """(Re)connect to the fake machine module, e.g. after machine.hw_reset()."""
-        machine.hw_set_analog(self._pilot_adc_pin, self._pilot_fn)
+        machine.hw_set_analog_pwm(self._pilot_adc_pin, self._pwm_pin, self)  # high_mv / low_mv
         if self.cable is not None:
             machine.hw_set_analog(self.cable.adc_pin, self.cable.adc)
         if self.thermal is not None:
@@ -155,11 +154,6 @@ class World:
         self._rcd_level = None
         self._mode = -1
         self._observe()
-
-    def _pilot_adc(self, t_us):
-        if machine.hw_level(self._pwm_pin):
-            return self.high_mv
-        return self.low_mv
 
     def _on_relay_pin(self, level):
         self.relay.command(self.powered and self.relay.energised_by(level), self.t)
