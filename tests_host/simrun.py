@@ -256,6 +256,8 @@ class Sim:
                 self.out_of_memory += 1  # the heap budget at work: the round was given up (the heap event counts them)
             else:  # the station survives these (firmware/station.py), but they are bugs: the run fails
                 self.bugs.append("%.3fs %s: %s" % (t / 1000, fields.get("where"), fields.get("error")))
+        if kind == "session" and fields.get("event") == "stop":
+            self._live_due = True  # measured after this step, once the firmware let go of it
         rec = {"t": t, "type": kind}
         for k in fields:
             rec[k] = fields[k]
@@ -313,6 +315,7 @@ class Sim:
         self.station = None
 
     station_booted = False
+    _live_due = False
     _cut_after = None  # (messages sent, cut duration): power-cut-after-sent
     _hold_since = None  # real tick since which virtual time waits on the network
     _async = False  # the firmware runs asyncio tasks (the back-end link): yield to them every step
@@ -354,6 +357,10 @@ class Sim:
                 self.station.service()
                 if self._steps % (SERVICE_EVERY * 10) == 0:
                     self.heap.sample()
+        if self._live_due:
+            self._live_due = False
+            if self.heap.ballast is not None:  # live heap after each session (flat: nothing leaks)
+                self.emit("heap-live", {"live": self.heap.settle()})
         if self._reboot is not None:
             hard = self._reboot
             self._reboot = None
@@ -414,7 +421,7 @@ class Sim:
         if verb == "wait":
             await self.run_for(args[0])
             return
-        fields = {"action": verb, "args": list(args)}
+        fields = {"action": verb, "args": list(args), "truth_wh": round(self.world.truth_wh, 3)}
         if lineno:
             fields["line"] = lineno
         self.emit("world", fields)
