@@ -50,7 +50,7 @@ CODE = (
     "machine", "esp32", "network", "world.world", "world.scenario", "world.modbus_meter",
     "firmware.station", "firmware.charger", "firmware.pilot", "firmware.safety", "firmware.limits",
     "firmware.settings", "firmware.store", "firmware.session", "firmware.clock", "firmware.metering",
-    "drivers.board", "drivers.pilot", "drivers.relay", "drivers.rcd", "drivers.proximity",
+    "drivers.board", "drivers.untrusted", "drivers.pilot", "drivers.relay", "drivers.rcd", "drivers.proximity",
     "drivers.temperature", "drivers.analog", "drivers.led", "drivers.watchdog", "drivers.meter", "drivers.modbus",
     "drivers.meter_models", "asyncio", "firmware.ocpp", "firmware.ocpp.ws", "firmware.ocpp.rpc",
     "firmware.ocpp.schemas", "firmware.ocpp.outbox", "firmware.ocpp.chargepoint", "firmware.ocpp.config",
