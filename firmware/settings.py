@@ -7,6 +7,7 @@ what was expected, and nothing is applied. Saving is atomic (see store.py).
 Flags: "secret" values are never printed or reported; "reboot" values take effect after a restart.
 """
 
+from drivers import untrusted
 from firmware import store
 
 # key: (type, default, minimum, maximum, flags, help)
@@ -68,13 +69,18 @@ def check(key, value):
     elif t is float:
         ok = (type(value) is int or type(value) is float) and value is not True and value is not False
         if ok:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # CPython: an int beyond the float range (MicroPython gives inf)
+                value = float("inf") if value > 0 else float("-inf")
     elif t is dict:
         ok = value is None or type(value) is dict
     else:
         ok = type(value) is t
     if not ok:
         raise SettingsError("setting '%s': expected %s, got %s" % (key, _type_name(t), _show(value)))
+    if t is float and not untrusted.finite(value):  # NaN passes both bound checks below
+        raise SettingsError("setting '%s': expected a finite number, got %r" % (key, value))
     if t is dict and value is not None:
         if key == "tariffs":
             from firmware import tariff

@@ -291,6 +291,113 @@ def test_no_state_file_can_make_the_boot_raise(tmp_path, name, content):
         assert st.billing.tariffs is None and st.billing.error
 
 
+# ---------------------------------------------------------------------------------------------
+# Numbers out of any range (NaN, +-inf, 1e999, negative) are refused like any bad value.
+
+@pytest.mark.parametrize("key,value,words", [
+    ("max_current_a", float("nan"), "expected a finite number, got nan"),  # NaN passes < lo and > hi
+    ("max_current_a", float("inf"), "expected a finite number, got inf"),
+    ("temp_derate_c", float("-inf"), "expected a finite number, got -inf"),
+    ("max_current_a", 10 ** 400, "expected a finite number, got inf"),  # CPython: float() overflows
+    ("overcurrent_margin_a", -1.0, "-1.0 is below the minimum 0.5"),
+    ("fault_retry_s", -30, "-30 is below the minimum 30"),
+    ("fault_retry_s", 10 ** 400, "is above the maximum 3600"),
+], ids=["nan", "inf", "-inf", "10**400", "negative-float", "negative-int", "10**400-int"])
+def test_numbers_out_of_any_range_in_settings(key, value, words):
+    s = settings_mod.Settings({"max_current_a": 20})
+    with pytest.raises(settings_mod.SettingsError) as e:
+        s.update({key: value})
+    assert words in str(e.value) and key in str(e.value) and len(str(e.value)) < 120
+    assert s.get("max_current_a") == 20.0  # nothing changed
+    if key != "max_current_a":
+        assert s.get(key) == settings_mod.SCHEMA[key][1]
+
+
+def test_1e999_in_a_settings_file(tmp_path):
+    p = tmp_path / "settings.json"
+    p.write_text('{"max_current_a": 1e999}')
+    with pytest.raises(settings_mod.SettingsError) as e:
+        settings_mod.load(str(p))
+    assert str(e.value) == "setting 'max_current_a': expected a finite number, got inf"
+    p.write_text('{"max_current_a": NaN}')  # not JSON, though CPython's json.loads takes it
+    with pytest.raises(settings_mod.SettingsError) as e:
+        settings_mod.load(str(p))
+    assert "not valid JSON" in str(e.value)
+
+
+# Through the charge point's handlers (tests_host/test_chargepoint.py's bench: the whole station,
+# a fake link, the test as the back end). Frames are written by hand: json.dumps would write inf
+# as "Infinity", which is no JSON at all.
+
+def _raw_call(b, uid, action, payload_text):
+    b.backend.cs_actions[uid] = action
+    b.link.push('[2,"%s","%s",%s]' % (uid, action, payload_text))
+
+
+def test_numbers_out_of_range_from_the_back_end_change_nothing(tmp_path):
+    from test_chargepoint import Bench, aio
+    from firmware.ocpp import chargepoint as cp_mod
+
+    profile = ('{"connectorId":1,"csChargingProfiles":{"chargingProfileId":7,"stackLevel":0,'
+               '"chargingProfilePurpose":"TxDefaultProfile","chargingProfileKind":"Relative",'
+               '"chargingSchedule":{"chargingRateUnit":"A","chargingSchedulePeriod":[{"startPeriod":0,"limit":%s}]}}}')
+    tariffs = '{"currency":"EUR","tariffs":{"a":{"per_kwh":%s}},"default":"a"}'
+
+    @aio
+    async def run():
+        b = await Bench.start(tmp_path)
+        calls = [
+            # (action, payload as JSON text, the CallError code or the status answered, and what
+            # the CallError's description or the DataTransfer's data says)
+            ("SetChargingProfile", profile % "1e999", "PropertyConstraintViolation",
+             "csChargingProfiles.chargingSchedule.chargingSchedulePeriod[0].limit: not a finite number"),
+            ("SetChargingProfile", profile % "-1e999", "PropertyConstraintViolation",
+             "csChargingProfiles.chargingSchedule.chargingSchedulePeriod[0].limit: not a finite number"),
+            ("SetChargingProfile", profile % "-16", "Rejected", None),  # smart.py: a limit from 0 to 1e7
+            ("ChangeAvailability", '{"connectorId":-1,"type":"Inoperative"}', "PropertyConstraintViolation",
+             "connectorId: below 0"),
+            ("ReserveNow", '{"connectorId":-1,"expiryDate":"2030-01-01T00:00:00Z","idTag":"A","reservationId":1}',
+             "PropertyConstraintViolation", "connectorId: below 0"),
+            ("ReserveNow", '{"connectorId":1,"expiryDate":"2030-01-01T00:00:00Z","idTag":"A","reservationId":1e999}',
+             "TypeConstraintViolation", "reservationId: expected integer"),
+            ("GetCompositeSchedule", '{"connectorId":-1,"duration":-3600}', "PropertyConstraintViolation",
+             "connectorId: below 0"),
+            ("ChangeConfiguration", '{"key":"HeartbeatInterval","value":"1e999"}', "Rejected", None),
+            ("ChangeConfiguration", '{"key":"HeartbeatInterval","value":"NaN"}', "Rejected", None),
+            ("ChangeConfiguration", '{"key":"HeartbeatInterval","value":"-300"}', "Rejected", None),
+            ("DataTransfer", '{"vendorId":"%s","messageId":"SetTariffs","data":"%s"}'
+             % (cp_mod.VENDOR_ID, (tariffs % "1e999").replace('"', '\\"')), "Rejected",
+             "tariffs.a.per_kwh: expected a number <= 1000, got inf"),
+            ("DataTransfer", '{"vendorId":"%s","messageId":"SetTariffs","data":"%s"}'
+             % (cp_mod.VENDOR_ID, (tariffs % "NaN").replace('"', '\\"')), "Rejected",
+             "tariff table: not valid JSON (unexpected byte 0x4e at 44)"),
+            ("DataTransfer", '{"vendorId":"%s","messageId":"SetTariffs","data":"%s"}'
+             % (cp_mod.VENDOR_ID, (tariffs % "-0.3").replace('"', '\\"')), "Rejected",
+             "tariffs.a.per_kwh: expected a number >= 0, got -0.3"),
+        ]
+        for i, (action, payload, want, words) in enumerate(calls):
+            uid = "n%d" % i
+            _raw_call(b, uid, action, payload)
+            await b.settle()
+            ans = b.backend.answers.pop(uid)
+            if want.endswith("Violation"):
+                assert ans[0] == 4 and ans[2] == want and ans[3] == words, (action, payload, ans)
+            else:
+                assert ans[0] == 3 and ans[2]["status"] == want, (action, payload, ans)
+                if words is not None:
+                    assert ans[2]["data"] == words, (action, payload, ans)
+        # nothing changed
+        assert b.cp.profiles.installed() == []
+        assert b.st.charger.available and b.cp._reservation is None and not b.st.charger.reserved
+        assert b.cp.config.get("HeartbeatInterval") == 300
+        assert b.st.billing.tariffs is None
+        # and the station goes on: a car charges
+        await b.charge()
+        assert b.st.charger.contactor
+
+    run()
+
+
 def test_deploy_refuses_settings_the_board_would_refuse_unread(tmp_path):
     """Valid settings that tools/deploy.py would write in more bytes than the board reads."""
     band = {"days": "Mon-Fri", "from": "08:00", "to": "18:00", "per_kwh": 0.4321, "per_hour": 1.25}

@@ -33,10 +33,15 @@ CallError decisions (spec = ocpp-j-1.6-specification, errata = ocpp-j-1.6-errata
   `supported`): NotSupported (table 7; errata 3.7 example).
 - Payload against the schema: wrong JSON type -> TypeConstraintViolation; value out of range,
   not in the enum, string too long, not a multiple of the schema's multipleOf, a malformed
-  date-time -> PropertyConstraintViolation; a required property missing, a property the schema
-  does not have (additionalProperties false, errata 3.1), an array shorter than minItems ->
-  OccurenceConstraintViolation. (The `ocpp` package maps some of these differently, e.g. a
-  missing property to ProtocolError; table 7's descriptions are followed here.)
+  date-time, a number that is not finite (1e999 decodes to inf: a JSON number, so the type is
+  right and the value is what is wrong, table 7's "at least one field contains an invalid
+  value"; in an integer field it is a float, so TypeConstraintViolation), a negative connectorId
+  (the schemas say only "integer"; every PDU of spec section 6 says "connectorId >= 0" or "> 0";
+  errata 3.39 answers an invalid connectorId with this code) -> PropertyConstraintViolation;
+  a required property missing, a property the schema does not have (additionalProperties
+  false, errata 3.1), an array shorter than minItems -> OccurenceConstraintViolation. (The
+  `ocpp` package maps some of these differently, e.g. a missing property to ProtocolError;
+  table 7's descriptions are followed here.)
   The date-time check is "YYYY-MM-DDTHH:MM:SS[.f...][Z|+hh:mm|-hh:mm]" with the fields in range;
   a missing offset is tolerated (read as UTC by the caller) because some back ends omit it.
 - A Call with the same id as the call being handled, or any second Call while one is being
@@ -58,7 +63,7 @@ except ImportError:  # CPython
 
 # The strict scan (drivers/untrusted.py, shared with the file reader drivers/jsonfile.py);
 # rpc.scan_json and rpc.json_error stay names of this module.
-from drivers.untrusted import NOT_UTF8, json_error, scan_json  # noqa: F401
+from drivers.untrusted import NOT_UTF8, finite, json_error, scan_json  # noqa: F401
 from firmware.ocpp import schemas
 from firmware.ocpp import dumps as _dumps
 
@@ -207,6 +212,8 @@ def _check(code, arg, v):
     if code == "n":
         if t is not int and t is not float:
             return TYPE, "", "expected number"
+        if t is float and not finite(v):  # 1e999 decodes to inf: of the right type, out of any range
+            return PROPERTY, "", "not a finite number"
         if arg and t is float:
             r = v * arg
             if r != r or abs(r - round(r)) > 1e-6 * abs(r) + 1e-9:  # float32 on the ESP32
@@ -251,9 +258,12 @@ def _check_props(props, obj):
             if c < "a":  # upper case: required
                 return OCCURENCE, "." + name, "required"
             continue
-        e = _check(_LOWER.get(c, c), p[2] if len(p) > 2 else None, obj[name])
+        v = obj[name]
+        e = _check(_LOWER.get(c, c), p[2] if len(p) > 2 else None, v)
         if e is not None:
             return e[0], "." + name + e[1], e[2]
+        if name == "connectorId" and v < 0:  # spec section 6: "connectorId >= 0" (or > 0) in every PDU
+            return PROPERTY, "." + name, "below 0"
     return None
 
 
