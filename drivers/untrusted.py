@@ -19,7 +19,8 @@ NaN and Infinity.
 Why finite(v) is `v - v == 0`: NaN and +-inf are the only numbers for which it is not (inf - inf
 is NaN, and NaN equals nothing); it works on ints of any size, where math.isfinite raises
 OverflowError on CPython, and needs no import. A NaN passes every `v < lo` and `v > hi` test, so
-a range check alone lets it through.
+a range check alone lets it through. (A Modbus float32 register is checked before it becomes a
+number at all, by its exponent bits: drivers/modbus.py float32_finite.)
 
 drivers/ may not import firmware/, so this module lives here and firmware/ imports it, as it
 does drivers.board. It is small on purpose: the OCPP link imports it (frames), and on the unix
