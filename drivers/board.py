@@ -7,7 +7,7 @@ drivers. `make_safe(profile)` is what boot.py runs first: contactor open, pilot 
 Pins are checked against the ESP32 (WROOM/WROVER DevKit): GPIO 6-11 belong to the flash,
 34-39 are input only, analog inputs must be ADC1 (32-39) because ADC2 is unusable with Wi-Fi.
 """
-import json
+from drivers import jsonfile
 
 # Pins of the generic DevKit profile: what make_safe falls back to when a profile is unusable.
 DEFAULT_RELAY_PIN = 26
@@ -34,6 +34,9 @@ _METER_KEYS = ("model", "uart", "tx_pin", "rx_pin", "de_pin", "address", "baudra
                "interval_ms", "timeout_ms", "retries")
 _S0_METER_KEYS = ("model", "pin", "impulses_per_kwh", "active_high")  # meter.model "s0"
 INSTALLED_FILE = "board.json"  # the profile installed on the board's flash
+# The largest profile (esp32-devkit.json, every section) has 1 KB; a longer description or a
+# card reader section fit easily in 4 KB, and a bigger file is refused before it is read.
+MAX_FILE = 4096
 
 
 class BoardError(Exception):
@@ -328,18 +331,15 @@ def _boards_dirs():
 
 
 def _read_json(path):
-    """Parsed JSON of path; None if the file cannot be opened; BoardError if it is not JSON."""
+    """Parsed JSON object of path; None if the file cannot be opened; BoardError naming the file
+    and the reason if it is refused (more than MAX_FILE bytes, not UTF-8, not strict JSON,
+    nested too deeply, not an object): drivers/jsonfile.py, the reader of every file on flash."""
     try:
-        f = open(path)
+        return jsonfile.read_json(path, MAX_FILE)
     except OSError:
         return None
-    try:
-        try:
-            return json.load(f)
-        except ValueError as e:
-            raise BoardError("%s: invalid JSON (%s)" % (path, e))
-    finally:
-        f.close()
+    except ValueError as e:
+        raise BoardError("%s: %s" % (path, e))
 
 
 def _find(name_or_path):

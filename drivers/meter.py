@@ -14,14 +14,18 @@ Readings (ints in fixed units, so a refresh allocates nothing once running):
     readings    count of believed readings
     failures    consecutive failed refreshes (0 after a good one)
     errors      counts by kind: timeout, crc, exception, wrong_address, wrong_function,
-                bad_reply (one per failed Modbus attempt, retries included) and backwards
-                (refreshes whose energy went below the last believed one)
+                bad_reply (one per failed Modbus attempt, retries included), backwards
+                (refreshes whose energy went below the last believed one) and out_of_range
+                (refreshes with a register holding NaN or an infinity, or a negative energy)
     last_error  a sentence about the most recent failure (None until one happens; kept after
                 recovery, `valid` tells the present)
     measures_current  True: amps_ma and volts_dv are measured (an S0 meter has False)
 
 Values are published together only when every read of a refresh succeeded; a refresh whose
-energy is lower than the last believed one is not believed (counted in errors["backwards"]).
+energy is lower than the last believed one is not believed (counted in errors["backwards"]), nor
+one with a value that is NaN or infinite (a float32 register with every exponent bit set) or an
+energy below 0 (errors["out_of_range"]). Power and currents may be negative (power exported; a
+meter that signs its currents by direction), so only the energy is held to 0 and up.
 """
 from drivers import board
 from drivers import meter_models
@@ -306,6 +310,7 @@ class Meter:
         self.failures = 0
         self.errors = master.errors  # per Modbus attempt, counted by the master
         self.errors["backwards"] = 0
+        self.errors["out_of_range"] = 0
         self.last_error = None
         self._step = -1  # index of the read in progress, -1 between refreshes
         self._due = None
@@ -334,6 +339,10 @@ class Meter:
             return
         stage = self._stage
         for slot, off, odd, shift, div, half in self._plans[step]:
+            if not modbus.float32_finite(master.register(off)):
+                self._out_of_range("register 0x%04X holds NaN or an infinity" % (
+                    self._requests[step].register + off))
+                return
             if div > 1:
                 stage[slot] = decode_scaled(master.register(off), master.register(off + 1),
                                             odd, shift, div, half)
@@ -350,6 +359,9 @@ class Meter:
     def _publish(self, now_ms):
         stage = self._stage
         energy = stage[7]
+        if energy < 0:  # an import register counts up from 0
+            self._out_of_range("energy register reads %d Wh" % energy)
+            return
         if self.readings and energy < self.energy_wh:
             self.errors["backwards"] += 1
             self._fail("energy went backwards: %d Wh after %d Wh, reading ignored" % (
@@ -366,6 +378,10 @@ class Meter:
         self.failures = 0
         self.readings += 1
         self.updated_ms = now_ms
+
+    def _out_of_range(self, what):
+        self.errors["out_of_range"] += 1
+        self._fail("address %d: %s: reading ignored" % (self.address, what))
 
     def _fail(self, message):
         self._step = -1

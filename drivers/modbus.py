@@ -102,6 +102,12 @@ def scale_parts(scale):
 SATURATED = 0x3FFFFFFF  # largest small int on a 32-bit MicroPython port
 
 
+def float32_finite(hi):
+    """False when the float32 whose high word is `hi` is NaN or an infinity (all exponent bits
+    set): a meter register that holds one is no reading (drivers/meter.py refuses the refresh)."""
+    return hi & 0x7F80 != 0x7F80
+
+
 def float32_scaled(hi, lo, odd, shift):
     """round(float32 * (odd << shift)) from its two big-endian register words, as an int.
 

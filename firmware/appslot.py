@@ -35,6 +35,7 @@ _ON_DEVICE = sys.platform not in ("linux", "darwin", "win32", "cygwin")
 
 SLOTS = ("a", "b")
 STATE = "slot.json"
+STATE_MAX = 1024  # bytes: slot.json holds five short entries (about 70 bytes)
 MARKER = ".version"
 MAX_TRIES = 1
 
@@ -70,8 +71,13 @@ def read(root, fs=None):
     path = root + "/" + STATE
     if not fs.exists(path):
         return None
-    f = fs.open(path, "r")
+    f = fs.open(path, "rb")
     try:
+        # The size first, as drivers/jsonfile.py does for every other file (this module may
+        # import nothing of the application): a big file is refused unread, not a MemoryError.
+        if f.seek(0, 2) > STATE_MAX:
+            raise ValueError("bad slot state: more than %d bytes" % STATE_MAX)
+        f.seek(0)
         s = json.loads(f.read())
     finally:
         f.close()

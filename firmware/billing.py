@@ -20,6 +20,9 @@ import json
 from firmware import store
 
 TARIFF_FILE = "tariffs.json"
+# tariffs.json holds a table the back end sent (at most tariff.MAX_TEXT, 4 KB), re-written by
+# json.dumps, which adds a blank after every comma and colon: twice that is room enough.
+TARIFF_FILE_MAX = 8192
 
 
 class Billing:
@@ -35,7 +38,7 @@ class Billing:
         self.group = None
         doc = None
         try:
-            doc = store.read_json(self.path, fs)
+            doc = store.read_json(self.path, fs, TARIFF_FILE_MAX)
         except ValueError as e:
             self.error = "%s: %s" % (TARIFF_FILE, e)
         if doc is None:

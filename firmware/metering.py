@@ -28,6 +28,11 @@ _ACTIVE_MA = 1000  # a phase drawing more than 1 A counts as used by the car
 _NOMINAL_V = 230
 
 
+def _wh(v):
+    """An energy count as this module writes it: an int >= 0 (a float such as NaN or inf never)."""
+    return type(v) is int and v >= 0
+
+
 class Metering:
     def __init__(self, meter, clock, path, hw_max_a, phases, max_failures=3, save_wh=100, fs=None):
         self.meter = meter
@@ -67,6 +72,8 @@ class Metering:
             doc = store.read_json(self.path, self.fs)
         except ValueError:
             doc = None  # corrupt: the meter's own register still has the energy
+        if doc and not (_wh(doc.get("register_wh", 0)) and (doc.get("meter_wh") is None or _wh(doc.get("meter_wh")))):
+            doc = None  # a count that is no count (NaN, 1e999, negative, text) is as corrupt
         if doc:
             self._base_reg = doc.get("register_wh", 0)
             self._base_meter = doc.get("meter_wh")

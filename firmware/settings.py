@@ -7,6 +7,7 @@ what was expected, and nothing is applied. Saving is atomic (see store.py).
 Flags: "secret" values are never printed or reported; "reboot" values take effect after a restart.
 """
 
+from drivers import untrusted
 from firmware import store
 
 # key: (type, default, minimum, maximum, flags, help)
@@ -42,6 +43,14 @@ SCHEMA = {
 }
 
 
+# The biggest settings file a station is expected to hold: 100 local_tokens of 14 hex digits
+# (7-byte card UIDs), a third of them in a group, a two-tariff table, the Wi-Fi and back-end
+# strings, as tools/deploy.py writes it (indent 1): 3.8 KB, and with it the whole firmware peaks
+# at 58 KB of the 64 KB heap with a back end (measured in the simulator). Twice that leaves room
+# for longer tokens and tables; more is refused unread (a 200 KB file would not even fit the heap).
+MAX_FILE = 8192
+
+
 class SettingsError(ValueError):
     pass
 
@@ -53,20 +62,25 @@ def _type_name(t):
 def check(key, value):
     """Return the value converted to the key's type, or raise SettingsError naming the problem."""
     if key not in SCHEMA:
-        raise SettingsError("unknown setting '%s'" % key)
+        raise SettingsError("unknown setting %s" % _show(key))
     t, _default, lo, hi, _flags, _help = SCHEMA[key]
     if t is bool:
         ok = value is True or value is False
     elif t is float:
         ok = (type(value) is int or type(value) is float) and value is not True and value is not False
         if ok:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # CPython: an int beyond the float range (MicroPython gives inf)
+                value = float("inf") if value > 0 else float("-inf")
     elif t is dict:
         ok = value is None or type(value) is dict
     else:
         ok = type(value) is t
     if not ok:
-        raise SettingsError("setting '%s': expected %s, got %r" % (key, _type_name(t), value))
+        raise SettingsError("setting '%s': expected %s, got %s" % (key, _type_name(t), _show(value)))
+    if t is float and not untrusted.finite(value):  # NaN passes both bound checks below
+        raise SettingsError("setting '%s': expected a finite number, got %r" % (key, value))
     if t is dict and value is not None:
         if key == "tariffs":
             from firmware import tariff
@@ -78,10 +92,16 @@ def check(key, value):
         else:
             _check_tokens(key, value)
     if lo is not None and value < lo:
-        raise SettingsError("setting '%s': %r is below the minimum %r" % (key, value, lo))
+        raise SettingsError("setting '%s': %s is below the minimum %r" % (key, _show(value), lo))
     if hi is not None and value > hi:
-        raise SettingsError("setting '%s': %r is above the maximum %r" % (key, value, hi))
+        raise SettingsError("setting '%s': %s is above the maximum %r" % (key, _show(value), hi))
     return value
+
+
+def _show(value):
+    """repr(value) for a message, cut short: a message must not grow with a hostile value."""
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def _check_tokens(key, value):
@@ -91,8 +111,8 @@ def _check_tokens(key, value):
         group = value[tag]
         for what, v in (("idTag", tag), ("group of %s" % tag, group)):
             if v is not None and (type(v) is not str or not 1 <= len(v) <= 20):
-                raise SettingsError("setting '%s': %s: expected 1 to 20 characters (OCPP idToken), got %r"
-                                    % (key, what, v))
+                raise SettingsError("setting '%s': %s: expected 1 to 20 characters (OCPP idToken), got %s"
+                                    % (key, what, _show(v)))
 
 
 class Settings:
@@ -112,7 +132,7 @@ class Settings:
     def update(self, values):
         """Validate every value first; apply all or none."""
         if not isinstance(values, dict):
-            raise SettingsError("settings must be a JSON object, got %r" % (values,))
+            raise SettingsError("settings must be a JSON object, got %s" % _show(values))
         new = dict(self._v)
         for key in values:
             new[key] = check(key, values[key])
@@ -121,17 +141,17 @@ class Settings:
 
     def _cross_check(self, v):
         if v["ocpp_url"] and not v["charge_box_id"]:
-            raise SettingsError("setting 'charge_box_id': needed with ocpp_url %r" % v["ocpp_url"])
+            raise SettingsError("setting 'charge_box_id': needed with ocpp_url %s" % _show(v["ocpp_url"]))
         if v["ocpp_url"] and not (v["ocpp_url"].startswith("ws://") or v["ocpp_url"].startswith("wss://")):
-            raise SettingsError("setting 'ocpp_url': expected ws://... or wss://..., got %r" % v["ocpp_url"])
+            raise SettingsError("setting 'ocpp_url': expected ws://... or wss://..., got %s" % _show(v["ocpp_url"]))
         if len(v["wifi_ssid"]) > 32:
             raise SettingsError("setting 'wifi_ssid': expected at most 32 characters, got %d" % len(v["wifi_ssid"]))
         if v["wifi_password"] and not 8 <= len(v["wifi_password"]) <= 63:
             raise SettingsError("setting 'wifi_password': expected 8 to 63 characters (WPA2), got %d"
                                 % len(v["wifi_password"]))
         if len(v["free_id_tag"]) > 20 or not v["free_id_tag"]:
-            raise SettingsError("setting 'free_id_tag': expected 1 to 20 characters (OCPP idToken), got %r"
-                                % v["free_id_tag"])
+            raise SettingsError("setting 'free_id_tag': expected 1 to 20 characters (OCPP idToken), got %s"
+                                % _show(v["free_id_tag"]))
         if not v["temp_resume_c"] < v["temp_derate_c"] < v["temp_shutdown_c"]:
             raise SettingsError(
                 "settings temp_resume_c < temp_derate_c < temp_shutdown_c expected, got %r, %r, %r"
@@ -155,9 +175,13 @@ class Settings:
 
 
 def load(path, fs=None):
-    """Settings from a JSON file; defaults when the file does not exist. Raises SettingsError."""
+    """Settings from a JSON file; defaults when the file does not exist. Raises SettingsError.
+
+    The file is refused, before anything is parsed, when it has more than MAX_FILE bytes; it is
+    refused too when it is not UTF-8, not strict JSON, nested too deeply or not an object
+    (`null`, a list: never "all defaults", which would mean free charging)."""
     try:
-        values = store.read_json(path, fs)
+        values = store.read_json(path, fs, MAX_FILE)
     except ValueError as e:
         raise SettingsError("settings file %s: %s" % (path, e))
     if values is None:

@@ -1,7 +1,8 @@
 """Durable storage that survives a power cut at any instant.
 
 - `write_json` / `read_json`: a whole small document, replaced atomically (write a temporary
-  file, then rename it over the old one; rename is atomic on LittleFS and POSIX).
+  file, then rename it over the old one; rename is atomic on LittleFS and POSIX); read through
+  the one capped, strict reader (drivers/jsonfile.py), so no file on flash can make a boot raise.
 - `Journal`: an append-only file of records, one line each: 8 hex digits of CRC-32, a space,
   the JSON record. A line cut short by a power failure fails its CRC and ends the readable part;
   the next append first truncates the torn tail (by rewriting), so nothing after it is lost.
@@ -49,20 +50,20 @@ class RealFS:
 REAL = RealFS()
 
 
-def read_json(path, fs=None):
-    """The document at `path`, or None when there is none. Raises ValueError when it is corrupt."""
+MAX_JSON = 4096  # bytes: the cap of the small state files (faults, energy, ocpp.json, ...)
+
+
+def read_json(path, fs=None, cap=MAX_JSON):
+    """The JSON object at `path`, or None when there is no file. Raises ValueError naming what
+    is wrong (never an empty message) when it is corrupt: more than `cap` bytes (refused before
+    it is read), not UTF-8, not strict JSON, nested too deeply, not an object (every state file
+    is one; `null` is no document either). See drivers/jsonfile.py."""
+    from drivers import jsonfile  # the one capped reader (drivers/ may not import firmware/);
+    # imported on first use: what only appends to a journal does not carry the reader's code
     fs = fs or REAL
     if not fs.exists(path):
         return None
-    f = fs.open(path, "r")
-    try:
-        text = f.read()
-    finally:
-        f.close()
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise ValueError("not valid JSON")
+    return jsonfile.read_json(path, cap, fs)
 
 
 def write_json(path, doc, fs=None):

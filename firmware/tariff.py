@@ -14,6 +14,8 @@ Times are epoch seconds (UTC); days and hours in the table are local time (the t
 """
 import json
 
+from drivers import jsonfile
+
 DAY = 86400
 PRICE = 10000  # price units per currency unit
 X = 18000  # Bill.x units per price unit: lcm(1000 Wh per kWh, 3600 s per hour)
@@ -276,9 +278,9 @@ def parse(src):
         if len(src) > MAX_TEXT:
             raise ValueError("tariff table: %d bytes, at most %d allowed" % (len(src), MAX_TEXT))
         try:
-            src = json.loads(src if isinstance(src, str) else src.decode())
-        except ValueError:
-            raise ValueError("tariff table: not valid JSON")
+            src = jsonfile.loads(src)  # strict, UTF-8, nested at most 32 deep, an object
+        except ValueError as e:
+            raise ValueError("tariff table: %s" % e)
     d = _obj(src, "", ("currency", "decimals", "tz", "tariffs", "groups", "default", "sharing"),
              ("currency", "tariffs", "default"))
     t = Tariffs()

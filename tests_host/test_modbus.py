@@ -709,6 +709,51 @@ def test_energy_going_backwards_is_not_believed():
     assert m.valid and m.energy_wh == 5001 and m.amps_ma == [1000] * 3
 
 
+@pytest.mark.parametrize("change,register", [
+    (lambda t: t.update(power_w=float("nan")), 0x0034),       # total power is NaN
+    (lambda t: t.update(amps=[16.0, float("inf"), 1.0]), 0x0008),   # L2 current +inf
+    (lambda t: t.update(volts=[float("-inf"), 230.0, 230.0]), 0x0000),  # L1 voltage -inf
+    (lambda t: t.update(import_wh=float("nan")), 0x0048),     # the energy register NaN
+])
+def test_a_register_holding_nan_or_infinity_is_never_believed(change, register):
+    """A float32 register with every exponent bit set is no reading: the whole refresh is
+    refused and counted (errors["out_of_range"], a failure like a bad reply), the values of the
+    last believed refresh stay; the next good refresh is believed again."""
+    b = Bench()
+    b.run(1000)
+    m = b.meter
+    assert m.valid and m.readings == 1
+    good = (list(m.volts_dv), list(m.amps_ma), m.power_w, m.energy_wh)
+    change(b.truth)
+    b.run(1000)
+    assert not m.valid and m.readings == 1 and m.failures == 1
+    assert (m.volts_dv, m.amps_ma, m.power_w, m.energy_wh) == good
+    assert m.errors["out_of_range"] == 1
+    assert m.last_error == "address 1: register 0x%04X holds NaN or an infinity: reading ignored" % register
+    b.truth.update(volts=[230.0] * 3, amps=[10.0] * 3, import_wh=13000.0)
+    b.truth.pop("power_w", None)
+    b.run(1000)
+    assert m.valid and m.readings == 2 and m.amps_ma == [10000] * 3 and m.energy_wh == 13000
+
+
+def test_a_negative_energy_register_is_never_believed():
+    b = Bench()
+    b.truth["import_wh"] = -5000.0
+    b.run(1000)
+    m = b.meter
+    assert not m.valid and m.readings == 0 and m.energy_wh == 0
+    assert m.errors["out_of_range"] == 1
+    assert m.last_error == "address 1: energy register reads -5000 Wh: reading ignored"
+
+
+def test_a_meter_that_keeps_sending_nan_fails_like_a_silent_one():
+    b = Bench()
+    b.truth["import_wh"] = float("nan")
+    b.run(5000)
+    m = b.meter
+    assert not m.valid and m.readings == 0 and m.failures == 5 and m.errors["out_of_range"] == 5
+
+
 def test_de_pin_driven_by_the_meter():
     b = Bench()
     levels = []

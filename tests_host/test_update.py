@@ -870,6 +870,7 @@ import micropython
 from firmware.clock import SystemClock
 from firmware.ocpp import update, ed25519
 from firmware import appslot
+from drivers import jsonfile  # store.read_json's reader, which store imports on first use
 
 P = json.load(open(sys.argv[1]))
 BUDGET = P["budget"]
@@ -993,7 +994,8 @@ def mp_update_run(tmp_path, keys, web, budget, more, name):
     lib = tmp_path / "lib"
     for rel in ("firmware/__init__.py", "firmware/store.py", "firmware/clock.py", "firmware/appslot.py",
                 "firmware/ocpp/__init__.py", "firmware/ocpp/ws.py", "firmware/ocpp/http.py",
-                "firmware/ocpp/ed25519.py", "firmware/ocpp/update.py"):
+                "firmware/ocpp/ed25519.py", "firmware/ocpp/update.py", "drivers/__init__.py",
+                "drivers/untrusted.py", "drivers/jsonfile.py"):
         dst = lib / (rel[:-3] + ".mpy")
         if not dst.exists():
             os.makedirs(dst.parent, exist_ok=True)

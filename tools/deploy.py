@@ -199,7 +199,11 @@ def settings_file(settings_path, secrets_path):
                 msg = msg.replace(values[k], "***")
         raise DeployError("settings: %s" % msg)
     doc = st.changed()
-    return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode(), used, st
+    data = (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
+    if len(data) > settings_mod.MAX_FILE:  # the board would refuse it unread
+        raise DeployError("settings: %d bytes as written to the board, more than the %d the firmware "
+                          "reads (firmware/settings.py MAX_FILE)" % (len(data), settings_mod.MAX_FILE))
+    return data, used, st
 
 
 # ---------------------------------------------------------------- mpremote

@@ -186,14 +186,9 @@ def prepare_flash(flash, board, settings, parser, meter=None):
     if settings:
         if not os.path.exists(settings):
             parser.error("--settings %s: no such file" % settings)
-        with open(settings) as f:
-            text = f.read()
-        try:
-            json.loads(text)
-        except ValueError as e:
-            parser.error("--settings %s: not valid JSON (%s)" % (settings, e))
-        with open(os.path.join(flash, "settings.json"), "w") as f:
-            f.write(text)
+        # Byte for byte, whatever it holds: the firmware judges it as a board would (a file it
+        # refuses keeps the station out of service, with the reason in the boot event).
+        shutil.copyfile(settings, os.path.join(flash, "settings.json"))
 
 
 SIM_BUILD = os.path.join(ROOT, "build", "sim")
@@ -250,8 +245,13 @@ def ocpp_settings(flash, url, charge_box_id, ca_pem=None):
     path = os.path.join(flash, "settings.json")
     doc = {}
     if os.path.exists(path):
-        with open(path) as f:
-            doc = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (ValueError, RecursionError):
+            return  # not a settings file the board takes: it stays as it is, for the board to refuse
+        if not isinstance(doc, dict):
+            return
     doc["ocpp_url"] = url
     doc["charge_box_id"] = charge_box_id
     if ca_pem is not None:

@@ -121,7 +121,8 @@ class ChargePoint:
         root = station.root
         self.root = root
         self._state_path = _join(root, STATE_FILE)
-        doc = self._load_state()
+        self.errors = []  # what went wrong locally, newest last (bounded): for logs and tests
+        doc = self._load_state()  # (a corrupt ocpp.json is noted in self.errors)
         self.wall = dt.WallClock(self.clock, doc.get("t") or 0)
         self._saved_t = self.wall.now()
         self.config = config_mod.Config(_join(root, CONFIG_FILE), fs, self._config_defaults())
@@ -165,7 +166,6 @@ class ChargePoint:
         self._triggers = []  # requested messages (TriggerMessage), sent after the answer
         self._reset = None  # "Soft"/"Hard" once a Reset was accepted
         self._notices = []  # (action, payload) status notifications of updates, in order
-        self.errors = []  # what went wrong locally, newest last (bounded): for logs and tests
         self.sent = 0
         self.received = 0
         # Every attribute is set here, none later: a first assignment that grows the instance's

@@ -33,10 +33,15 @@ CallError decisions (spec = ocpp-j-1.6-specification, errata = ocpp-j-1.6-errata
   `supported`): NotSupported (table 7; errata 3.7 example).
 - Payload against the schema: wrong JSON type -> TypeConstraintViolation; value out of range,
   not in the enum, string too long, not a multiple of the schema's multipleOf, a malformed
-  date-time -> PropertyConstraintViolation; a required property missing, a property the schema
-  does not have (additionalProperties false, errata 3.1), an array shorter than minItems ->
-  OccurenceConstraintViolation. (The `ocpp` package maps some of these differently, e.g. a
-  missing property to ProtocolError; table 7's descriptions are followed here.)
+  date-time, a number that is not finite (1e999 decodes to inf: a JSON number, so the type is
+  right and the value is what is wrong, table 7's "at least one field contains an invalid
+  value"; in an integer field it is a float, so TypeConstraintViolation), a negative connectorId
+  (the schemas say only "integer"; every PDU of spec section 6 says "connectorId >= 0" or "> 0";
+  errata 3.39 answers an invalid connectorId with this code) -> PropertyConstraintViolation;
+  a required property missing, a property the schema does not have (additionalProperties
+  false, errata 3.1), an array shorter than minItems -> OccurenceConstraintViolation. (The
+  `ocpp` package maps some of these differently, e.g. a missing property to ProtocolError;
+  table 7's descriptions are followed here.)
   The date-time check is "YYYY-MM-DDTHH:MM:SS[.f...][Z|+hh:mm|-hh:mm]" with the fields in range;
   a missing offset is tolerated (read as UTC by the caller) because some back ends omit it.
 - A Call with the same id as the call being handled, or any second Call while one is being
@@ -50,6 +55,15 @@ CallError decisions (spec = ocpp-j-1.6-specification, errata = ocpp-j-1.6-errata
 """
 import json
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+# The strict scan (drivers/untrusted.py, shared with the file reader drivers/jsonfile.py);
+# rpc.scan_json and rpc.json_error stay names of this module.
+from drivers.untrusted import NOT_UTF8, finite, json_error, scan_json  # noqa: F401
 from firmware.ocpp import schemas
 from firmware.ocpp import dumps as _dumps
 
@@ -198,6 +212,8 @@ def _check(code, arg, v):
     if code == "n":
         if t is not int and t is not float:
             return TYPE, "", "expected number"
+        if t is float and not finite(v):  # 1e999 decodes to inf: of the right type, out of any range
+            return PROPERTY, "", "not a finite number"
         if arg and t is float:
             r = v * arg
             if r != r or abs(r - round(r)) > 1e-6 * abs(r) + 1e-9:  # float32 on the ESP32
@@ -242,9 +258,12 @@ def _check_props(props, obj):
             if c < "a":  # upper case: required
                 return OCCURENCE, "." + name, "required"
             continue
-        e = _check(_LOWER.get(c, c), p[2] if len(p) > 2 else None, obj[name])
+        v = obj[name]
+        e = _check(_LOWER.get(c, c), p[2] if len(p) > 2 else None, v)
         if e is not None:
             return e[0], "." + name + e[1], e[2]
+        if name == "connectorId" and v < 0:  # spec section 6: "connectorId >= 0" (or > 0) in every PDU
+            return PROPERTY, "." + name, "below 0"
     return None
 
 
@@ -274,6 +293,16 @@ def _props(text):
 
 
 # ---------------------------------------------------------------------------- frames
+
+# The frame-head peeks read bytes (ints): a frame arrives as a view of the WebSocket's buffer.
+# (const: defined before their first use, or MicroPython's compiler looks for a global.)
+_WS = b" \t\n\r"
+_QUOTE = const(0x22)
+_BACKSLASH = const(0x5C)
+_COMMA = const(0x2C)
+_LBRACKET = const(0x5B)
+_TWO = const(0x32)
+
 
 def _peek_call_id(text):
     """The id of a frame that starts `[2,"<id>"` (blanks allowed), else None; no allocation
@@ -349,190 +378,6 @@ def _peek_action(text, uid):
         return bytes(text[i + 1:j]).decode()
     except UnicodeError:
         return None
-
-
-# The scanner reads bytes (ints): a frame arrives as a view of the WebSocket's receive buffer.
-_WS = b" \t\n\r"
-_ESC = b"\"\\/bfnrtu"
-_HEX = b"0123456789abcdefABCDEF"
-_LIT = (b"true", b"false", b"null")
-_QUOTE, _BACKSLASH, _COMMA, _COLON_CH, _MINUS, _DOT = 0x22, 0x5C, 0x2C, 0x3A, 0x2D, 0x2E
-_LBRACKET, _RBRACKET, _LBRACE, _RBRACE, _TWO, _ZERO = 0x5B, 0x5D, 0x7B, 0x7D, 0x32, 0x30
-NOT_UTF8 = "not UTF-8"
-# scanner states
-_VALUE, _VALUE_OR_END, _KEY_OR_END, _KEY, _COLON, _AFTER = 0, 1, 2, 3, 4, 5
-_STEP = 256  # bytes between two yields
-
-
-def _utf8_len(s, i, n):
-    """Length of the UTF-8 sequence that starts with the byte s[i] >= 0x80, or 0 if it is not
-    valid UTF-8 (overlong forms, surrogates and code points above U+10FFFF are not)."""
-    c = s[i]
-    if 0xC2 <= c <= 0xDF:
-        k, lo, hi = 1, 0x80, 0xBF
-    elif c == 0xE0:
-        k, lo, hi = 2, 0xA0, 0xBF
-    elif c == 0xED:
-        k, lo, hi = 2, 0x80, 0x9F
-    elif 0xE1 <= c <= 0xEF:
-        k, lo, hi = 2, 0x80, 0xBF
-    elif c == 0xF0:
-        k, lo, hi = 3, 0x90, 0xBF
-    elif 0xF1 <= c <= 0xF3:
-        k, lo, hi = 3, 0x80, 0xBF
-    elif c == 0xF4:
-        k, lo, hi = 3, 0x80, 0x8F
-    else:
-        return 0
-    if i + k >= n or not lo <= s[i + 1] <= hi:
-        return 0
-    for j in range(i + 2, i + k + 1):
-        if not 0x80 <= s[j] <= 0xBF:
-            return 0
-    return k + 1
-
-
-def _skip_digits(s, i, n):
-    while i < n and 0x30 <= s[i] <= 0x39:
-        i += 1
-    return i
-
-
-def scan_json(s):
-    """Check that `s` (bytes-like; a str is encoded first) is strict JSON (RFC 8259) in valid
-    UTF-8 before json.loads sees it: MicroPython's parser accepts missing commas and colons,
-    trailing commas, `{"x"}`, bad escapes and raw control characters, so a malformed frame could
-    be read as a command. A generator: it yields every _STEP bytes (the caller lets the control
-    task run) and returns (StopIteration value) None when `s` is fine, else a short reason
-    (NOT_UTF8 for bad UTF-8). \\uD800-\\uDFFF escapes are refused: MicroPython can not hold them
-    in a str. Allocates nothing per byte."""
-    if isinstance(s, str):
-        s = s.encode()
-    n = len(s)
-    i = 0
-    stack = []
-    st = _VALUE
-    work = 0
-    while True:
-        work += 1
-        if work >= _STEP:
-            work = 0
-            yield
-        while i < n and s[i] in _WS:
-            i += 1
-        if i >= n:
-            return None if (st == _AFTER and not stack) else "unexpected end"
-        c = s[i]
-        if st == _AFTER:
-            if not stack:
-                return "text after the value"
-            top = stack[-1]
-            if c == _COMMA:
-                st = _VALUE if top == _LBRACKET else _KEY
-            elif (c == _RBRACKET and top == _LBRACKET) or (c == _RBRACE and top == _LBRACE):
-                stack.pop()
-            else:
-                return "expected , or a closing bracket at %d" % i
-            i += 1
-            continue
-        if st == _COLON:
-            if c != _COLON_CH:
-                return "expected : at %d" % i
-            st = _VALUE
-            i += 1
-            continue
-        if st == _VALUE_OR_END and c == _RBRACKET or st == _KEY_OR_END and c == _RBRACE:
-            stack.pop()
-            st = _AFTER
-            i += 1
-            continue
-        if st == _KEY or st == _KEY_OR_END:
-            if c != _QUOTE:
-                return "expected a key at %d" % i
-            st = _COLON
-        else:
-            st = _AFTER
-        if c == _QUOTE:
-            i += 1
-            while True:
-                if i >= n:
-                    return "unterminated string"
-                c = s[i]
-                if c == _QUOTE:
-                    break
-                if c < 0x20:
-                    return "control character in a string at %d" % i
-                if c == _BACKSLASH:
-                    i += 1
-                    if i >= n or s[i] not in _ESC:
-                        return "bad escape at %d" % i
-                    if s[i] == 0x75:  # u
-                        if i + 4 >= n or s[i + 1] not in _HEX or s[i + 2] not in _HEX \
-                                or s[i + 3] not in _HEX or s[i + 4] not in _HEX:
-                            return "bad \\u escape at %d" % i
-                        if s[i + 1] in b"dD" and s[i + 2] in b"89abcdefABCDEF":
-                            return "surrogate escape at %d" % i
-                        i += 4
-                elif c >= 0x80:
-                    k = _utf8_len(s, i, n)
-                    if not k:
-                        return NOT_UTF8
-                    i += k - 1
-                i += 1
-                work += 1
-                if work >= _STEP:
-                    work = 0
-                    yield
-            i += 1
-        elif c == _LBRACE or c == _LBRACKET:
-            if len(stack) >= 32:
-                return "nested too deep"
-            stack.append(c)
-            st = _KEY_OR_END if c == _LBRACE else _VALUE_OR_END
-            i += 1
-        elif c == _MINUS or 0x30 <= c <= 0x39:
-            if c == _MINUS:
-                i += 1
-            if i < n and s[i] == _ZERO:
-                i += 1
-            elif i < n and 0x31 <= s[i] <= 0x39:
-                i = _skip_digits(s, i, n)
-            else:
-                return "bad number at %d" % i
-            if i < n and s[i] == _DOT:
-                j = i = i + 1
-                i = _skip_digits(s, i, n)
-                if i == j:
-                    return "bad number at %d" % i
-            if i < n and s[i] in b"eE":
-                i += 1
-                if i < n and s[i] in b"+-":
-                    i += 1
-                j = i
-                i = _skip_digits(s, i, n)
-                if i == j:
-                    return "bad number at %d" % i
-        else:
-            for word in _LIT:
-                k = len(word)
-                j = 0
-                while j < k and i + j < n and s[i + j] == word[j]:
-                    j += 1
-                if j == k:
-                    i += k
-                    break
-            else:
-                return NOT_UTF8 if c >= 0x80 and not _utf8_len(s, i, n) else "unexpected byte 0x%02x at %d" % (c, i)
-
-
-def json_error(s):
-    """scan_json run to its end at once (tests, small texts): None or the reason."""
-    g = scan_json(s)
-    while True:
-        try:
-            next(g)
-        except StopIteration as e:
-            return e.value if e.args else None
 
 
 def _loads(text):

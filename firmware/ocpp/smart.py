@@ -49,6 +49,7 @@ NO_LIMIT_A = 80
 _MAX_OUT = 48      # periods in a composite schedule
 _LOOKAHEAD = 32    # boundaries limit() looks past for the next real change (then: look again)
 _MAX_STEPS = 200   # instants one composite() examines (a few ms each on the ESP32)
+FILE_MAX = 8192    # bytes of the stored profiles: 8 profiles of 24 periods (the defaults) take 4.8 KB
 
 # A stored profile is a list (compact in RAM and on flash):
 _ID, _CONN, _PURP, _LEVEL, _KIND, _REC, _FROM, _TO, _START, _DUR, _UNIT, _PER, _TX = range(13)
@@ -196,7 +197,7 @@ class Profiles:
 
     def _load(self):
         try:
-            doc = store.read_json(self.path, self.fs)
+            doc = store.read_json(self.path, self.fs, FILE_MAX)
         except (ValueError, OSError):
             doc = 0
         if doc is None:
