@@ -217,8 +217,10 @@ class Charger:
         elif f.active(safety.OVERTEMP) or f.active(safety.TEMP_SENSOR):
             self._temperature(i, now, connected)
 
-        # Sessions: begin when a connected vehicle is authorized, end when it leaves.
-        if connected and not self._stopped and self.available and (self.authorized or (self.free and not self.reserved)):
+        # Sessions: begin when a connected vehicle is authorized (never while out of service),
+        # end when it leaves.
+        if connected and not self._stopped and self.available and (self.authorized or (self.free and not self.reserved)) \
+                and not self._latched():
             if not self.session:
                 self.session = True
                 self._emit("session", "start", self.id_tag)

@@ -550,3 +550,11 @@ def test_a_weld_that_appears_during_chatter_is_found_within_five_seconds():
     assert r.welded_found is not None and r.welded_found - 30000 <= 5000
     assert not [t for t in closes if t - t0 > 30000]  # no closing onto the weld
     assert r.c.faults.active(safety.WELDED)
+
+
+def test_no_session_begins_while_out_of_service():
+    r = Rig()
+    r.c.faults.trip(safety.CONFIG, r.now, False)  # a refused settings file
+    r.vehicle("B")
+    r.run(2000)
+    assert not r.kinds("session") and r.c.state == "F"
