@@ -52,6 +52,7 @@ class Inputs:
         self.amps_da = None  # highest phase current, deci-amps; None: no meter
         self.meter_failed = False  # the board's meter stopped giving believable readings
         self.meter_ready = True  # no meter, or it gave a believable reading since boot
+        self.journal_ok = True  # a new session's start can be recorded (station: the flash has room)
 
 
 class Charger:
@@ -184,7 +185,8 @@ class Charger:
             self._temperature(i, now, connected)
 
         # Sessions: begin when a connected vehicle is authorized, end when it leaves.
-        if connected and not self._stopped and self.available and (self.authorized or (self.free and not self.reserved)):
+        if connected and not self._stopped and self.available and (self.authorized or (self.free and not self.reserved)) \
+                and i.journal_ok:
             if not self.session:
                 self.session = True
                 self._emit("session", "start", self.id_tag)
@@ -338,6 +340,7 @@ class Charger:
             and self._seen_b
             and self.available
             and (self.inp.meter_ready or not self.meter_required)
+            and (self.session or self.inp.journal_ok)
         )
 
     def _apply(self, now):
