@@ -63,6 +63,7 @@ class Station:
         fs = self.fs = self.flash
         self.flash_fault = None  # vendorErrorCode of the flash condition (FlashFull, FlashError) or None
         self._faults_dirty = False  # faults.json is behind the latched faults
+        self._flash_state = False  # (records waiting, a write failed) while the flash fault is active
         self.sinks = []
         self.settings_error = settings_error
         if settings is None:
@@ -389,9 +390,11 @@ class Station:
         elif waiting or low:
             vendor = "FlashFull" if low else "FlashError"
         self.charger.inp.journal_ok = not waiting and fl.room_to_start()
-        if vendor == self.flash_fault:
+        state = vendor is not None and (waiting, e is not None)  # an event when the reason changes too
+        if vendor == self.flash_fault and state == self._flash_state:
             return
         self.flash_fault = vendor
+        self._flash_state = state
         fields = {"code": "flash", "active": vendor is not None, "ocpp": "OtherError", "vendor": vendor,
                   "free": free, "refused": fl.refused}
         if vendor is not None:

@@ -207,7 +207,7 @@ _BENCHES = []
 
 
 class Bench:
-    def __init__(self, root, settings=None, profile=PROFILE, reboot=True):
+    def __init__(self, root, settings=None, profile=PROFILE, reboot=True, fs=None):
         self.root = str(root)
         s = {"ocpp_url": "ws://csms.test/ocpp", "charge_box_id": "CP1"}
         s.update(settings or {})
@@ -222,7 +222,7 @@ class Bench:
         hw = board.build(profile, self.clock)
         st_settings, err = station_mod.load_settings(self.root)
         assert err is None, err
-        self.st = station_mod.Station(hw, profile, self.clock, self.root, st_settings, err)
+        self.st = station_mod.Station(hw, profile, self.clock, self.root, st_settings, err, fs)
         self.backend = Backend(self)
         self.link = FakeLink(self)
         self.cp = station_mod.attach_ocpp(self.st, None, self._reboot if reboot else None, self.link)
@@ -235,8 +235,8 @@ class Bench:
         self.reboots.append((hard, len(self.backend.frames)))
 
     @classmethod
-    async def start(cls, root, up=True, boot=None, profile=PROFILE, reboot=True, **settings):
-        b = cls(root, settings, profile, reboot)
+    async def start(cls, root, up=True, boot=None, profile=PROFILE, reboot=True, fs=None, **settings):
+        b = cls(root, settings, profile, reboot, fs)
         if boot:
             b.backend.boot.update(boot)
         b.task = asyncio.create_task(b.cp.run())

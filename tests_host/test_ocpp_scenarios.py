@@ -282,3 +282,27 @@ def test_server_certificate_from_another_ca_refused(runs):
     # Charging does not depend on the back end, and no handshake was tried while it charged.
     (closed, opened), = closed_spans(r)
     assert len(failed) >= 3 and not [f for f in failed if closed < f["t"] < opened]
+
+
+def test_a_full_and_a_failing_flash(tmp_path):
+    """scenarios/ocpp/flash_full.scn, run on its own (it is not one of RUNS): the station lives
+    with a full flash and with a failing one, and the back end gets every session once."""
+    r = simulate("flash_full", os.path.join(SCENARIOS, "flash_full.scn"), str(tmp_path), [])
+    assert r.code == 0, "flash_full exited %d:\n%s" % (r.code, r.output[-3000:])
+    heap = r.of("heap")
+    assert heap and heap[0]["budget"] == 65536 and heap[0]["peak"] <= 65536
+    assert r.of("error") == [] and r.of("reset") == []
+    _tx, frames, invalid, violations = r.backend()
+    assert invalid == [] and violations == []
+    tx = transactions_match_sessions(r)
+    assert len(tx) == 3 and [t["reason"] for t in tx] == ["EVDisconnected"] * 3
+    # charging went on while the flash was full; no session started until it had room again
+    full, ok = r.action("flash-full"), r.action("flash-ok")
+    assert [e["closed"] for e in r.of("contactor") if full - 60000 < e["t"] < r.action("unplug")] == []
+    assert not [e for e in r.of("session", event="start") if full < e["t"] < ok]
+    # reported on both connectors with its vendorErrorCode, and cleared by itself
+    for cid in (0, 1):
+        codes = [(p["errorCode"], p.get("vendorErrorCode")) for p in payloads(frames, "StatusNotification")
+                 if p["connectorId"] == cid]
+        assert ("OtherError", "FlashFull") in codes and ("OtherError", "FlashError") in codes
+        assert codes[-1] == ("NoError", None)
