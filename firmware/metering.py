@@ -76,7 +76,7 @@ class Metering:
     def save(self, write=True):
         """Write the base pair (atomic). Called by the station's slow task, never per tick. The
         next save is due save_wh later whether this one is written, left out (write False: the
-        flash keeps its reserve, see firmware/store.py) or fails: the energy itself is safe in
+        flash keeps its reserve, see firmware/flash.py) or fails: the energy itself is safe in
         the meter's own register, an older base pair only means a longer way back to it."""
         if self.register_wh is None or self._last_wh is None:
             return

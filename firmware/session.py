@@ -1,6 +1,6 @@
 """The session keeper: every charging session, durable on flash, in a bounded space.
 
-Files (PATH is the journal's path, store.Journal; framed JSON lines, see firmware/store.py):
+Files (PATH is the journal's path, journal.Journal; framed JSON lines, see firmware/journal.py):
 
   PATH, PATH.1   the closed sessions, one self-contained closing record each, in two generations:
                  {"n": N, "tag": ID_TAG, "e0": METER_WH, "e": METER_WH, "wh": SESSION_WH,
@@ -33,7 +33,7 @@ write; a call returns once its write is on flash):
   - stop: the closing record appended (after the rotation, if one is due: a rename that keeps
     every record), then PATH.open removed. After a cut in between, PATH.open's N has its closing
     record: at boot a session is open only when PATH.open's N is above every closed N.
-  A line torn by a cut is skipped by readers and never rewritten (store.Appender).
+  A line torn by a cut is skipped by readers and never rewritten (journal.Appender).
 
 A write the flash refuses (full, failing) raises nothing: the record stays in RAM (`waiting()`,
 `error`) and `flush()`, called by the station every slow round, writes it, oldest first.

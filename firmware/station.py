@@ -24,6 +24,8 @@ from firmware import charger as chg
 from firmware import metering as metering_mod
 from firmware import safety
 from firmware import settings as settings_mod
+from firmware import flash as flash_mod
+from firmware import journal
 from firmware import store
 from firmware.session import SessionKeeper
 
@@ -59,7 +61,7 @@ class Station:
         self.clock = clock
         self.root = root
         # Every part writes through this one adapter: a full or failing flash is known in one place.
-        self.flash = store.Flash(fs, root)
+        self.flash = flash_mod.Flash(fs, root)
         fs = self.fs = self.flash
         self.flash_fault = None  # vendorErrorCode of the flash condition (FlashFull, FlashError) or None
         self._faults_dirty = False  # faults.json is behind the latched faults
@@ -81,7 +83,7 @@ class Station:
             self.meter, clock, _join(root, metering_mod.ENERGY_FILE), profile["max_current_a"],
             profile.get("phases", 3), settings.get("meter_max_failures"), fs=fs)
         self._incomplete = False  # the open session lost its meter for a while
-        self.keeper = SessionKeeper(store.Journal(_join(root, JOURNAL_FILE), fs), legacy=_join(root, LEGACY_JOURNAL))
+        self.keeper = SessionKeeper(journal.Journal(_join(root, JOURNAL_FILE), fs), legacy=_join(root, LEGACY_JOURNAL))
         now = clock.ticks_ms()
         self._next_temp = now
         self._next_meter_event = now
@@ -374,19 +376,19 @@ class Station:
         down to the reserve (FlashFull: periodic data is left out), is reported as the fault
         "flash" (OCPP OtherError with that vendorErrorCode) and cleared by itself once the
         records are written and the space is back. New sessions start only while nothing waits
-        and store.START_ROOM bytes are free (charger input journal_ok)."""
+        and flash_mod.START_ROOM bytes are free (charger input journal_ok)."""
         fl = self.flash
         cp = self.ocpp
         waiting = self.keeper.waiting() or self._faults_dirty or (cp is not None and cp.waiting())
         free = fl.free()
-        low = free is not None and free <= store.RESERVE
+        low = free is not None and free <= flash_mod.RESERVE
         err = fl.error
-        if err is not None and not waiting and not low and store.errno_of(err) == store.ENOSPC:
+        if err is not None and not waiting and not low and flash_mod.errno_of(err) == flash_mod.ENOSPC:
             fl.error = err = None  # the space is back
         e = err or (fl.last_error if waiting else None)
         vendor = None
         if e is not None:
-            vendor = "FlashFull" if store.errno_of(e) == store.ENOSPC else "FlashError"
+            vendor = "FlashFull" if flash_mod.errno_of(e) == flash_mod.ENOSPC else "FlashError"
         elif waiting or low:
             vendor = "FlashFull" if low else "FlashError"
         self.charger.inp.journal_ok = not waiting and fl.room_to_start()
@@ -404,7 +406,7 @@ class Station:
                 why = "a write failed"
             else:
                 why = "%d bytes free, within the %d kept for transaction records: periodic data is left out" % (
-                    free, store.RESERVE)
+                    free, flash_mod.RESERVE)
             fields["reason"] = "%s%s" % (why, (" (%s)" % e) if e is not None else "")
         self._send("fault", fields)
 

@@ -50,7 +50,7 @@ class SimError(Exception):
 CODE = (
     "machine", "esp32", "network", "world.world", "world.scenario", "world.modbus_meter",
     "firmware.station", "firmware.charger", "firmware.pilot", "firmware.safety", "firmware.limits",
-    "firmware.settings", "firmware.store", "firmware.session", "firmware.clock", "firmware.metering",
+    "firmware.settings", "firmware.store", "firmware.journal", "firmware.flash", "firmware.session", "firmware.clock", "firmware.metering",
     "drivers.board", "drivers.pilot", "drivers.relay", "drivers.rcd", "drivers.proximity",
     "drivers.temperature", "drivers.analog", "drivers.led", "drivers.watchdog", "drivers.meter", "drivers.modbus",
     "drivers.meter_models", "asyncio", "firmware.ocpp", "firmware.ocpp.ws", "firmware.ocpp.rpc",
@@ -151,7 +151,7 @@ EIO = 5
 class CountingFS:
     """The board's flash as the firmware sees it (firmware/store.py's fs), counting writes, with
     a capacity: `used` is the bytes of file content (LittleFS's blocks and metadata are not
-    modelled; on the board the flash fills somewhat sooner, which store.RESERVE's margin covers).
+    modelled; on the board the flash fills somewhat sooner, which flash.RESERVE's margin covers).
 
     Scenario verbs: `flash-full [FREE]` leaves FREE bytes (default 0): from then on a write that
     needs more fails ENOSPC (truncating, replacing and removing files gives space back);

@@ -14,7 +14,8 @@ import pytest
 
 import machine
 import simrun
-from firmware import store
+from firmware import flash as flash_mod
+from firmware import journal
 from firmware.session import SessionKeeper
 from firmware.station import JOURNAL_FILE
 from test_chargepoint import Bench, aio
@@ -65,7 +66,7 @@ def test_the_station_lives_with_a_flash_that_takes_no_more_writes(sim, verb, ven
     assert fault[-1]["refused"] > 0  # periodic data left out meanwhile (energy.json saves): counted
     assert len(sessions(sim, "start")) == 2 and st.charger.contactor  # the waiting car charges now
     # the first session is on flash, closed, with its true energy; the second is open
-    k = SessionKeeper(store.Journal(JOURNAL_FILE))
+    k = SessionKeeper(journal.Journal(JOURNAL_FILE))
     assert k.recover()["n"] == 2
     first = k.find(1)
     assert first["stop"] and first["reason"] == "EVDisconnected"
@@ -75,7 +76,7 @@ def test_the_station_lives_with_a_flash_that_takes_no_more_writes(sim, verb, ven
 
 def test_periodic_data_stops_at_the_reserve_and_sessions_go_on(sim):  # noqa: F811
     st = charging(sim)
-    act(sim, "flash-full %d" % (store.RESERVE // 2))  # inside the reserve: room for transaction records
+    act(sim, "flash-full %d" % (flash_mod.RESERVE // 2))  # inside the reserve: room for transaction records
     act(sim, "wait 3m\nunplug\nwait 5s\nplug\nwait 2s\nev-ready 16\nwait 20s")
     assert flash_faults(sim) == [(True, "FlashFull")]
     reason = [e for e in events(sim, "fault") if e["code"] == "flash"][0]["reason"]

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from firmware import journal
 from firmware import session as session_mod
 from firmware import store
 from firmware.session import SessionKeeper
@@ -15,7 +16,7 @@ T0 = 1772438400  # 2026-03-02 08:00 UTC
 
 
 def keeper(path, fs=None, **kw):
-    return SessionKeeper(store.Journal(path, fs), **kw)
+    return SessionKeeper(journal.Journal(path, fs), **kw)
 
 
 def story(k, acked):
@@ -97,27 +98,27 @@ def test_atomic_json_is_old_or_new_after_any_cut(tmp_path):
 
 def test_a_torn_line_is_skipped_and_never_rewritten(tmp_path):
     path = str(tmp_path / "j.log")
-    j = store.Journal(path)
+    j = journal.Journal(path)
     j.append({"k": "a"})
     with open(path, "ab") as f:
         f.write(b'deadbeef 0010 {"k": "to')  # torn by a power cut
     size = os.path.getsize(path)
-    assert [r["k"] for r in store.Journal(path).records()] == ["a"]
-    j2 = store.Journal(path)
+    assert [r["k"] for r in journal.Journal(path).records()] == ["a"]
+    j2 = journal.Journal(path)
     j2.append({"k": "b"})
     with open(path, "rb") as f:
         assert f.read(size) == open(path, "rb").read(size)  # what was there stays as it was
-    assert [r["k"] for r in store.Journal(path).records()] == ["a", "b"]
+    assert [r["k"] for r in journal.Journal(path).records()] == ["a", "b"]
 
 
 def test_a_corrupt_record_is_not_believed_and_the_next_ones_are(tmp_path):
     path = str(tmp_path / "j.log")
-    j = store.Journal(path)
+    j = journal.Journal(path)
     j.append({"k": "a", "e": 100})
     j.append({"k": "b", "e": 200})
     text = open(path).read().replace("100", "900")
     open(path, "w").write(text)
-    assert list(store.Journal(path).records()) == [{"k": "b", "e": 200}]
+    assert list(journal.Journal(path).records()) == [{"k": "b", "e": 200}]
 
 
 def test_the_journal_keeps_keep_to_twice_keep_closed_sessions_and_the_open_one(tmp_path):
@@ -283,7 +284,7 @@ def test_a_journal_of_the_old_format_is_carried_over_once(tmp_path):
         f.write(legacy_line({"k": "start", "n": 3, "tag": "T3", "e0": 3000, "t": T0 + 3}))
         f.write(legacy_line({"k": "e", "n": 3, "e": 3100, "t": T0 + 90, "x": 5}))
     path = str(tmp_path / "sessions.log")
-    k = SessionKeeper(store.Journal(path), legacy=old)
+    k = SessionKeeper(journal.Journal(path), legacy=old)
     s = k.recover()
     assert (s["n"], s["tag"], s["e0"], s["e"], s["t"], s["ta"], s["x"], s["te"]) == \
         (3, "T3", 3000, 3100, T0 + 3, T0 + 90, 5, T0 + 90)
@@ -291,5 +292,5 @@ def test_a_journal_of_the_old_format_is_carried_over_once(tmp_path):
     assert [h["cost"] for h in k.history()] == [77, 77]
     assert k.find(2) == {"tag": "T2", "e0": 2000, "t": T0 + 2, "stop": True, "e": 2200, "reason": "Local",
                          "ts": T0 + 52}
-    again = SessionKeeper(store.Journal(path), legacy=old)
+    again = SessionKeeper(journal.Journal(path), legacy=old)
     assert again.recover()["n"] == 3 and len(again.history()) == 2

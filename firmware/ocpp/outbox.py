@@ -86,6 +86,7 @@ accordingly).
 """
 import json
 
+from firmware import journal
 from firmware import store
 from firmware.ocpp import dumps as _dumps
 from firmware.clock import SystemClock
@@ -93,7 +94,7 @@ from firmware.clock import SystemClock
 START = "StartTransaction"
 STOP = "StopTransaction"
 
-MAX_BODY = store.MAX_BODY  # hard limit of one record's JSON (bytes); max_bytes may only be lower
+MAX_BODY = journal.MAX_BODY  # hard limit of one record's JSON (bytes); max_bytes may only be lower
 _MAX_WAIT = 0x0FFFFFFF  # longest retry wait in ms (~74 h), safe for ticks_add on every port
 
 
@@ -123,8 +124,8 @@ def _valid(rec):
 
 def _next(f, off):
     """The record at byte `off` of `f` (positioned there): (record or None, bytes consumed), see
-    store.read_framed."""
-    body, n = store.read_framed(f, off)
+    journal.read_framed."""
+    body, n = journal.read_framed(f, off)
     if body is None:
         return None, n
     try:
@@ -199,7 +200,7 @@ class Outbox:
         self.compact()  # a removal cut by the power is redone here
         self._last_k = hi
         nxt = self.head
-        self._app = store.Appender(fs)
+        self._app = journal.Appender(fs)
         self._tail = None  # (seq, action, tx) of the newest record on flash
         if hi >= hk:
             if hi * self.seg > nxt:
@@ -266,7 +267,7 @@ class Outbox:
         if k > self._last_k:
             self._last_k = k
         tail = (seq, action, tx)  # (made first: nothing may fail between the write and noting it)
-        self._app.append(self._seg_path(k), store.frame(body))
+        self._app.append(self._seg_path(k), journal.frame(body))
         self._tail = tail
         return seq
 
