@@ -38,14 +38,16 @@ write; a call returns once its write is on flash):
 A write the flash refuses (full, failing) raises nothing: the record stays in RAM (`waiting()`,
 `error`) and `flush()`, called by the station every slow round, writes it, oldest first.
 
-Flash bounds (figures for keep = 50; a closing record is 200-300 bytes, at most MAX_RECORD with
-every string at STR_MAX characters of escaped Unicode):
-  - used: at most 2 x keep closing records + PATH.open and its temporary copy: about 30 KB,
+Flash bounds (figures for keep = 50; a closing record is 130-180 bytes, PATH.open 140-160, at
+most MAX_RECORD each with every string at STR_MAX characters of escaped Unicode):
+  - used: at most 2 x keep closing records + PATH.open and its temporary copy: about 18 KB,
     2 x 50 x 768 + 2 x 768 = 78,336 bytes at most (BOUND), whatever the length and the number
     of sessions;
-  - written per session: the start (~250 bytes), one closing record (~260 bytes), one rename
-    every `keep` sessions, and ~250 bytes per progress step (every 100 Wh or 60 s: about 2.5 KB
-    per kWh at 11 kW); never a rewrite of past sessions, so it does not grow with their number.
+  - written per session: the start (~150 bytes), a progress step (~155 bytes) every 100 Wh or
+    60 s, whichever comes first (17 KB per hour at 11 kW, 9 KB per hour at 3.7 kW or paused),
+    the closing record (~150 bytes) and every `keep` sessions one rename; past sessions are
+    never rewritten, so it does not grow with their number (tests_host/test_store.py: 200
+    sessions of 30 kWh, each writes the same 47 KB, the journal never takes more than 20 KB).
 """
 from firmware import store
 

@@ -17,6 +17,8 @@ Neither task may die of an exception (a MemoryError in a fragmented heap, a flas
   afresh while the control task goes on; SERVICE_FAILS_MAX failed rounds in a row restart the
   board (outputs safe first), before the watchdog would.
 After a restart the journal carries the session across, as after a power cut.
+A write the flash refuses (full, failing) is not an exception of a round at all: the record waits
+in RAM and the flash condition is reported (_flash_check, firmware/flash.py).
 """
 
 from firmware import billing as billing_mod

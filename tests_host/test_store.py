@@ -163,10 +163,10 @@ def test_flash_use_is_bounded_and_bytes_written_per_session_do_not_grow(fastdir)
         most = max(most, flash_bytes(str(fastdir)))
         t += 600
     assert most <= session_mod.BOUND
-    assert most <= 40000  # the typical figure of session.py's docstring: about 30 KB
+    assert most <= 20000  # the figure of session.py's docstring
     assert max(written[99:]) == min(written[99:])  # sessions 100 to 200 (numbers of one length)
     assert written[99] - written[10] <= 400  # session 100 vs 11: its number has one more digit in each write
-    assert written[-1] < 300 * 300  # ~250 bytes per progress step, nothing more
+    assert written[-1] < 300 * 170  # ~155 bytes per progress step, nothing more
     assert k.history(1)[-1]["n"] == 200
 
 

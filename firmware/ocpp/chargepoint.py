@@ -7,17 +7,23 @@ inputs back. It never drives the contactor: a command becomes `authorize`, `stop
                            # reservations, charging profiles, connection time-out
     await cp.run()         # the link: connect, boot, send, answer (its own asyncio tasks)
 
-Transactions never get lost (see also outbox.py). A session's StartTransaction and
-StopTransaction are written to the durable outbox in the same synchronous call in which the
-session keeper journals the session, and a small record (`ocpp.json`: "s" = last session whose
-StartTransaction was queued, "p" = last whose StopTransaction was queued) is replaced right
-after each put. A power cut between the journal write and the put is repaired at boot from the
-journal; a cut between the put and the record is recognised because the put is then still the
-newest unconfirmed message in the outbox (no await, so no confirmation, can come in between).
+Transactions never get lost (see also outbox.py). One step, _catch_up(), queues what is behind
+the session journal, in order: session N's StartTransaction once its start is on flash, its
+StopTransaction (after the SessionCost DataTransfer of a priced session) once its closing record
+is; a small record (`ocpp.json`: "s" = last session whose StartTransaction was queued, "p" = last
+whose StopTransaction was queued) is replaced right after each put. It runs in the same
+synchronous call in which the station journals a session event, at boot (a power cut between
+the journal and the outbox) and every service round (a write the flash refused, a StartTransaction
+waiting for the meter's first reading). Nothing is put while ocpp.json lags, so at most the newest
+put can be missing from it, and outbox.tail() tells whether that put was made. MeterValues of a
+transaction go only after its StartTransaction, and only while the flash has room beyond its
+reserve (firmware/flash.py: periodic data).
 
 Statuses (section 4.9): derived from the charger every service round and sent when they change;
 while the link is down only the newest status is kept, and all connectors are reported again
-after every accepted BootNotification. errorCode comes from safety.OCPP_ERROR.
+after every accepted BootNotification. errorCode comes from safety.OCPP_ERROR; while the flash
+is full or failing (the station's flash fault) both connectors report OtherError with the
+vendorErrorCode FlashFull or FlashError, unless a fault of the charger has its own errorCode.
 
 Time: the back end sets the wall clock (BootNotification.conf, Heartbeat.conf). Before that the
 clock counts from the last time known before the reboot (saved in ocpp.json), so timestamps

@@ -7,10 +7,11 @@ Use (by the OCPP link, which has one call in flight at a time):
     ob.put("StartTransaction", payload, tx=n)    # durable when it returns; tx: local number
     ob.put("StopTransaction", payload, tx=n)     # transactionId is filled in when it is sent
     m = ob.next_due(now_ms)       # (seq, action, payload) when due (ask only while connected)
-    ob.confirm(seq, result)       # CallResult payload; durable when it returns
+    ob.confirm(seq, result)       # CallResult payload; durable when it returns (see 2. below)
     ob.fail(seq, now_ms)          # CallError or no answer in time: retry later or discard
     ob.release(seq)               # the link went down before an answer: not an attempt
-    ob.due_in(now_ms), ob.peek(), ob.pending(), ob.transaction_id(n), ob.dropped
+    ob.due_in(now_ms), ob.peek(), ob.pending(), ob.transaction_id(n), ob.dropped, ob.tail()
+    ob.flush(), ob.waiting(), ob.error   # a state.json write the flash refused (see 2.)
 
 Files (all in one directory, all access through the injectable `fs`):
 
@@ -18,10 +19,9 @@ Files (all in one directory, all access through the injectable `fs`):
                  64 by default, fixed in state.json when the directory is created), appended one
                  record per line, never rewritten:
                      CCCCCCCC LLLL [seq,"Action",tx,{payload}]\\n
-                 C = CRC-32 of the JSON (8 hex digits), L = its length in bytes (4 hex digits).
-                 The length lets a reader take a record in two reads; the CRC and the final
-                 newline prove it complete. A line torn by a power cut fails them and is skipped
-                 (the next append first writes a newline, so a torn tail never swallows a record).
+                 (firmware/journal.py's framed records: C = CRC-32 of the JSON, L = its length.)
+                 A line torn by a power cut fails them and is skipped (the next append first
+                 writes a newline, so a torn tail never swallows a record: journal.Appender).
     state.json   {"h": head, "d": dropped, "x": [[tx, transactionId], ...], "s": S}, replaced
                  atomically (store.write_json: temporary file + rename). `head` is the ack
                  pointer: every message with seq < head is confirmed or dropped; every record
@@ -36,12 +36,15 @@ confirmation the power cut (each step is one durable write, in this order):
   2. head passes a record only through confirm()/drop of that very record (it must be the oldest
      one): one atomic rename of state.json that carries the new head, the transactionId learnt
      from a StartTransaction.conf (or -1 for a dropped StartTransaction) and the dropped count.
-     RAM changes only after the rename, so the transactionId is durable before any later message
-     is read, and a confirmed message is never offered again. A cut before the rename leaves the
-     old state: the message is offered again after the reboot (the one permitted duplicate).
-  3. Compaction removes segment k only when (k+1)*S <= head, i.e. after step 2 made every record
-     in it confirmed, and writes no data: whole files are deleted (a cut removal is redone at
-     boot). No record is ever rewritten, so compaction can not tear one either.
+     No later message is handed out before that rename is done, so the transactionId is durable
+     before any later message is sent, and a confirmed message is never offered again. A cut
+     before the rename leaves the old state: the message is offered again after the reboot (the
+     one permitted duplicate). When the flash refuses the write (full, failing), RAM keeps the
+     confirmation (the message is not offered again: no re-send storm), next_due() writes it
+     again at each call and hands out nothing until it is on flash (`waiting()`, `error`).
+  3. Compaction removes segment k only when (k+1)*S <= the head on flash, i.e. after step 2
+     made every record in it confirmed, and writes no data: whole files are deleted (a cut
+     removal is redone at boot). No record is ever rewritten, so compaction can not tear one.
 
 Retries (OCPP 1.6 section 3.7.1; keys 9.1.31 TransactionMessageAttempts and 9.1.32
 TransactionMessageRetryInterval, both changeable at run time with configure()):
