@@ -721,7 +721,8 @@ class ChargePoint:
         c = self.charger
         cid = p.get("connectorId", 1)
         tag = p["idTag"]
-        if cid != 1 or c.session or c.faults.any() or not c.available or self._auth_at is not None:
+        if cid != 1 or c.session or c.faults.any() or not c.available or self._auth_at is not None \
+                or not c.inp.journal_ok:  # (a session can not start while its start can not be recorded)
             return {"status": "Rejected"}
         group = self.tokens.group_of(tag)
         if self._reservation is not None and not self.reservation_matches(tag, group):
