@@ -598,7 +598,9 @@ def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None, txbuf=None
     opts = cp_mod.Options(url, st.get("charge_box_id"), st.get("authorization_key") or None, ca,
                           model=station.profile.get("name", "ESP32"), free_id_tag=st.get("free_id_tag"),
                           reboot=reboot, version=appslot.current_version(app) or cp_mod.VERSION)
-    cp = cp_mod.ChargePoint(station, opts, fs if fs is not None else station.flash, link, rxbuf, txbuf)
+    if fs is None or fs is station.flash.fs:
+        fs = station.flash  # the station's flash, through the adapter that knows its condition
+    cp = cp_mod.ChargePoint(station, opts, fs, link, rxbuf, txbuf)
     station.ocpp = cp
     station.epoch = cp.wall.now
     _firmware_management(station, cp, app, ca, reboot)
@@ -653,7 +655,7 @@ def start(root="/", clock=None, profile=None, fs=None, reboot=None):
         return OutOfService(str(e), clock)
     station = Station(hw, profile, clock, root, st, err, fs)
     station.reboot = reboot
-    attach_ocpp(station, station.flash, reboot, rxbuf=rxbuf, txbuf=txbuf)
+    attach_ocpp(station, fs, reboot, rxbuf=rxbuf, txbuf=txbuf)
     return station
 
 

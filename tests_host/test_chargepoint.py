@@ -225,7 +225,7 @@ class Bench:
         self.st = station_mod.Station(hw, profile, self.clock, self.root, st_settings, err, fs)
         self.backend = Backend(self)
         self.link = FakeLink(self)
-        self.cp = station_mod.attach_ocpp(self.st, None, self._reboot if reboot else None, self.link)
+        self.cp = station_mod.attach_ocpp(self.st, fs, self._reboot if reboot else None, self.link)
         assert self.cp is not None
         self.task = None
         self._uid = 0
