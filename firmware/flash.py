@@ -17,6 +17,9 @@ from firmware import store
 
 RESERVE = 65536  # bytes kept for transaction records
 START_ROOM = 8192  # bytes free for a new session to start
+# os.statvfs walks LittleFS's metadata (lfs_fs_size): measured at most this often; the bytes
+# written meanwhile are taken off the last figure, and a write that fails measures again.
+FREE_MS = 10000
 ENOSPC = 28
 _ENOENT = 2
 
@@ -30,9 +33,12 @@ class Flash:
     newest write failure is known in one place (`error`, None again once a later write
     succeeded), with the free space and the reserve for transaction records."""
 
-    def __init__(self, fs=None, root=""):
+    def __init__(self, fs=None, root="", clock=None):
         self.fs = fs or store.REAL
         self.root = root or "."
+        self.clock = clock  # without one, free() measures at every call
+        self._free = None  # bytes free at the last measure, less what was written since
+        self._free_at = None  # tick of the last measure (None: measure at the next call)
         self.error = None  # OSError of the newest write, None once a later write succeeded
         self.last_error = None  # the newest write failure ever seen (for the reason)
         self.refused = 0  # periodic writes not made (below the reserve, or failed)
@@ -41,8 +47,14 @@ class Flash:
 
     def free(self):
         """Bytes free on the flash, or None when the filesystem does not tell."""
+        c = self.clock
+        if self._free_at is not None and c.ticks_diff(c.ticks_ms(), self._free_at) < FREE_MS:
+            return self._free
         f = getattr(self.fs, "free", None)
-        return f(self.root) if f is not None else None
+        n = f(self.root) if f is not None else None
+        self._free = n
+        self._free_at = c.ticks_ms() if c is not None and n is not None else None
+        return n
 
     def periodic(self):
         """May periodic data be written now (more than RESERVE free, or unknown)? A refusal is
@@ -60,6 +72,7 @@ class Flash:
     def failed(self, e):
         if errno_of(e) != _ENOENT:
             self.error = self.last_error = e
+            self._free_at = None
 
     # -- the fs adapter
 
@@ -109,11 +122,15 @@ class _Written:
 
     def write(self, data):
         try:
-            return self._f.write(data)
+            n = self._f.write(data)
         except OSError as e:
             self._ok = False
             self._flash.failed(e)
             raise
+        fl = self._flash
+        if fl._free is not None:
+            fl._free = fl._free - len(data) if fl._free > len(data) else 0
+        return n
 
     def close(self):
         try:
@@ -121,5 +138,7 @@ class _Written:
         except OSError as e:
             self._flash.failed(e)
             raise
-        if self._ok:
-            self._flash.error = None
+        fl = self._flash
+        if self._ok and fl.error is not None:
+            fl.error = None
+            fl._free_at = None  # writes work again: measure the space again

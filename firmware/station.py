@@ -63,7 +63,7 @@ class Station:
         self.clock = clock
         self.root = root
         # Every part writes through this one adapter: a full or failing flash is known in one place.
-        self.flash = flash_mod.Flash(fs, root)
+        self.flash = flash_mod.Flash(fs, root, clock)
         fs = self.fs = self.flash
         self.flash_fault = None  # vendorErrorCode of the flash condition (FlashFull, FlashError) or None
         self._faults_dirty = False  # faults.json is behind the latched faults

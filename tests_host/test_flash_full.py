@@ -84,7 +84,7 @@ def test_periodic_data_stops_at_the_reserve_and_sessions_go_on(sim):  # noqa: F8
     assert len(sessions(sim, "start")) == 2 and st.charger.contactor and not st.keeper.waiting()
     assert st.flash.refused >= 3  # energy.json every 100 Wh: left out
     assert not [f for f in os.listdir(".") if f.startswith("energy.json")] or sim.flash.used < sim.flash.capacity
-    act(sim, "flash-ok\nwait 1s")
+    act(sim, "flash-ok\nwait 11s")  # (the free space is measured every 10 s)
     assert flash_faults(sim) == [(True, "FlashFull"), (False, None)]
 
 
