@@ -147,6 +147,3 @@ class Journal:
             self.fs.rename(self.path, self.older)
         self._count = 0
         self._app.nl = False
-
-    def files(self):
-        return (self.path, self.older)

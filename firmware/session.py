@@ -278,8 +278,10 @@ class SessionKeeper:
                 out.pop(0)
         return out
 
-    def files(self):
-        return self.journal.files() + (self.open_path,)
+    def files(self, root=""):
+        """Names of the keeper's files (relative to `root`): for a diagnostics upload."""
+        n = len(root.rstrip("/")) + 1 if root else 0
+        return (self.journal.older[n:], self.journal.path[n:], self.open_path[n:])
 
     def _closing(self):
         """Every closing record, oldest first: on flash, then those still waiting in RAM."""

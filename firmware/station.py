@@ -67,7 +67,7 @@ class Station:
         fs = self.fs = self.flash
         self.flash_fault = None  # vendorErrorCode of the flash condition (FlashFull, FlashError) or None
         self._faults_dirty = False  # faults.json is behind the latched faults
-        self._flash_state = False  # (records waiting, a write failed) while the flash fault is active
+        self._flash_state = 0  # which reason the flash fault has (0: none)
         self.sinks = []
         self.settings_error = settings_error
         if settings is None:
@@ -394,7 +394,7 @@ class Station:
         elif waiting or low:
             vendor = "FlashFull" if low else "FlashError"
         self.charger.inp.journal_ok = not waiting and fl.room_to_start()
-        state = vendor is not None and (waiting, e is not None)  # an event when the reason changes too
+        state = 0 if vendor is None else 1 + (2 if waiting else 0) + (4 if e is not None else 0)  # (the reason)
         if vendor == self.flash_fault and state == self._flash_state:
             return
         self.flash_fault = vendor
@@ -626,7 +626,8 @@ def _firmware_management(station, cp, app, ca, reboot):
             station._send("boot", {"ocpp_error": "firmware_public_key: %s" % e})
     cp.opts.diagnostics = update.Diagnostics(
         station.root, fs, clock, lambda s: cp.queue("DiagnosticsStatusNotification", {"status": s}),
-        [JOURNAL_FILE + ".1", JOURNAL_FILE, JOURNAL_FILE + ".open", FAULTS_FILE, "ocpp.json"], ca=ca, epoch=cp.wall.now, sleep_ms=clock.sleep_ms)
+        station.keeper.files(station.root) + (FAULTS_FILE, "ocpp.json"), ca=ca, epoch=cp.wall.now,
+        sleep_ms=clock.sleep_ms)
     cp.opts.diagnostics.tls_gate = cp.may_stall
 
 
