@@ -314,7 +314,8 @@ class ChargePoint:
         p = self._built(outbox_mod.START, n)
         if p is None:
             rec = self.st.keeper.find(n)
-            if rec is None:  # not kept any more: nothing to send
+            if rec is None:
+                self._note("session %d is not in the journal (any more): no StartTransaction" % n)
                 self._queued_start = self._queued_stop = n
                 return self._save_state()
             if rec.get("e0") is None and not rec.get("stop") and self.st.meter is not None:
@@ -350,7 +351,8 @@ class ChargePoint:
         p = self._built(outbox_mod.STOP, n)
         if p is None:
             rec = self.st.keeper.find(n)
-            if rec is None or not rec.get("stop"):  # not kept any more: nothing to send
+            if rec is None or not rec.get("stop"):
+                self._note("session %d is not in the journal (any more): no StopTransaction" % n)
                 self._queued_stop = n
                 return self._save_state()
             t = info[2] if info is not None else rec.get("ts")
