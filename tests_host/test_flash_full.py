@@ -7,7 +7,6 @@ goes by itself; every session still reaches the back end once, in order.
 The whole firmware runs on CPython on virtual time: in the simulator (tests_host/simrun.py, whose
 CountingFS is the flash with its capacity), or on test_chargepoint's bench with its fake back end."""
 import json
-import os
 import random
 
 import pytest
