@@ -73,6 +73,7 @@ class Inputs:
         self.amps_da = None  # highest phase current, deci-amps; None: no meter
         self.meter_failed = False  # the board's meter stopped giving believable readings
         self.meter_ready = True  # no meter, or it gave a believable reading since boot
+        self.journal_ok = True  # a new session's start can be recorded (station: the flash has room)
 
 
 class Charger:
@@ -217,10 +218,10 @@ class Charger:
         elif f.active(safety.OVERTEMP) or f.active(safety.TEMP_SENSOR):
             self._temperature(i, now, connected)
 
-        # Sessions: begin when a connected vehicle is authorized (never while out of service),
-        # end when it leaves.
+        # Sessions: begin when a connected vehicle is authorized (never while out of service, nor
+        # while the start could not be recorded), end when it leaves.
         if connected and not self._stopped and self.available and (self.authorized or (self.free and not self.reserved)) \
-                and not self._latched():
+                and i.journal_ok and not self._latched():
             if not self.session:
                 self.session = True
                 self._emit("session", "start", self.id_tag)
@@ -383,6 +384,7 @@ class Charger:
             and self.available
             and (self.inp.meter_ready or not self.meter_required)
             and self._weld_checked
+            and (self.session or self.inp.journal_ok)
         )
 
     def _apply(self, now):

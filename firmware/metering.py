@@ -80,12 +80,16 @@ class Metering:
             self.register_wh = self._base_reg
             self._saved_reg = self._base_reg
 
-    def save(self):
-        """Write the base pair (atomic). Called by the station's slow task, never per tick."""
+    def save(self, write=True):
+        """Write the base pair (atomic). Called by the station's slow task, never per tick. The
+        next save is due save_wh later whether this one is written, left out (write False: the
+        flash keeps its reserve, see firmware/flash.py) or fails: the energy itself is safe in
+        the meter's own register, an older base pair only means a longer way back to it."""
         if self.register_wh is None or self._last_wh is None:
             return
-        store.write_json(self.path, {"register_wh": self.register_wh, "meter_wh": self._last_wh}, self.fs)
         self._saved_reg = self.register_wh
+        if write:
+            store.write_json(self.path, {"register_wh": self.register_wh, "meter_wh": self._last_wh}, self.fs)
 
     def due(self):
         """True when enough energy flowed since the last save."""

@@ -17,6 +17,8 @@ Neither task may die of an exception (a MemoryError in a fragmented heap, a flas
   afresh while the control task goes on; SERVICE_FAILS_MAX failed rounds in a row restart the
   board (outputs safe first), before the watchdog would.
 After a restart the journal carries the session across, as after a power cut.
+A write the flash refuses (full, failing) is not an exception of a round at all: the record waits
+in RAM and the flash condition is reported (_flash_check, firmware/flash.py).
 """
 
 from firmware import billing as billing_mod
@@ -24,6 +26,8 @@ from firmware import charger as chg
 from firmware import metering as metering_mod
 from firmware import safety
 from firmware import settings as settings_mod
+from firmware import flash as flash_mod
+from firmware import journal
 from firmware import store
 from firmware.session import SessionKeeper
 
@@ -36,7 +40,8 @@ SERVICE_FAILS_MAX = 30  # slow rounds in a row that raised (3 s; the watchdog's 
 
 SETTINGS_FILE = "settings.json"
 FAULTS_FILE = "faults.json"
-JOURNAL_FILE = "sessions.jnl"
+JOURNAL_FILE = "sessions.log"  # and .1 (the older generation), .open (the open session): firmware/session.py
+LEGACY_JOURNAL = "sessions.jnl"  # the journal of firmware before 0.5, carried over once
 OCPP_RX_BYTES = 4096  # the OCPP link's receive buffer: firmware/ocpp/rpc.py MAX_FRAME
 OCPP_TX_BYTES = 1536  # its send buffer: firmware/ocpp/ws.py PIECE
 BOARD_FILE = "board.json"
@@ -57,7 +62,12 @@ class Station:
         self.profile = profile
         self.clock = clock
         self.root = root
-        self.fs = fs
+        # Every part writes through this one adapter: a full or failing flash is known in one place.
+        self.flash = flash_mod.Flash(fs, root, clock)
+        fs = self.fs = self.flash
+        self.flash_fault = None  # vendorErrorCode of the flash condition (FlashFull, FlashError) or None
+        self._faults_dirty = False  # faults.json is behind the latched faults
+        self._flash_state = 0  # which reason the flash fault has (0: none)
         self.sinks = []
         self.settings_error = settings_error
         if settings is None:
@@ -75,7 +85,7 @@ class Station:
             self.meter, clock, _join(root, metering_mod.ENERGY_FILE), profile["max_current_a"],
             profile.get("phases", 3), settings.get("meter_max_failures"), fs=fs)
         self._incomplete = False  # the open session lost its meter for a while
-        self.keeper = SessionKeeper(store.Journal(_join(root, JOURNAL_FILE), fs))
+        self.keeper = SessionKeeper(journal.Journal(_join(root, JOURNAL_FILE), fs), legacy=_join(root, LEGACY_JOURNAL))
         now = clock.ticks_ms()
         self._next_temp = now
         self._next_meter_event = now
@@ -105,8 +115,15 @@ class Station:
             self.charger.faults.trip(safety.WELDED, now, False)
 
     def _save_faults(self):
+        # A transaction-class record (it may use the flash's reserve): one the flash refuses is
+        # written again every slow round (the latch itself holds in RAM meanwhile).
+        self._faults_dirty = True
         welded = self.charger.faults.active(safety.WELDED)
-        store.write_json(_join(self.root, FAULTS_FILE), {"welded": welded}, self.fs)
+        try:
+            store.write_json(_join(self.root, FAULTS_FILE), {"welded": welded}, self.fs)
+            self._faults_dirty = False
+        except OSError:
+            pass  # the flash condition reports it (_flash_check)
 
     def clear_fault(self, code):
         """A person cleared a latched fault (bench tool, local button or back end)."""
@@ -210,6 +227,11 @@ class Station:
         if self.clock.ticks_diff(now, self._next_temp) >= 0:
             self._next_temp = self.clock.ticks_add(now, TEMP_MS)
             c.inp.temp_dc = hw.temperature.deci_celsius(now) if hw.temperature is not None else None
+        keeper = self.keeper
+        if keeper.waiting():
+            keeper.flush()  # records the flash refused, oldest first
+        if self._faults_dirty:
+            self._save_faults()
         if self._recovered is not None:
             self._close_recovered()
         if c.events and self._recovered is None:
@@ -221,20 +243,22 @@ class Station:
             if tag is not None:
                 self.present(tag)
         mt = self.metering
-        if self.keeper.current is not None:
+        if keeper.current is not None:
             wh = self._meter_wh()
             bl = self.billing
-            bl.update(self._epoch(), wh)
-            self.keeper.progress(wh, bl.fields if bl.bill is not None else None)
+            epoch = self._epoch()
+            bl.update(epoch, wh)
+            keeper.progress(wh, bl.fields if bl.bill is not None else None, epoch)
             if mt.failed:
                 self._incomplete = True
         if mt.due():
-            mt.save()
+            self._save_energy()
         if self.meter is not None and self.clock.ticks_diff(now, self._next_meter_event) >= 0:
             self._next_meter_event = self.clock.ticks_add(now, METER_EVENT_MS)
             self._meter_event()
         if self.ocpp is not None:
             self.ocpp.service(now)
+        self._flash_check()
         if hw.led is not None:
             hw.led.show(self.status(), now)
         if hw.watchdog is not None:
@@ -323,7 +347,7 @@ class Station:
         cost = self.billing.finish(epoch, wh if wh is not None else (self.keeper.current or {}).get("e"))
         done = self.keeper.stop(reason, wh, extra.get("incomplete", False), epoch,
                                 {"cost": cost["cost"]} if cost else None)
-        self.metering.save()
+        self._save_energy()
         if done is None:
             return
         s, energy = done
@@ -340,6 +364,59 @@ class Station:
 
     def _epoch(self):
         return self.epoch() if self.epoch is not None else None
+
+    # ---- the flash ----
+
+    def _save_energy(self):
+        """energy.json is periodic data: written only outside the flash's reserve; one left out
+        or failed is counted (flash.refused, in the flash events) and the next comes after
+        another save_wh (firmware/metering.py)."""
+        fl = self.flash
+        try:
+            self.metering.save(fl.periodic())
+        except OSError:
+            fl.refused += 1
+
+    def _flash_check(self):
+        """The flash condition, derived every slow round from what waits to be written, the
+        newest write's outcome and the free space. A transaction record that waits in RAM or a
+        write that failed (FlashError; FlashFull when the flash said ENOSPC), or the free space
+        down to the reserve (FlashFull: periodic data is left out), is reported as the fault
+        "flash" (OCPP OtherError with that vendorErrorCode) and cleared by itself once the
+        records are written and the space is back. New sessions start only while nothing waits
+        and flash_mod.START_ROOM bytes are free (charger input journal_ok)."""
+        fl = self.flash
+        cp = self.ocpp
+        waiting = self.keeper.waiting() or self._faults_dirty or (cp is not None and cp.waiting())
+        free = fl.free()
+        low = free is not None and free <= flash_mod.RESERVE
+        err = fl.error
+        if err is not None and not waiting and not low and flash_mod.errno_of(err) == flash_mod.ENOSPC:
+            fl.error = err = None  # the space is back
+        e = err or (fl.last_error if waiting else None)
+        vendor = None
+        if e is not None:
+            vendor = "FlashFull" if flash_mod.errno_of(e) == flash_mod.ENOSPC else "FlashError"
+        elif waiting or low:
+            vendor = "FlashFull" if low else "FlashError"
+        self.charger.inp.journal_ok = not waiting and fl.room_to_start()
+        state = 0 if vendor is None else 1 + (2 if waiting else 0) + (4 if e is not None else 0)  # (the reason)
+        if vendor == self.flash_fault and state == self._flash_state:
+            return
+        self.flash_fault = vendor
+        self._flash_state = state
+        fields = {"code": "flash", "active": vendor is not None, "ocpp": "OtherError", "vendor": vendor,
+                  "free": free, "refused": fl.refused}
+        if vendor is not None:
+            if waiting:
+                why = "records wait in RAM and no new session starts"
+            elif e is not None:
+                why = "a write failed"
+            else:
+                why = "%d bytes free, within the %d kept for transaction records: periodic data is left out" % (
+                    free, flash_mod.RESERVE)
+            fields["reason"] = "%s%s" % (why, (" (%s)" % e) if e is not None else "")
+        self._send("fault", fields)
 
     def present(self, tag):
         """A driver token (card reader, app): with a back end, OCPP's rules decide
@@ -527,6 +604,8 @@ def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None, txbuf=None
     opts = cp_mod.Options(url, st.get("charge_box_id"), st.get("authorization_key") or None, ca,
                           model=station.profile.get("name", "ESP32"), free_id_tag=st.get("free_id_tag"),
                           reboot=reboot, version=appslot.current_version(app) or cp_mod.VERSION)
+    if fs is None or fs is station.flash.fs:
+        fs = station.flash  # the station's flash, through the adapter that knows its condition
     cp = cp_mod.ChargePoint(station, opts, fs, link, rxbuf, txbuf)
     station.ocpp = cp
     station.epoch = cp.wall.now
@@ -553,7 +632,8 @@ def _firmware_management(station, cp, app, ca, reboot):
             station._send("boot", {"ocpp_error": "firmware_public_key: %s" % e})
     cp.opts.diagnostics = update.Diagnostics(
         station.root, fs, clock, lambda s: cp.queue("DiagnosticsStatusNotification", {"status": s}),
-        [JOURNAL_FILE, FAULTS_FILE, "ocpp.json"], ca=ca, epoch=cp.wall.now, sleep_ms=clock.sleep_ms)
+        station.keeper.files(station.root) + (FAULTS_FILE, "ocpp.json"), ca=ca, epoch=cp.wall.now,
+        sleep_ms=clock.sleep_ms)
     cp.opts.diagnostics.tls_gate = cp.may_stall
 
 

@@ -3,13 +3,14 @@
 - `write_json` / `read_json`: a whole small document, replaced atomically (write a temporary
   file, then rename it over the old one; rename is atomic on LittleFS and POSIX); read through
   the one capped, strict reader (drivers/jsonfile.py), so no file on flash can make a boot raise.
-- `Journal`: an append-only file of records, one line each: 8 hex digits of CRC-32, a space,
-  the JSON record. A line cut short by a power failure fails its CRC and ends the readable part;
-  the next append first truncates the torn tail (by rewriting), so nothing after it is lost.
+- `RealFS`: the filesystem adapter. All file access goes through an `fs` object (default: the
+  real filesystem), which lets tests cut the power at every single write or fill the flash;
+  `free()` tells the bytes free (os.statvfs).
 
-All file access goes through an `fs` object (default: the real filesystem), which lets tests
-cut the power at every single write.
+Logs of records live in firmware/journal.py, the flash as the station's writers share it (its
+reserve for transaction records, the newest write failure) in firmware/flash.py.
 """
+
 
 import json
 import os
@@ -20,9 +21,13 @@ import sys
 _ON_DEVICE = sys.platform not in ("linux", "darwin", "win32", "cygwin")
 
 try:
-    from binascii import crc32
-except ImportError:  # pragma: no cover - every supported runtime has binascii.crc32
-    from zlib import crc32  # type: ignore
+    json.dumps([], separators=(",", ":"))
+
+    def dumps(o):
+        """Compact JSON: what goes on the wire and onto the flash."""
+        return json.dumps(o, separators=(",", ":"))
+except TypeError:  # pragma: no cover - an old MicroPython without separators
+    dumps = json.dumps
 
 
 class RealFS:
@@ -45,6 +50,33 @@ class RealFS:
     def sync(self):
         if _ON_DEVICE and hasattr(os, "sync"):
             os.sync()
+
+    def mkdir(self, path):
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass  # exists
+
+    def ilistdir(self, path):
+        """Yield the names in `path` one by one (no list of all names in RAM)."""
+        if hasattr(os, "ilistdir"):  # MicroPython
+            for e in os.ilistdir(path):  # type: ignore[attr-defined]
+                yield e[0]
+        else:  # CPython
+            it = os.scandir(path)
+            try:
+                for e in it:
+                    yield e.name
+            finally:
+                it.close()
+
+    def free(self, path="."):
+        """Bytes free on the filesystem that holds `path` (what a new block may take), or None."""
+        try:
+            s = os.statvfs(path)  # (bsize, frsize, blocks, bfree, bavail, ...) on every port
+            return s[4] * s[1]
+        except (OSError, AttributeError):
+            return None
 
 
 REAL = RealFS()
@@ -76,99 +108,3 @@ def write_json(path, doc, fs=None):
         f.close()
     fs.rename(tmp, path)
     fs.sync()
-
-
-def _line(record):
-    body = json.dumps(record)
-    return "%08x %s\n" % (crc32(body.encode()) & 0xFFFFFFFF, body)
-
-
-def _parse(line):
-    """The record on one journal line, or None when the line is torn or corrupt."""
-    if len(line) < 11 or line[8] != " " or line[-1] != "\n":
-        return None
-    body = line[9:-1]
-    try:
-        if int(line[:8], 16) != crc32(body.encode()) & 0xFFFFFFFF:
-            return None
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
-class Journal:
-    """Append-only record log. Reading streams line by line; RAM use does not grow with length."""
-
-    def __init__(self, path, fs=None):
-        self.path = path
-        self.fs = fs or REAL
-        self._checked = False
-
-    def records(self):
-        """Yield every intact record in order; stops at the first torn line."""
-        if not self.fs.exists(self.path):
-            return
-        f = self.fs.open(self.path, "r")
-        try:
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                rec = _parse(line)
-                if rec is None:
-                    return
-                yield rec
-        finally:
-            f.close()
-
-    def _repair(self):
-        # Drop a torn tail left by a power cut so new records are not hidden behind it.
-        if not self.fs.exists(self.path):
-            return
-        good = 0
-        torn = False
-        f = self.fs.open(self.path, "r")
-        try:
-            while True:
-                line = f.readline()
-                if not line:
-                    break
-                if _parse(line) is None:
-                    torn = True
-                    break
-                good += 1
-        finally:
-            f.close()
-        if torn:
-            self.rewrite(self._first(good))
-
-    def _first(self, n):
-        i = 0
-        for rec in self.records():
-            if i >= n:
-                return
-            i += 1
-            yield rec
-
-    def append(self, record):
-        if not self._checked:
-            self._repair()
-            self._checked = True
-        f = self.fs.open(self.path, "a")
-        try:
-            f.write(_line(record))
-        finally:
-            f.close()
-        self.fs.sync()
-
-    def rewrite(self, records):
-        """Replace the journal with `records` (an iterable, consumed while writing), atomically."""
-        tmp = self.path + ".tmp"
-        f = self.fs.open(tmp, "w")
-        try:
-            for rec in records:
-                f.write(_line(rec))
-        finally:
-            f.close()
-        self.fs.rename(tmp, self.path)
-        self.fs.sync()

@@ -232,7 +232,7 @@ class Stall:
         n = self.arg
         # (the StartTransaction waits for the meter's first reading; on a loaded host that can
         # come after the contactor closed: wait for it to be queued, or the count is one short)
-        await self.until(lambda: cp._tx is not None and cp._start_wait is None and self.charging(),
+        await self.until(lambda: cp._tx is not None and cp._queued_start == cp._tx["n"] and self.charging(),
                          READY_TIMEOUT_MS, "session started, StartTransaction queued")
         tx = cp._tx["n"]
         put_us = 0

@@ -20,6 +20,7 @@ time pass per wall-clock ms. The firmware's own clock restarts at 0 after a powe
 board's `ticks_ms` does.
 """
 import json
+import os
 import sys
 import time
 
@@ -49,9 +50,9 @@ class SimError(Exception):
 CODE = (
     "machine", "esp32", "network", "world.world", "world.scenario", "world.modbus_meter",
     "firmware.station", "firmware.charger", "firmware.pilot", "firmware.safety", "firmware.limits",
-    "firmware.settings", "firmware.store", "firmware.session", "firmware.clock", "firmware.metering",
-    "drivers.board", "drivers.untrusted", "drivers.jsonfile", "drivers.pilot", "drivers.relay", "drivers.rcd",
-    "drivers.proximity",
+    "firmware.settings", "firmware.store", "firmware.journal", "firmware.flash", "firmware.session",
+    "firmware.clock", "firmware.metering", "drivers.board", "drivers.untrusted", "drivers.jsonfile",
+    "drivers.pilot", "drivers.relay", "drivers.rcd", "drivers.proximity",
     "drivers.temperature", "drivers.analog", "drivers.led", "drivers.watchdog", "drivers.meter", "drivers.modbus",
     "drivers.meter_models", "asyncio", "firmware.ocpp", "firmware.ocpp.ws", "firmware.ocpp.rpc",
     "firmware.ocpp.schemas", "firmware.ocpp.outbox", "firmware.ocpp.chargepoint", "firmware.ocpp.config",
@@ -143,15 +144,61 @@ class Heap:
         return self.gc.mem_alloc() - self.base
 
 
-class CountingFS:
-    """The board's flash as the firmware sees it (firmware/store.py's fs), counting writes."""
+CAPACITY = 0x200000  # bytes: the filesystem ("vfs" partition) of the ESP32's default 4 MB layout
+ENOSPC = 28
+EIO = 5
 
-    def __init__(self):
+
+class CountingFS:
+    """The board's flash as the firmware sees it (firmware/store.py's fs), counting writes, with
+    a capacity: `used` is the bytes of file content (LittleFS's blocks and metadata are not
+    modelled; on the board the flash fills somewhat sooner, which flash.RESERVE's margin covers).
+
+    Scenario verbs: `flash-full [FREE]` leaves FREE bytes (default 0): from then on a write that
+    needs more fails ENOSPC (truncating, replacing and removing files gives space back);
+    `flash-fail`: every write, rename and removal fails EIO; `flash-ok`: the whole capacity
+    again, and writes work."""
+
+    def __init__(self, root="."):
         from firmware.ocpp import outbox
 
         self._real = outbox.FS()  # store.RealFS plus the directory calls the outbox needs
         self.bytes = 0
         self.writes = 0
+        self.capacity = CAPACITY
+        self.failing = False
+        self.used = self._du(root)
+
+    def _du(self, d):
+        n = 0
+        for name in self._real.ilistdir(d):
+            p = d + "/" + name
+            st = os.stat(p)
+            n += self._du(p) if st[0] & 0x4000 else st[6]
+        return n
+
+    def _size(self, path):
+        try:
+            return os.stat(path)[6]
+        except OSError:
+            return 0
+
+    def _check(self):
+        if self.failing:
+            raise OSError(EIO, "EIO")
+
+    def fill(self, free=0):
+        self.capacity = self.used + free
+
+    def fail(self):
+        self.failing = True
+
+    def heal(self):
+        self.capacity = CAPACITY
+        self.failing = False
+
+    def free(self, path="."):
+        return max(0, self.capacity - self.used)
 
     def mkdir(self, path):
         self._real.mkdir(path)
@@ -160,16 +207,24 @@ class CountingFS:
         return self._real.ilistdir(path)
 
     def open(self, path, mode):
-        f = self._real.open(path, mode)
         if "r" in mode:
-            return f
-        return _CountedFile(f, self)
+            return self._real.open(path, mode)
+        self._check()
+        if "w" in mode:
+            self.used -= self._size(path)
+        return _CountedFile(self._real.open(path, mode), self)
 
     def rename(self, a, b):
+        self._check()
+        if a != b:
+            self.used -= self._size(b)
         self._real.rename(a, b)
 
     def remove(self, path):
+        self._check()
+        n = self._size(path)
         self._real.remove(path)
+        self.used -= n
 
     def exists(self, path):
         return self._real.exists(path)
@@ -184,8 +239,13 @@ class _CountedFile:
         self._fs = fs
 
     def write(self, data):
-        self._fs.bytes += len(data)
-        self._fs.writes += 1
+        fs = self._fs
+        fs._check()
+        if fs.used + len(data) > fs.capacity:
+            raise OSError(ENOSPC, "ENOSPC")
+        fs.bytes += len(data)
+        fs.writes += 1
+        fs.used += len(data)
         return self._f.write(data)
 
     def close(self):
@@ -428,6 +488,12 @@ class Sim:
         self.emit("world", fields)
         if verb == "power-cut":
             self.power_cut(args[0] if args else 1000)
+        elif verb == "flash-full":
+            self.flash.fill(args[0] if args else 0)
+        elif verb == "flash-fail":
+            self.flash.fail()
+        elif verb == "flash-ok":
+            self.flash.heal()
         elif verb == "power-cut-after-sent":
             cp = getattr(self.station, "ocpp", None) if self.station is not None else None
             if cp is None:
@@ -536,7 +602,7 @@ class Sim:
             self.emit("heap", {"budget": self.heap.budget, "peak": self.heap.peak, "live": self.heap.settle(),
                                "code": self.heap.code, "leftover": self.heap.leftover,
                                 "out_of_memory": self.out_of_memory})
-        self.emit("flash", {"bytes_written": self.flash.bytes, "writes": self.flash.writes})
+        self.emit("flash", {"bytes_written": self.flash.bytes, "writes": self.flash.writes, "used": self.flash.used})
         self.emit("world", {"truth": round(self.world.truth_wh, 3)})
         if self.events is not None:
             self.events.close()

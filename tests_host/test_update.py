@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from firmware import appslot, store
+from firmware import appslot, journal, store
 from firmware.clock import VirtualClock
 from firmware.ocpp import ed25519, http, update
 from flaky_fs import FlakyFS, PowerCut
@@ -816,7 +816,7 @@ def diag(root, web_port, retries=None, files=("sessions.jnl", "log.txt")):
 
 def test_diagnostics_upload(tmp_path, web):
     root = str(tmp_path)
-    store.Journal(root + "/sessions.jnl").append({"k": "start", "n": 1})
+    journal.Journal(root + "/sessions.jnl").append({"k": "start", "n": 1})
     with open(root + "/log.txt", "w") as f:
         f.write("boot ok\n" * 50)
     d, statuses, go, _ = diag(root, web.server_port)
@@ -827,7 +827,7 @@ def test_diagnostics_upload(tmp_path, web):
     asyncio.run(go())
     assert statuses == ["Uploading", "Uploaded"] and d.status() == "Idle"
     body = web.RequestHandlerClass.uploads["/diag/" + name].decode()
-    assert "==== sessions.jnl (" in body and '"k": "start"' in body
+    assert "==== sessions.jnl (" in body and '"k":"start"' in body
     assert "\n==== log.txt (400 bytes) ====\n" + "boot ok\n" * 50 in body
     assert "1700000000..1700003600" in body
 

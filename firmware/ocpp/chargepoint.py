@@ -7,17 +7,23 @@ inputs back. It never drives the contactor: a command becomes `authorize`, `stop
                            # reservations, charging profiles, connection time-out
     await cp.run()         # the link: connect, boot, send, answer (its own asyncio tasks)
 
-Transactions never get lost (see also outbox.py). A session's StartTransaction and
-StopTransaction are written to the durable outbox in the same synchronous call in which the
-session keeper journals the session, and a small record (`ocpp.json`: "s" = last session whose
-StartTransaction was queued, "p" = last whose StopTransaction was queued) is replaced right
-after each put. A power cut between the journal write and the put is repaired at boot from the
-journal; a cut between the put and the record is recognised because the put is then still the
-newest unconfirmed message in the outbox (no await, so no confirmation, can come in between).
+Transactions never get lost (see also outbox.py). One step, _catch_up(), queues what is behind
+the session journal, in order: session N's StartTransaction once its start is on flash, its
+StopTransaction (after the SessionCost DataTransfer of a priced session) once its closing record
+is; a small record (`ocpp.json`: "s" = last session whose StartTransaction was queued, "p" = last
+whose StopTransaction was queued) is replaced right after each put. It runs in the same
+synchronous call in which the station journals a session event, at boot (a power cut between
+the journal and the outbox) and every service round (a write the flash refused, a StartTransaction
+waiting for the meter's first reading). Nothing is put while ocpp.json lags, so at most the newest
+put can be missing from it, and outbox.tail() tells whether that put was made. MeterValues of a
+transaction go only after its StartTransaction, and only while the flash has room beyond its
+reserve (firmware/flash.py: periodic data).
 
 Statuses (section 4.9): derived from the charger every service round and sent when they change;
 while the link is down only the newest status is kept, and all connectors are reported again
-after every accepted BootNotification. errorCode comes from safety.OCPP_ERROR.
+after every accepted BootNotification. errorCode comes from safety.OCPP_ERROR; while the flash
+is full or failing (the station's flash fault) both connectors report OtherError with the
+vendorErrorCode FlashFull or FlashError, unless a fault of the charger has its own errorCode.
 
 Time: the back end sets the wall clock (BootNotification.conf, Heartbeat.conf). Before that the
 clock counts from the last time known before the reboot (saved in ocpp.json), so timestamps
@@ -144,7 +150,7 @@ class ChargePoint:
         self._last_sent = None  # tick of the last message sent (heartbeat timing)
         self._hb_s = cfg.get("HeartbeatInterval")
         # transactions
-        self._tx = None  # {"n", "tag", "t0", "res"} of the running transaction
+        self._tx = None  # {"n", "tag", "t0", "group", "tariff"[, "k0"]} of the running transaction
         self._queued_start = doc.get("s", None)
         self._queued_stop = doc.get("p", None)
         self._next_sample = None
@@ -161,7 +167,7 @@ class ChargePoint:
         self._auth_tag = None
         self._authorizing = None  # idTag of a remote start waiting for Authorize.conf
         # statuses: derived now / last reported, per connector
-        self._status = [None, None]  # (status, errorCode, epoch)
+        self._status = [None, None]  # (status, errorCode, epoch, vendorErrorCode or None)
         self._reported = [None, None]
         self._triggers = []  # requested messages (TriggerMessage), sent after the answer
         self._reset = None  # "Soft"/"Hard" once a Reset was accepted
@@ -171,10 +177,10 @@ class ChargePoint:
         # Every attribute is set here, none later: a first assignment that grows the instance's
         # dict (a 944 B table for this object) in the middle of a session may find no block
         # that large in a fragmented heap.
-        # (n, idTag, epoch or None, tick or None) of a StartTransaction waiting for the meter's
-        # first reading: the journal's time, or the tick of the start, turned into a time only
-        # when the message is put (the back end may have told the time meanwhile)
-        self._start_wait = None
+        self._dirty = False  # ocpp.json is behind RAM (a write the flash refused): written again every round
+        self._stop_info = None  # [n, idTag, epoch, transactionData, SessionCost payload, stop_by] of a stop not queued yet
+        self._pending = None  # (action, n, payload) of a transaction message built but not queued yet
+        self._put_error = None  # OSError of the transaction message that waits to be queued
         self._claimed = None  # the back end's current claim on the limits (deci-amps) or None
         self._pending_tx_profile = None  # a RemoteStart's TxProfile, installed once the transaction has its id
         self._reset_at = None  # tick of a soft Reset that stopped a transaction
@@ -206,10 +212,23 @@ class ChargePoint:
         return doc
 
     def _save_state(self):
+        """Write ocpp.json; True when it is on flash. One the flash refuses stays in RAM and is
+        written again every service round (_catch_up), before anything more is queued."""
+        self._dirty = True
         self._saved_t = self.wall.now()
         doc = {"s": self._queued_start, "p": self._queued_stop, "t": self._saved_t, "o": self._operative,
                "so": self._scheduled_operative, "r": self._reservation}
-        store.write_json(self._state_path, doc, self.fs)
+        try:
+            store.write_json(self._state_path, doc, self.fs)
+        except OSError:
+            return False  # the station's flash condition reports it
+        self._dirty = False
+        return True
+
+    def waiting(self):
+        """True while a transaction message or a mark of the queue is in RAM only (the flash
+        refused it): the station reports the flash condition and starts no new session."""
+        return self._dirty or self._put_error is not None or self.outbox.waiting()
 
     def root_path(self, name):
         return _join(self.root, name)
@@ -228,33 +247,128 @@ class ChargePoint:
         self.st._send("ocpp", {"error": text})
 
     def _reconcile(self, doc):
-        """Queue what a power cut kept out of the outbox (see the module's docstring)."""
+        """At boot: where the queue stands, then what a power cut kept out of the outbox."""
         keeper = self.st.keeper
         last = keeper.last_n()
-        if doc.get("new"):
-            # The first boot with OCPP: sessions from before are not transactions of this back end.
-            self._queued_start = self._queued_stop = last
-            if keeper.current is not None:
-                self._queued_start = last - 1  # an open session is queued below
+        qs, qp = self._queued_start, self._queued_stop
+        if doc.get("new") or qs is None or qp is None:
+            # The first boot with OCPP: sessions from before are not transactions of this back
+            # end; an open one is.
+            qs = qp = last - 1 if keeper.current is not None else last
+        elif qs > last:
+            keeper.skip_to(qs)  # the journal lost sessions the back end has seen: never reuse their numbers
+        if qp > qs:
+            qs = qp
+        elif qs > qp + 1:
+            qp = qs - 1
+        changed = (qs, qp) != (self._queued_start, self._queued_stop)
+        self._queued_start, self._queued_stop = qs, qp
+        if changed:
+            self._save_state()
         cur = keeper.current or self.st._recovered
-        if last and self._queued_start is not None and last > self._queued_start:
-            rec = keeper.find(last)
-            if rec is None or self._is_tail(outbox_mod.START, last):
-                self._queued_start = last
-                self._save_state()
-            elif rec.get("e0") is None and not rec.get("stop") and self.st.meter is not None:
-                self._start_wait = (last, rec.get("tag"), rec.get("t"), None)  # as in _event
-            else:
-                self._put_start(last, rec.get("tag"), rec.get("e0"), rec.get("t"))
-        if last and self._queued_stop is not None and last > self._queued_stop and cur is None:
-            rec = keeper.find(last)
-            if rec is not None and rec.get("stop") and not self._is_tail(outbox_mod.STOP, last):
-                self._put_stop(last, rec.get("tag"), rec.get("e"), rec.get("reason"), rec.get("ts"), None)
-            else:
-                self._queued_stop = last
-                self._save_state()
         if cur is not None:
             self._tx = {"n": cur["n"], "tag": cur.get("tag"), "t0": cur.get("t")}
+        self._catch_up()
+
+    def _catch_up(self):
+        """Queue, in order, the transaction messages behind the journal: after a power cut (at
+        boot), after a write the flash refused, and a StartTransaction that waited for the
+        meter's first reading. The same step serves a session event as it happens, and runs
+        every service round. Session N's StartTransaction goes once its start is on flash, its
+        StopTransaction once its closing record is; each put is followed by ocpp.json's mark,
+        and nothing is put while that mark is behind, so that at most the newest put is missing
+        from ocpp.json: outbox.tail() tells whether it was made (_queue)."""
+        if self._dirty and not self._save_state():
+            return
+        k = self.st.keeper
+        while True:
+            qs = self._queued_start
+            if self._queued_stop < qs:
+                if k.closed_n() < qs or not self._queue_stop(qs):
+                    return
+            elif k.started_n() > qs:
+                if not self._queue_start(qs + 1):
+                    return
+            else:
+                return
+
+    def _built(self, action, n):
+        m = self._pending
+        return m[2] if m is not None and m[0] == action and m[1] == n else None
+
+    def _queue(self, action, p, n):
+        """Put a transaction message unless the outbox's newest message is that very one (its put
+        reached the flash, its mark in ocpp.json did not). False: the flash refused it; it is
+        kept (_pending) and put again by the next _catch_up."""
+        if self._is_tail(action, n):
+            self._pending = None
+            return True
+        r = self._put(action, p, n)
+        if r is False:
+            self._pending = (action, n, p)
+            return False
+        self._pending = None
+        return True  # (None: it can never be queued, and was noted: the next one goes on)
+
+    def _queue_start(self, n):
+        p = self._built(outbox_mod.START, n)
+        if p is None:
+            rec = self.st.keeper.find(n)
+            if rec is None:
+                self._note("session %d is not in the journal (any more): no StartTransaction" % n)
+                self._queued_start = self._queued_stop = n
+                return self._save_state()
+            if rec.get("e0") is None and not rec.get("stop") and self.st.meter is not None:
+                # The meter has not answered since boot: meterStart waits for its first reading
+                # (meanwhile nothing of the transaction is queued), else the back end would bill
+                # the meter's whole register.
+                return False
+            tx = self._tx if self._tx is not None and self._tx["n"] == n else None
+            tag = (tx["tag"] if tx is not None else rec.get("tag")) or self.opts.free_id_tag
+            t = tx["t0"] if tx is not None else rec.get("t")
+            p = {"connectorId": 1, "idTag": tag, "meterStart": int(rec.get("e0") or 0),
+                 "timestamp": dt.iso(t if t is not None else self.wall.now())}
+            if self.reservation_matches(tag, tx.get("group") if tx is not None else None):
+                p["reservationId"] = self._reservation["id"]
+        if not self._queue(outbox_mod.START, p, n):
+            return False
+        if "reservationId" in p:
+            self._reservation = None
+            self.charger.reserved = False
+        self._queued_start = n
+        return self._save_state()
+
+    def _queue_stop(self, n):
+        info = self._stop_info
+        if info is not None and info[0] != n:
+            info = None
+        if info is not None and info[4] is not None:
+            # The session cost, just before the StopTransaction: the outbox forgets the
+            # transactionId after it.
+            if not self._queue("DataTransfer", info[4], n):
+                return False
+            info[4] = None
+        p = self._built(outbox_mod.STOP, n)
+        if p is None:
+            rec = self.st.keeper.find(n)
+            if rec is None or not rec.get("stop"):
+                self._note("session %d is not in the journal (any more): no StopTransaction" % n)
+                self._queued_stop = n
+                return self._save_state()
+            t = info[2] if info is not None else rec.get("ts")
+            p = {"meterStop": int(rec.get("e") or 0), "timestamp": dt.iso(t if t is not None else self.wall.now()),
+                 "transactionId": -1, "reason": rec.get("reason") or "Other"}
+            # 6.51: the idTag is "the identifier which requested to stop the charging"
+            tag = (info[5] or info[1]) if info is not None else rec.get("tag")
+            if tag:
+                p["idTag"] = tag
+            if info is not None and info[3]:
+                p["transactionData"] = info[3]
+        if not self._queue(outbox_mod.STOP, p, n):
+            return False
+        self._stop_info = None
+        self._queued_stop = n
+        return self._save_state()
 
     def _is_tail(self, action, n):
         t = self.outbox.tail()
@@ -275,88 +389,64 @@ class ChargePoint:
             else:  # a remote start, free charging
                 group, tariff = self.tokens.group_of(fields.get("id_tag")), None
             self.tokens.authorized = None
-            self._tx = {"n": n, "tag": tag, "t0": t, "group": group, "tariff": tariff}
+            # k0: the tick of the start, to put t0 right once the back end tells the time
+            self._tx = {"n": n, "tag": tag, "t0": t, "group": group, "tariff": tariff,
+                        "k0": at if at is not None else self.clock.ticks_ms()}
             self._auth_at = None
             self._next_sample = None
-            if fields.get("meter_wh") is None and self.st.meter is not None:
-                # The meter has not answered since boot: meterStart waits for its first reading
-                # (the journal has the session meanwhile), else the back end would bill the
-                # meter's whole register.
-                self._start_wait = (n, tag, None, at if at is not None else self.clock.ticks_ms())
-            else:
-                self._put_start(n, tag, fields.get("meter_wh"), t)
         else:
             n = fields.get("n")
             if n is None:
                 return
             tx = self._tx
             tag = tx["tag"] if tx is not None and tx["n"] == n else fields.get("id_tag")
-            w = self._start_wait
-            if w is not None and w[0] == n:
-                stop_wh = fields.get("meter_wh")
-                e0 = stop_wh - fields.get("energy_wh", 0) if stop_wh is not None else None
-                self._start_wait = None
-                self._put_start(n, w[1], e0, self._wait_time(w))
             data = self._samples("StopTxnSampledData", "Transaction.End", t)
-            if "cost" in fields:  # before the stop: the outbox forgets the transactionId after it
-                self._put_cost(n, tag, fields)
-            self._put_stop(n, tag, fields.get("meter_wh"), fields.get("reason"), t, data)
+            cost = self._cost(tag, fields) if "cost" in fields else None
+            self._stop_info = [n, tag, t, data, cost, self.stop_by]
+            self.stop_by = None
             self._tx = None
             self.profiles.tx_ended()
             self.charger.limits.claim(INVALID_CLAIM, None)
             self._apply_scheduled()
+        self._catch_up()
 
-    def _wait_time(self, w):
-        return w[2] if w[3] is None else self._epoch_at(w[3])
-
-    def _put_start(self, n, tag, wh, t):
-        p = {"connectorId": 1, "idTag": tag or self.opts.free_id_tag, "meterStart": int(wh or 0),
-             "timestamp": dt.iso(t if t is not None else self.wall.now())}
-        res = self._reservation
-        tx = self._tx
-        if res is not None and self.reservation_matches(tag, tx["group"] if tx is not None and tx["n"] == n else None):
-            p["reservationId"] = res["id"]
-            self._reservation = None
-            self.charger.reserved = False
-        self._put(outbox_mod.START, p, n)
-        self._queued_start = n
-        self._save_state()
-
-    def _put_stop(self, n, tag, wh, reason, t, data):
-        p = {"meterStop": int(wh or 0), "timestamp": dt.iso(t if t is not None else self.wall.now()),
-             "transactionId": -1, "reason": reason or "Other"}
-        if self.stop_by is not None:  # 6.51: "the identifier which requested to stop the charging"
-            tag, self.stop_by = self.stop_by, None
-        if tag:
-            p["idTag"] = tag
-        if data:
-            p["transactionData"] = data
-        self._put(outbox_mod.STOP, p, n)
-        self._queued_stop = n
-        self._save_state()
-
-    def _put_cost(self, n, tag, fields):
-        """The session's local cost, just before its StopTransaction, as a DataTransfer (docs/tariffs.md):
-        the back end stays the authority on billing; the transactionId is filled in when sent."""
+    def _cost(self, tag, fields):
+        """The session's local cost, sent just before its StopTransaction as a DataTransfer
+        (docs/tariffs.md): the back end stays the authority on billing; the transactionId is
+        filled in when sent."""
         from firmware import tariff
 
         d = fields.get("decimals", 2)
         data = {"idTag": tag, "cost": tariff.format_cost(fields["cost"], "", d).strip(),
                 "currency": fields.get("currency"), "tariff": fields.get("tariff"), "group": fields.get("group"),
                 "energyWh": fields.get("energy_wh")}
-        self._put("DataTransfer", {"vendorId": VENDOR_ID, "messageId": "SessionCost", "data": data}, n)
+        return {"vendorId": VENDOR_ID, "messageId": "SessionCost", "data": data}
 
     def _put(self, action, payload, n):
-        if not self.wall.synced:
+        """Put a message in the outbox: True once it is on flash; False when the flash refused it
+        (`_put_error` for a transaction message) or the outbox is full; None when it can never be
+        queued. Both are noted (events); the caller decides what is retried."""
+        if not self.wall.synced and PROVISIONAL not in payload:
             # The back end has not told the time in this boot: the timestamps count from the
             # last time known before it (1970 if none). Note where this boot's clock stood, so
             # that _restamp() can shift them once the time is known, before they are sent.
             payload[PROVISIONAL] = [self._boot_id, self.wall.now(), self.clock.ticks_ms()]
         try:
             self.outbox.put(action, payload, n)
-        except (outbox_mod.OutboxFull, ValueError, OSError) as e:
-            # The session itself is in the journal; the back end will miss this message.
+        except (OSError, outbox_mod.OutboxFull) as e:
+            if action == "MeterValues":
+                return False
+            if self._put_error is None and self._pending is None:  # (once: it is put again every round)
+                self._note("%s of transaction %d not queued yet (put again later): %s" % (action, n, e))
+            if isinstance(e, OSError):
+                self._put_error = e  # the flash refused it (the outbox being full is not the flash's fault)
+            return False
+        except ValueError as e:
             self._note("%s of transaction %d not queued: %s" % (action, n, e))
+            return None
+        if action != "MeterValues":
+            self._put_error = None
+        return True
 
     def _epoch_at(self, at):
         now = self.clock.ticks_ms()
@@ -369,26 +459,27 @@ class ChargePoint:
         """Every service round (100 ms): statuses, samples, time-outs, limits."""
         c = self.charger
         epoch = self.wall.now()
-        w = self._start_wait
-        if w is not None:
-            cur = self.st.keeper.current
-            if cur is not None and cur["n"] == w[0] and cur["e0"] is not None:
-                self._start_wait = None
-                self._put_start(w[0], w[1], cur["e0"], self._wait_time(w))
+        self._catch_up()
         if not c.session:
             self._apply_scheduled()  # (after a power cut that ended the transaction)
         self._reservation_expiry(epoch)
         self._connection_timeout(now)
         self._meter_samples(now, epoch)
         self._smart_limit(epoch)
-        s1 = self._derive()
-        if self._status[1] is None or self._status[1][0] != s1[0] or self._status[1][1] != s1[1]:
-            self._status[1] = (s1[0], s1[1], epoch)
-        s0 = self._derive_cp()
-        if self._status[0] is None or self._status[0][0] != s0[0] or self._status[0][1] != s0[1]:
-            self._status[0] = (s0[0], s0[1], epoch)
+        flash = self.st.flash_fault
+        for k in (0, 1):
+            status, code = self._derive_cp() if k == 0 else self._derive()
+            vendor = None
+            if code == "NoError" and flash is not None:
+                code, vendor = "OtherError", flash  # the flash is full or failing (station._flash_check)
+            old = self._status[k]
+            if old is None or old[0] != status or old[1] != code or old[3] != vendor:
+                self._status[k] = (status, code, epoch, vendor)
         if epoch - self._saved_t >= SAVE_TIME_S:
-            self._save_state()
+            if self.st.flash.periodic():  # (periodic data: outside the flash's reserve)
+                self._save_state()
+            else:
+                self._saved_t = epoch
         if self._reset is not None and c.session is False and not self.busy() and not self._reset_waits(now):
             self._do_reset()
 
@@ -463,8 +554,8 @@ class ChargePoint:
         cfg = self.config
         tx = self._tx
         iv = cfg.get("MeterValueSampleInterval")
-        if self._start_wait is not None:
-            tx = None  # nothing of the transaction may go out before its StartTransaction
+        if tx is not None and (self._queued_start != tx["n"] or self._dirty):
+            tx = None  # nothing of the transaction goes before its StartTransaction, nor while ocpp.json lags
         if tx is not None and iv > 0:
             if self._next_sample is None:
                 self._next_sample = self.clock.ticks_add(now, iv * 1000)
@@ -474,7 +565,7 @@ class ChargePoint:
                     self._next_sample = self.clock.ticks_add(now, iv * 1000)
                 mv = self._samples("MeterValuesSampledData", "Sample.Periodic", epoch)
                 if mv:
-                    self._put("MeterValues", {"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx["n"])
+                    self._put_periodic({"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx["n"])
         ai = cfg.get("ClockAlignedDataInterval")
         if ai > 0:
             slot = epoch // ai
@@ -485,9 +576,16 @@ class ChargePoint:
                 mv = self._samples("MeterValuesAlignedData", "Sample.Clock", slot * ai)
                 if mv:
                     if tx is not None:
-                        self._put("MeterValues", {"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx["n"])
+                        self._put_periodic({"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx["n"])
                     elif self.accepted:
                         self._triggers.append(("MeterValues", {"connectorId": 1, "meterValue": mv}))
+
+    def _put_periodic(self, payload, n):
+        """Transaction MeterValues are periodic data: queued only outside the flash's reserve;
+        one left out or refused is counted (the station's flash events report the count)."""
+        fl = self.st.flash
+        if fl.periodic() and not self._put("MeterValues", payload, n):
+            fl.refused += 1
 
     def _samples(self, key, context, epoch):
         """[{"timestamp", "sampledValue": [...]}] for the measurands configured in `key`."""
@@ -627,7 +725,8 @@ class ChargePoint:
         c = self.charger
         cid = p.get("connectorId", 1)
         tag = p["idTag"]
-        if cid != 1 or c.session or c.faults.any() or not c.available or self._auth_at is not None:
+        if cid != 1 or c.session or c.faults.any() or not c.available or self._auth_at is not None \
+                or not c.inp.journal_ok:  # (a session can not start while its start can not be recorded)
             return {"status": "Rejected"}
         group = self.tokens.group_of(tag)
         if self._reservation is not None and not self.reservation_matches(tag, group):
@@ -964,12 +1063,14 @@ class ChargePoint:
             return True
         for k in (0, 1):
             s = self._status[k]
-            if s is not None and self._reported[k] != (s[0], s[1]):
+            if s is not None and self._reported[k] != (s[0], s[1], s[3]):
                 # A status seen before the back end told the time is stamped with the time now.
                 t = s[2] if s[2] >= self._synced_at else self.wall.now()
-                await self._call("StatusNotification", {"connectorId": k, "status": s[0], "errorCode": s[1],
-                                                        "timestamp": dt.iso(t)})
-                self._reported[k] = (s[0], s[1])
+                p = {"connectorId": k, "status": s[0], "errorCode": s[1], "timestamp": dt.iso(t)}
+                if s[3] is not None:
+                    p["vendorErrorCode"] = s[3]
+                await self._call("StatusNotification", p)
+                self._reported[k] = (s[0], s[1], s[3])
                 return True
         if self.tokens.waiting():
             await self.tokens.ask()  # a driver is waiting at the charger: before the outbox
@@ -1100,6 +1201,9 @@ class ChargePoint:
             self.wall.set(dt.parse(text))
             if not was:
                 self._synced_at = self.wall.now()
+                tx = self._tx
+                if tx is not None and "k0" in tx:  # started in this boot, before the time was known
+                    tx["t0"] = self._epoch_at(tx["k0"])
         except ValueError:
             self._note("back end sent a bad currentTime %r" % (text,))
 

@@ -7,10 +7,11 @@ Use (by the OCPP link, which has one call in flight at a time):
     ob.put("StartTransaction", payload, tx=n)    # durable when it returns; tx: local number
     ob.put("StopTransaction", payload, tx=n)     # transactionId is filled in when it is sent
     m = ob.next_due(now_ms)       # (seq, action, payload) when due (ask only while connected)
-    ob.confirm(seq, result)       # CallResult payload; durable when it returns
+    ob.confirm(seq, result)       # CallResult payload; durable when it returns (see 2. below)
     ob.fail(seq, now_ms)          # CallError or no answer in time: retry later or discard
     ob.release(seq)               # the link went down before an answer: not an attempt
-    ob.due_in(now_ms), ob.peek(), ob.pending(), ob.transaction_id(n), ob.dropped
+    ob.due_in(now_ms), ob.peek(), ob.pending(), ob.transaction_id(n), ob.dropped, ob.tail()
+    ob.flush(), ob.waiting(), ob.error   # a state.json write the flash refused (see 2.)
 
 Files (all in one directory, all access through the injectable `fs`):
 
@@ -18,10 +19,9 @@ Files (all in one directory, all access through the injectable `fs`):
                  64 by default, fixed in state.json when the directory is created), appended one
                  record per line, never rewritten:
                      CCCCCCCC LLLL [seq,"Action",tx,{payload}]\\n
-                 C = CRC-32 of the JSON (8 hex digits), L = its length in bytes (4 hex digits).
-                 The length lets a reader take a record in two reads; the CRC and the final
-                 newline prove it complete. A line torn by a power cut fails them and is skipped
-                 (the next append first writes a newline, so a torn tail never swallows a record).
+                 (firmware/journal.py's framed records: C = CRC-32 of the JSON, L = its length.)
+                 A line torn by a power cut fails them and is skipped (the next append first
+                 writes a newline, so a torn tail never swallows a record: journal.Appender).
     state.json   {"h": head, "d": dropped, "x": [[tx, transactionId], ...], "s": S}, replaced
                  atomically (store.write_json: temporary file + rename). `head` is the ack
                  pointer: every message with seq < head is confirmed or dropped; every record
@@ -36,12 +36,15 @@ confirmation the power cut (each step is one durable write, in this order):
   2. head passes a record only through confirm()/drop of that very record (it must be the oldest
      one): one atomic rename of state.json that carries the new head, the transactionId learnt
      from a StartTransaction.conf (or -1 for a dropped StartTransaction) and the dropped count.
-     RAM changes only after the rename, so the transactionId is durable before any later message
-     is read, and a confirmed message is never offered again. A cut before the rename leaves the
-     old state: the message is offered again after the reboot (the one permitted duplicate).
-  3. Compaction removes segment k only when (k+1)*S <= head, i.e. after step 2 made every record
-     in it confirmed, and writes no data: whole files are deleted (a cut removal is redone at
-     boot). No record is ever rewritten, so compaction can not tear one either.
+     No later message is handed out before that rename is done, so the transactionId is durable
+     before any later message is sent, and a confirmed message is never offered again. A cut
+     before the rename leaves the old state: the message is offered again after the reboot (the
+     one permitted duplicate). When the flash refuses the write (full, failing), RAM keeps the
+     confirmation (the message is not offered again: no re-send storm), next_due() writes it
+     again at each call and hands out nothing until it is on flash (`waiting()`, `error`).
+  3. Compaction removes segment k only when (k+1)*S <= the head on flash, i.e. after step 2
+     made every record in it confirmed, and writes no data: whole files are deleted (a cut
+     removal is redone at boot). No record is ever rewritten, so compaction can not tear one.
 
 Retries (OCPP 1.6 section 3.7.1; keys 9.1.31 TransactionMessageAttempts and 9.1.32
 TransactionMessageRetryInterval, both changeable at run time with configure()):
@@ -85,22 +88,16 @@ per queued message (10,000 such MeterValues take 3.3 MB: size the filesystem, or
 accordingly).
 """
 import json
-import os
 
+from firmware import journal
 from firmware import store
 from firmware.ocpp import dumps as _dumps
 from firmware.clock import SystemClock
 
-try:
-    from binascii import crc32
-except ImportError:  # pragma: no cover
-    from zlib import crc32  # type: ignore
-
 START = "StartTransaction"
 STOP = "StopTransaction"
 
-MAX_BODY = 8192  # hard limit of one record's JSON (bytes); max_bytes may only be lower
-_HDR = 14  # "CCCCCCCC LLLL "
+MAX_BODY = journal.MAX_BODY  # hard limit of one record's JSON (bytes); max_bytes may only be lower
 _MAX_WAIT = 0x0FFFFFFF  # longest retry wait in ms (~74 h), safe for ticks_add on every port
 
 
@@ -110,26 +107,7 @@ class OutboxFull(Exception):
 
 
 class FS(store.RealFS):
-    """store.RealFS plus the two directory operations the outbox needs."""
-
-    def mkdir(self, path):
-        try:
-            os.mkdir(path)
-        except OSError:
-            pass  # exists
-
-    def ilistdir(self, path):
-        """Yield the names in `path` one by one (no list of all names in RAM)."""
-        if hasattr(os, "ilistdir"):  # MicroPython
-            for e in os.ilistdir(path):  # type: ignore[attr-defined]
-                yield e[0]
-        else:  # CPython
-            it = os.scandir(path)
-            try:
-                for e in it:
-                    yield e.name
-            finally:
-                it.close()
+    """The filesystem adapter of the outbox: store.RealFS (it has the directory calls too)."""
 
 
 def _seg_no(name):
@@ -148,39 +126,16 @@ def _valid(rec):
 
 
 def _next(f, off):
-    """Read the record at byte `off` of `f` (positioned there).
-
-    Returns (record or None when the bytes there are not a record, bytes consumed); consumed is
-    -1 at the clean end of the file and -2 when the file ends inside a line (a torn tail).
-    """
-    h = f.read(_HDR)
-    if not h:
-        return None, -1
-    if len(h) == _HDR and h[8] == 32 and h[13] == 32:
-        try:
-            crc = int(h[:8], 16)
-            n = int(h[9:13], 16)
-        except ValueError:
-            n = 0
-        if 0 < n <= MAX_BODY:
-            b = f.read(n + 1)
-            if b and len(b) == n + 1 and b[n] == 10 and crc32(memoryview(b)[:n]) & 0xFFFFFFFF == crc:
-                try:
-                    rec = json.loads(b)
-                except ValueError:
-                    rec = None
-                if _valid(rec):
-                    return rec, _HDR + n + 1
-    # Not a record (torn by a power cut, or damaged): skip to the end of its line, in bounded reads.
-    f.seek(off)
-    m = 0
-    while True:
-        c = f.readline(256)
-        if not c:
-            return None, -2
-        m += len(c)
-        if c[-1] == 10:
-            return None, m
+    """The record at byte `off` of `f` (positioned there): (record or None, bytes consumed), see
+    journal.read_framed."""
+    body, n = journal.read_framed(f, off)
+    if body is None:
+        return None, n
+    try:
+        rec = json.loads(body)
+    except ValueError:
+        rec = None
+    return (rec if _valid(rec) else None), n
 
 
 class Outbox:
@@ -207,6 +162,7 @@ class Outbox:
         self._fails = 0  # failed transmissions of _cur
         self._due = None  # tick before which _cur is not sent again
         self._busy = False  # _cur handed out by next_due(), no answer yet
+        self._dirty = False  # RAM (head, mapping, count) is ahead of state.json
         self._open()
 
     # -- boot -----------------------------------------------------------------------------------
@@ -229,8 +185,11 @@ class Outbox:
             # Can not happen with an atomic rename; if flash rots, deliver everything still on
             # flash again (duplicates) rather than lose anything.
             self.head, self.dropped, self._tx = 0, 0, {}
+        self._saved = self.head  # head as state.json has it
+        self.error = None  # OSError of a state.json write that is still to be made
         if doc is None:  # a new outbox: its segment size is fixed before the first segment
-            self._write_state(0, 0, self._tx)
+            self._dirty = True
+            self.flush()
         hk = self.head // self.seg
         lo = hi = -1
         for name in fs.ilistdir(self.dir):
@@ -244,7 +203,7 @@ class Outbox:
         self.compact()  # a removal cut by the power is redone here
         self._last_k = hi
         nxt = self.head
-        self._nl = False  # the next append must start with a newline (torn tail)
+        self._app = journal.Appender(fs)
         self._tail = None  # (seq, action, tx) of the newest record on flash
         if hi >= hk:
             if hi * self.seg > nxt:
@@ -255,7 +214,7 @@ class Outbox:
                 while True:
                     rec, n = _next(f, off)
                     if n < 0:
-                        self._nl = n == -2
+                        self._app.nl = n == -2
                         break
                     if rec is not None and rec[0] + 1 > nxt:
                         nxt = rec[0] + 1
@@ -306,29 +265,21 @@ class Outbox:
         if len(body) > self.max_bytes:
             raise ValueError("outbox: %s message is %d bytes, more than the %d allowed"
                              % (action, len(body), self.max_bytes))
-        line = ("%08x %04x " % (crc32(body) & 0xFFFFFFFF, len(body))).encode() + body + b"\n"
-        if self._nl:
-            line = b"\n" + line
         k = seq // self.seg
         self.next_seq = seq + 1  # a failed write leaves a gap, never a reused number
         if k > self._last_k:
             self._last_k = k
-        self._nl = True  # until the line is known to be complete
-        f = self.fs.open(self._seg_path(k), "ab")
-        try:
-            f.write(line)
-        finally:
-            f.close()
-        self.fs.sync()
-        self._nl = False
-        self._tail = (seq, action, tx)
+        tail = (seq, action, tx)  # (made first: nothing may fail between the write and noting it)
+        self._app.append(self._seg_path(k), journal.frame(body))
+        self._tail = tail
         return seq
 
     def tail(self):
-        """(action, tx) of the newest message still to deliver, or None. Lets the owner tell,
-        after a power cut, whether its last put() reached the flash."""
+        """(action, tx) of the newest message put (delivered or not; None when the boot found
+        none left on flash). Lets the owner tell, after a power cut or a put() that raised,
+        whether its last put() reached the flash."""
         t = self._tail
-        if t is None or t[0] < self.head:
+        if t is None:
             return None
         return t[1], t[2]
 
@@ -342,7 +293,7 @@ class Outbox:
     def next_due(self, now_ms):
         """The oldest message when it may be transmitted now, else None. The message counts as
         in flight until confirm(), fail() or release(); meanwhile nothing else is handed out."""
-        if self._busy:
+        if self._busy or not self.flush():
             return None
         rec = self._load()
         if rec is None:
@@ -354,7 +305,7 @@ class Outbox:
 
     def due_in(self, now_ms):
         """Milliseconds until next_due() has something (0: now), None when empty or in flight."""
-        if self._busy or self._load() is None:
+        if self._busy or self._dirty or self._load() is None:
             return None
         if self._due is None:
             return 0
@@ -362,7 +313,9 @@ class Outbox:
         return d if d > 0 else 0
 
     def confirm(self, seq, result=None):
-        """The CallResult for message `seq` arrived (`result`: its payload). Durable on return."""
+        """The CallResult for message `seq` arrived (`result`: its payload). Durable on return,
+        unless the flash refused the write: then the confirmation is kept in RAM (the message is
+        not offered again) and nothing more is handed out until flush() wrote it (`error`)."""
         rec = self._oldest(seq)
         upd = None
         if rec[2] is not None:
@@ -406,8 +359,8 @@ class Outbox:
         return self.next_seq - self.head
 
     def compact(self):
-        """Remove the segments whose every message is confirmed; returns how many."""
-        hk = self.head // self.seg
+        """Remove the segments whose every message is confirmed on flash; returns how many."""
+        hk = self._saved // self.seg
         n = 0
         while self._low_k < hk:
             try:
@@ -439,8 +392,6 @@ class Outbox:
                 while len(m) > self.max_tx:
                     m.pop(min(m))
         self._busy = False
-        # The one durable step: head, mapping and count change together, or not at all.
-        self._write_state(seq + 1, self.dropped + dropped, m)
         self.head = seq + 1
         self.dropped += dropped
         self._tx = m
@@ -448,14 +399,34 @@ class Outbox:
         self._fails = 0
         self._due = None
         self._rk, self._roff = self._nk, self._noff
-        if self.auto_compact:
+        # The one durable step: head, mapping and count change together, or not at all.
+        self._dirty = True
+        if self.flush() and self.auto_compact:
             self.compact()
 
-    def _write_state(self, head, dropped, m):
+    def flush(self):
+        """Write state.json if RAM is ahead of it (a write the flash refused); True when it is
+        on flash. Raises no OSError: `error` keeps it. While RAM is ahead nothing is handed out,
+        so a power cut can bring back at most the one message whose confirmation waits."""
+        if not self._dirty:
+            return True
         x = []
+        m = self._tx
         for k in m:
             x.append([k, m[k]])
-        store.write_json(self._state, {"h": head, "d": dropped, "x": x, "s": self.seg}, self.fs)
+        try:
+            store.write_json(self._state, {"h": self.head, "d": self.dropped, "x": x, "s": self.seg}, self.fs)
+        except OSError as e:
+            self.error = e
+            return False
+        self._dirty = False
+        self._saved = self.head
+        self.error = None
+        return True
+
+    def waiting(self):
+        """True while a confirmation is kept in RAM only (the flash refused it)."""
+        return self._dirty
 
     def _load(self):
         """The oldest record with seq >= head (cached), reading forward from the last position."""

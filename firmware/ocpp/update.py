@@ -36,7 +36,7 @@ Updater (one per charge point; `root` is "/app", shared with firmware/appslot.py
   complete slots, so appslot.select() always boots a complete application.
 
 Diagnostics:
-    d = Diagnostics("/", fs, clock, notify, ["sessions.jnl", "log.txt"])
+    d = Diagnostics("/", fs, clock, notify, ["sessions.log", "log.txt"])
     name = d.request(location, retries, retry_interval_s, start_epoch, stop_epoch, now_epoch)
     await d.run()
   GetDiagnostics.conf carries `name` (None: no file to send, no fileName). The files that exist

@@ -1,0 +1,149 @@
+"""Append-only logs of records that survive a power cut at any instant, never rewritten.
+
+- Framed records, shared by the session journal and the OCPP outbox: one record per line,
+      CCCCCCCC LLLL BODY\\n
+  C = CRC-32 of BODY (8 hex digits), L = its length in bytes (4 hex digits). The length lets a
+  reader take a record in two bounded reads; the CRC and the final newline prove it complete.
+  `frame(body)` makes the line, `read_framed(f, off)` reads one back.
+- `Appender`: appends lines so that a line torn by a power cut never swallows the next one:
+  until a line is known complete, the next one starts with a newline. Readers skip the torn line
+  and go on; nothing is ever rewritten to repair it.
+- `Journal`: JSON records as framed lines in two generations, `PATH` (current) and `PATH.1`
+  (older). Appends go to the current one; `rotate()` renames it over the older one (one atomic
+  rename), so the flash it takes is bounded by what the owner lets a generation hold, and no
+  write ever grows with the number of records.
+"""
+import json
+
+from firmware import store
+
+try:
+    from binascii import crc32
+except ImportError:  # pragma: no cover - every supported runtime has binascii.crc32
+    from zlib import crc32  # type: ignore
+
+MAX_BODY = 8192  # longest framed record (bytes)
+_HDR = 14  # "CCCCCCCC LLLL "
+
+
+def frame(body):
+    """The line that holds one record whose body is `body` (bytes)."""
+    return ("%08x %04x " % (crc32(body) & 0xFFFFFFFF, len(body))).encode() + body + b"\n"
+
+
+def read_framed(f, off):
+    """Read the record at byte `off` of `f` (opened "rb", positioned there).
+
+    Returns (body bytes or None when the bytes there are not a record, bytes consumed); consumed
+    is -1 at the clean end of the file and -2 when the file ends inside a line (a torn tail).
+    """
+    h = f.read(_HDR)
+    if not h:
+        return None, -1
+    if len(h) == _HDR and h[8] == 32 and h[13] == 32:
+        try:
+            crc = int(h[:8], 16)
+            n = int(h[9:13], 16)
+        except ValueError:
+            n = 0
+        if 0 < n <= MAX_BODY:
+            b = f.read(n + 1)
+            if b and len(b) == n + 1 and b[n] == 10 and crc32(memoryview(b)[:n]) & 0xFFFFFFFF == crc:
+                return b[:n], _HDR + n + 1
+    # Not a record (torn by a power cut, or damaged): skip to the end of its line, in bounded reads.
+    f.seek(off)
+    m = 0
+    while True:
+        c = f.readline(256)
+        if not c:
+            return None, -2
+        m += len(c)
+        if c[-1] == 10:
+            return None, m
+
+
+class Appender:
+    """Appends lines to files. A line is known complete once its file was closed; until then
+    (a power cut, a failed write) the next append starts with a newline, so that a torn line
+    ends there and is skipped by readers instead of swallowing the next record."""
+
+    def __init__(self, fs):
+        self.fs = fs
+        self.nl = False  # the last line may be torn (set from a read of the file's end at boot)
+
+    def append(self, path, line):
+        if self.nl:
+            line = b"\n" + line
+        self.nl = True
+        f = self.fs.open(path, "ab")
+        try:
+            f.write(line)
+        finally:
+            f.close()
+        self.fs.sync()
+        self.nl = False
+
+
+class Journal:
+    """JSON records (dicts) as framed lines in two generations: `path` and `path`.1 (older).
+    Reading streams one record at a time; RAM use does not grow with length."""
+
+    def __init__(self, path, fs=None):
+        self.path = path
+        self.older = path + ".1"
+        self.fs = fs or store.REAL
+        self._app = Appender(self.fs)
+        self._count = None  # records in the current generation, once counted
+
+    def records(self):
+        """Yield every intact record, oldest first; a torn or damaged line is skipped."""
+        for rec in self._read(self.older):
+            yield rec
+        for rec in self._read(self.path):
+            yield rec
+
+    def _read(self, path):
+        try:
+            f = self.fs.open(path, "rb")
+        except OSError:
+            return  # no such generation (yet)
+        try:
+            off = 0
+            while True:
+                body, n = read_framed(f, off)
+                if n < 0:
+                    if path == self.path:
+                        self._app.nl = n == -2
+                    return
+                off += n
+                if body is not None:
+                    try:
+                        rec = json.loads(body)
+                    except ValueError:
+                        rec = None
+                    if type(rec) is dict:
+                        yield rec
+        finally:
+            f.close()
+
+    def size(self):
+        """Records in the current generation."""
+        if self._count is None:
+            n = 0
+            for _ in self._read(self.path):
+                n += 1
+            self._count = n
+        return self._count
+
+    def append(self, record):
+        """Append one record (durable when it returns)."""
+        self.size()  # (also learns whether the file ends in a torn line)
+        self._app.append(self.path, frame(store.dumps(record).encode()))
+        self._count += 1
+
+    def rotate(self):
+        """The current generation becomes the older one (the older one is dropped)."""
+        if self.fs.exists(self.path):
+            self.fs.rename(self.path, self.older)
+        self._count = 0
+        self._app.nl = False
