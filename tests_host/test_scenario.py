@@ -133,7 +133,8 @@ def test_every_verb_documented_in_spec():
         "rcd-leak", "rcd-broken", "rcd-ok", "weld", "feedback-lost", "feedback-ok", "diode-fault",
         "pilot-short", "pilot-ok",
         "temp", "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "net",
-        "remote", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault"}
+        "remote", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault",
+        "unlock", "lock-jam", "lock-ok", "pull"}
 
 
 # -- errors: each names the line, the verb and what was expected

@@ -97,6 +97,10 @@ SPEC = {
     "limit": (_int_in("AMPS", 0, 80),),
     "stop": (),
     "clear-fault": (),
+    "unlock": (),
+    "lock-jam": (),
+    "lock-ok": (),
+    "pull": (),
 }
 
 
