@@ -45,13 +45,13 @@ class Lock:
     def __init__(self, cfg):
         self.motor = cfg["type"] == "motor"
         self._on = 1 if cfg.get("active_high", True) else 0
-        self._off = 1 - self._on
+        off = 1 - self._on
         # value= in the constructor: no glitch towards a move
         if self.motor:
-            self._a = Pin(cfg["lock_pin"], Pin.OUT, value=self._off)
-            self._b = Pin(cfg["unlock_pin"], Pin.OUT, value=self._off)
+            self._a = Pin(cfg["lock_pin"], Pin.OUT, value=off)
+            self._b = Pin(cfg["unlock_pin"], Pin.OUT, value=off)
         else:
-            self._a = Pin(cfg["pin"], Pin.OUT, value=self._off)
+            self._a = Pin(cfg["pin"], Pin.OUT, value=off)
             self._b = None
         self._fb = Pin(cfg["feedback_pin"], Pin.IN)
         self._fb_on = 1 if cfg.get("feedback_active_high", True) else 0
@@ -64,7 +64,6 @@ class Lock:
         self._at = 0
         self._tries = 0
         self.moves = 0  # attempts made (bench, tests)
-        self.failures = 0  # moves that ended "failed"
         self.state = LOCKED if self.feedback() else UNLOCKED
 
     def feedback(self):
@@ -72,10 +71,11 @@ class Lock:
         return self._fb.value() == self._fb_on
 
     def idle(self):
-        self._a.value(self._off)
+        off = 1 - self._on
+        self._a.value(off)
         b = self._b
         if b is not None:
-            b.value(self._off)
+            b.value(off)
 
     def want(self, locked, now):
         if locked == self.target and self.state != FAILED:
@@ -91,8 +91,9 @@ class Lock:
         self._tries += 1
         self.moves += 1
         self.idle()  # the other direction off before this one goes on
-        if self.motor:
-            (self._a if self.target else self._b).value(self._on)
+        b = self._b
+        if b is not None:  # a motor
+            (self._a if self.target else b).value(self._on)
             self._phase = _PULSE
         else:
             if self.target:
@@ -136,4 +137,3 @@ class Lock:
         self.idle()
         self._phase = _REST
         self.state = FAILED
-        self.failures += 1

@@ -57,7 +57,7 @@ CODE = (
     "firmware.ocpp.smart", "firmware.ocpp.dt", "firmware.ocpp.update", "firmware.ocpp.http",
     "firmware.ocpp.ed25519", "firmware.appslot", "control", "firmware.auth", "firmware.tariff",
     "firmware.billing", "firmware.ocpp.tokens", "drivers.reader", "drivers.mfrc522", "drivers.pn532",
-    "drivers.wiegand", "world.card",
+    "drivers.wiegand", "world.card", "drivers.lock",
 )
 
 

@@ -980,7 +980,8 @@ class ChargePoint:
         link = self.link
         if self.rpc is None or link is None or not link.connected:
             return False
-        if self.rpc.busy:
+        if self.rpc.busy and not self.local_wait:
+            # (local_wait: UnlockConnector waits for the lock; its StopTransaction goes first)
             # Fix (test_chargepoint): an incoming call's answer is still being written. 5.17:
             # "The Charge Point SHALL first send the TriggerMessage response, before sending the
             # requested message"; a slow write let the triggered message overtake the answer.
