@@ -473,7 +473,8 @@ class Charger:
             if self.vs == A and not self.unlock_on_ev_disconnect:
                 self.hold_lock(self._lock_tag)
         want = self.session or self.lock_hold
-        if not want and self.lock_wanted and not self._lock_quiet(i, now):
+        was = self.lock_wanted if self.lock_wanted is not None else st == LOCK_LOCKED  # (at boot: as found)
+        if not want and was and not self._lock_quiet(i, now):
             want = True  # current may still flow: stays locked until none can
         if want != self.lock_wanted:
             self.lock_wanted = want
