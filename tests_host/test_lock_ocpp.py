@@ -134,3 +134,36 @@ async def test_invalid_id_tag_keeps_the_cable_locked_until_it_comes_back(tmp_pat
     assert b.cp.tokens.present("BAD") == "unlocking"
     await b.run(1000)
     assert lock(b) == "unlocked" and not c.lock_hold
+
+
+@aio
+async def test_a_persons_unlock_is_refused_during_a_session(tmp_path):
+    b = await Bench.start(tmp_path)
+    seen = []
+    b.st.add_sink(lambda kind, fields, at: seen.append(fields) if kind == "lock" and "request" in fields else None)
+    await b.charge()
+    assert b.st.unlock() == "refused"  # someone else's session: it takes their token or a stop
+    await b.run(1000)
+    assert b.st.charger.contactor and lock(b) == "locked"
+    b.st.charger.stop()
+    await b.run(1500)
+    assert lock(b) == "unlocked"  # the session's end opens it by itself
+    assert b.st.unlock() == "unlocking"
+    assert seen == [{"request": "unlock", "result": "refused"}, {"request": "unlock", "result": "unlocking"}]
+
+
+@aio
+async def test_without_a_back_end_the_owners_local_token_frees_a_held_lock(tmp_path):
+    b = await Bench.start(tmp_path, local_tokens={"OWN1": "HOME", "OWN2": "HOME", "SOLO": None}, **PAID)
+    b.st.ocpp = None  # the station as it is without ocpp_url
+    st = b.st
+    st.charger.unlock_on_ev_disconnect = False
+    assert st.present("own1") == "accepted"
+    await b.charge()
+    await b.unplug()
+    await b.run(1000)
+    assert lock(b) == "locked" and st.charger.lock_owner == "OWN1"
+    assert st.present("SOLO") != "unlocking"
+    assert st.present("OWN2") == "unlocking"  # the same group
+    await b.run(1000)
+    assert lock(b) == "unlocked"
