@@ -1,7 +1,8 @@
 """The socket lock's actuator: a pin that slides into the plug, driven by the lock outputs.
 
-Travel takes `travel_ms` (200) of drive. A motor ("motor" profile: lock_pin, unlock_pin) moves
-while one output is on and stays where it is when both are off or the power goes; both on
+Travel takes `travel_ms` of drive (a motor 200, a solenoid 40). A motor ("motor" profile:
+lock_pin, unlock_pin) moves while one output is on and stays where it is when both are off or
+the power goes; both on
 brakes it and is counted in `both_on` (the firmware must never do that). A solenoid ("solenoid":
 pin) pulls the pin in while energised and a spring pushes it out when it is not, also without
 power. `jammed`: the pin is stuck where it is. The feedback contact is active only with the pin
@@ -20,7 +21,7 @@ class LockActuator:
             self.pins = (cfg["pin"],)
         self.feedback_pin = cfg["feedback_pin"]
         self.feedback_active_high = cfg.get("feedback_active_high", True)
-        self.travel_ms = 200
+        self.travel_ms = 200 if self.motor else 40  # a solenoid's armature is quick
         self.pos = 0
         self.jammed = False
         self.drive = [False] * len(self.pins)  # outputs as the actuator sees them (powered)
