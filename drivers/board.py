@@ -2,7 +2,8 @@
 
 `load(name_or_path)` returns the validated profile (a dict, optional entries filled with their
 defaults) or raises `BoardError` naming every bad entry. `build(profile)` constructs the
-drivers. `make_safe(profile)` is what boot.py runs first: contactor open, pilot at +12 V.
+drivers. `make_safe(profile)` is what boot.py runs first: contactor open, socket lock idle,
+pilot at +12 V.
 
 Pins are checked against the ESP32 (WROOM/WROVER DevKit): GPIO 6-11 belong to the flash,
 34-39 are input only, analog inputs must be ADC1 (32-39) because ADC2 is unusable with Wi-Fi.
@@ -21,7 +22,7 @@ _MISSING_GPIO = (20, 24, 28, 29, 30, 31)
 _ADC1_PINS = (32, 33, 34, 35, 36, 37, 38, 39)
 
 _TOP_KEYS = ("name", "description", "socketed", "max_current_a", "phases", "pilot", "relay",
-             "rcd", "proximity", "temperature", "led", "watchdog_ms", "meter", "reader")
+             "rcd", "proximity", "temperature", "led", "watchdog_ms", "meter", "reader", "lock")
 _PILOT_KEYS = ("pwm_pin", "adc_pin", "samples", "cal")
 _CAL_KEYS = ("adc_mv_at_minus12", "adc_mv_at_plus12")
 _RELAY_KEYS = ("pin", "active_high", "feedback_pin", "feedback_active_high")
@@ -33,6 +34,13 @@ _LED_KEYS = ("pin", "active_high")
 _METER_KEYS = ("model", "uart", "tx_pin", "rx_pin", "de_pin", "address", "baudrate",
                "interval_ms", "timeout_ms", "retries")
 _S0_METER_KEYS = ("model", "pin", "impulses_per_kwh", "active_high")  # meter.model "s0"
+# Socket lock (drivers/lock.py): a motor (bistable, two outputs) or a solenoid (one output, held
+# while locked); both confirm by a feedback contact.
+_LOCK_TIMING = ("feedback_pin", "feedback_active_high", "active_high", "settle_ms", "pause_ms",
+                "retries")
+_LOCK_KEYS = {"motor": ("type", "lock_pin", "unlock_pin", "pulse_ms") + _LOCK_TIMING,
+              "solenoid": ("type", "pin") + _LOCK_TIMING}
+_LOCK_ALL = _LOCK_KEYS["motor"] + ("pin",)
 INSTALLED_FILE = "board.json"  # the profile installed on the board's flash
 # The largest profile (esp32-devkit.json, every section) has 1 KB; a longer description or a
 # card reader section fit easily in 4 KB, and a bigger file is refused before it is read.
@@ -309,10 +317,48 @@ def validate(data, source="profile"):
             elif s.get("type") == "pn532":
                 s.setdefault("address", reader_driver.PN532_ADDRESS)
 
+    _validate_lock(c, data, socketed)
+
     if c.errors:
         errs = sorted(c.errors)
         raise BoardError(source + ": " + "; ".join(errs), errs)
     return data
+
+
+def _validate_lock(c, data, socketed):
+    """lock (optional, socketed boards only). Defaults: active_high and feedback_active_high
+    true, settle_ms 50, pause_ms 1000, retries 2; a motor's pulse_ms 300. Checked after every
+    other section, so a pin it shares is named against its first user."""
+    if "lock" in data and data["lock"] is None:
+        del data["lock"]
+    if "lock" not in data:
+        return
+    v = data["lock"]
+    kind = v.get("type") if isinstance(v, dict) else None
+    s = c.section(data, "", "lock", _LOCK_ALL)
+    if s is None:
+        return
+    if socketed is False:
+        c.err("lock: must be absent when socketed is false (a tethered cable has no socket to lock)")
+    if kind not in _LOCK_KEYS:
+        c.err("lock.type: expected \"motor\" or \"solenoid\", got %s" % (
+            "nothing" if "type" not in s else repr(kind)))
+        return
+    for k in s:
+        if k in _LOCK_ALL and k not in _LOCK_KEYS[kind]:
+            c.err("lock.%s: not a key of a %s lock" % (k, kind))
+    if kind == "motor":
+        c.pin(s, "lock.", "lock_pin", "out")
+        c.pin(s, "lock.", "unlock_pin", "out")
+        c.int_range(s, "lock.", "pulse_ms", 20, 2000, required=False, default=300)
+    else:
+        c.pin(s, "lock.", "pin", "out")
+    c.value(s, "lock.", "active_high", "bool", required=False, default=True)
+    c.pin(s, "lock.", "feedback_pin", "in")  # a lock that cannot confirm must not be trusted
+    c.value(s, "lock.", "feedback_active_high", "bool", required=False, default=True)
+    c.int_range(s, "lock.", "settle_ms", 0, 2000, required=False, default=50)
+    c.int_range(s, "lock.", "pause_ms", 100, 10000, required=False, default=1000)
+    c.int_range(s, "lock.", "retries", 0, 5, required=False, default=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,11 +435,11 @@ def load(name_or_path):
 # building
 
 class Board:
-    """The driver objects of one board. proximity, led, meter and reader are None when absent;
-    reader_error says why a profile's reader is None (its chip did not answer)."""
+    """The driver objects of one board. proximity, led, meter, reader and lock are None when
+    absent; reader_error says why a profile's reader is None (its chip did not answer)."""
 
     def __init__(self, profile, pilot, relay, rcd, proximity, temperature, led, watchdog,
-                 meter, reader=None, reader_error=None):
+                 meter, reader=None, reader_error=None, lock=None):
         self.profile = profile
         self.pilot = pilot
         self.relay = relay
@@ -405,6 +451,7 @@ class Board:
         self.meter = meter
         self.reader = reader
         self.reader_error = reader_error
+        self.lock = lock
 
 
 def build(profile, clock=None):
@@ -425,6 +472,10 @@ def build(profile, clock=None):
     from drivers.watchdog import Watchdog
 
     relay = Relay(profile["relay"])
+    lock = None
+    if profile.get("lock") is not None:  # its outputs idle (no current) next
+        from drivers.lock import Lock
+        lock = Lock(profile["lock"])
     pilot = Pilot(profile["pilot"])
     rcd = Rcd(profile["rcd"], relay)
     proximity = None
@@ -450,7 +501,7 @@ def build(profile, clock=None):
             reader_error = str(e)
     watchdog = Watchdog(profile["watchdog_ms"])
     return Board(profile, pilot, relay, rcd, proximity, temperature, led, watchdog, meter, reader,
-                 reader_error)
+                 reader_error, lock)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,8 +522,8 @@ def _pick(section, key, default, want_bool):
 
 
 def make_safe(profile=None, pilot_high=True):
-    """Contactor open, pilot at steady +12 V (or -12 V, state F, with pilot_high=False).
-    Never raises.
+    """Contactor open, socket lock outputs idle, pilot at steady +12 V (or -12 V, state F, with
+    pilot_high=False). Never raises.
 
     profile: a profile dict (need not be valid), a profile name or path, or None for the
     generic DevKit pins. Entries that are missing or unusable fall back to the DevKit pins.
@@ -504,6 +555,7 @@ def make_safe(profile=None, pilot_high=True):
         Pin(relay_pin, Pin.OUT, value=0 if active_high else 1)
     except Exception as e:  # noqa: BLE001
         errors.append("relay pin %d: %s" % (relay_pin, e))
+    _lock_idle(Pin, profile.get("lock"), (relay_pin, pilot_pin), errors)
     if pilot_pin >= 0:
         try:
             level = 1 if pilot_high else 0
@@ -516,6 +568,26 @@ def make_safe(profile=None, pilot_high=True):
         except Exception as e:  # noqa: BLE001
             errors.append("pilot pin %d: %s" % (pilot_pin, e))
     return {"relay_pin": relay_pin, "pilot_pin": pilot_pin, "errors": errors}
+
+
+def _lock_idle(Pin, lock, taken, errors):
+    """The socket lock's outputs at their idle level (no current in the actuator), each one
+    written once and both motor outputs off: a motor is never driven both ways. Only the
+    profile's own pins: an unusable entry is left alone (the H-bridge's pull-downs hold it)."""
+    if not isinstance(lock, dict):
+        return
+    off = 0 if _pick(lock, "active_high", True, True) else 1
+    for key in ("lock_pin", "unlock_pin", "pin"):
+        p = _pick(lock, key, -1, False)
+        if p < 0:
+            continue
+        if p in taken:
+            errors.append("lock.%s equals the relay or pilot pin; left alone" % key)
+            continue
+        try:
+            Pin(p, Pin.OUT, value=off)
+        except Exception as e:  # noqa: BLE001
+            errors.append("lock pin %d: %s" % (p, e))
 
 
 def fail_safe(root="/"):

@@ -8,7 +8,8 @@ temperature, RCD, contactor feedback and measured current. Outputs: `duty` (the 
 The contactor is closed only while every precondition holds:
   vehicle in C (or D when ventilation is allowed), stable for the close debounce, having passed
   through B; the driver authorized; no fault active; the RCD self-test passed since the vehicle
-  connected; a cable present (socketed units); the station available; a PWM offer of at least 6 A.
+  connected; a cable present (socketed units); the station available; a PWM offer of at least 6 A;
+  the socket lock confirmed locked (boards with a lock, see `_lock`).
 It opens in the very tick a precondition fails, with one exception that the standard asks for:
 when only the offer goes away (PWM removed, e.g. a limit of 0 A), the vehicle gets
 `c1_timeout_ms` (6 s) to stop drawing and leave C before the contactor is forced open.
@@ -37,7 +38,16 @@ LOCAL = "Local"
 REMOTE = "Remote"
 DEAUTHORIZED = "DeAuthorized"
 POWER_LOSS = "PowerLoss"
+UNLOCK_COMMAND = "UnlockCommand"
 OTHER = "Other"  # a latched fault ended the session (a welded contactor)
+
+# Socket lock states, as drivers/lock.py reports them (firmware never imports drivers)
+LOCK_LOCKED = "locked"
+LOCK_UNLOCKED = "unlocked"
+LOCK_MOVING = "moving"
+LOCK_FAILED = "failed"
+LOCK_OPEN_MS = 200  # the contactor open this long before the lock may let go: its contacts have moved
+LOCK_AMPS_DA = 10  # below 1 A on every phase the car has stopped drawing
 
 # Contactor wear (see the module docstring)
 WEAR_MAX = 10  # closings in any WEAR_WINDOW_MS, whatever the vehicle does
@@ -74,6 +84,7 @@ class Inputs:
         self.meter_failed = False  # the board's meter stopped giving believable readings
         self.meter_ready = True  # no meter, or it gave a believable reading since boot
         self.journal_ok = True  # a new session's start can be recorded (station: the flash has room)
+        self.lock = None  # socket lock: LOCK_LOCKED, _UNLOCKED, _MOVING, _FAILED; None: none fitted
 
 
 class Charger:
@@ -126,6 +137,18 @@ class Charger:
         self._stopped = False  # session ended by a command: wait for unplug or a new authorization
         self.cable_da = None
         self._temp_last = -99999  # forces the first evaluation
+        # socket lock (see _lock)
+        self.lock_wanted = None  # output: True locked, False unlocked, None: nothing decided yet
+        self.lock_retry = False  # output: try the failed move again (the station clears it)
+        self.lock_hold = False  # locked without a session until its owner or a request frees it
+        self.lock_owner = None  # idTag (or one of its group) that frees a held lock; None: a request
+        self.unlock_on_ev_disconnect = True  # OCPP UnlockConnectorOnEVSideDisconnect
+        self._lock_first = True
+        self._lock_session = False  # the session as _lock saw it last
+        self._lock_tag = None  # idTag of that session
+        self._lock_seen = None  # the lock state last reported as an event
+        self._lock_tripped = 0  # 1: the fault was raised for this failure, 2: a retry was asked
+        self._unlock_asked = False
         self._emit("boot", None, None)
 
     def configure(self, settings):
@@ -144,6 +167,7 @@ class Charger:
         self.rcd_test_ms = settings.get("rcd_test_timeout_ms")
         self.temp_required = settings.get("temp_sensor_required")
         self.meter_required = settings.get("meter_required")
+        self.lock_keep = settings.get("lock_after_power_loss") == "keep"
         self.faults.retry_ms = settings.get("fault_retry_s") * 1000
         self.faults.max_retries = settings.get("fault_max_retries")
         self.limits.claim(lim.SETTINGS, int(settings.get("max_current_a") * 10))
@@ -177,6 +201,32 @@ class Charger:
         self.available = available
         if not available:
             self._apply(self.clock.ticks_ms() if now is None else now)
+
+    def unlock(self):
+        """A person or the back end asks for the socket lock to open. A running session must be
+        stopped first (the caller decides whether it may be); the lock opens once no current can
+        flow. A lock whose last move failed tries again at once."""
+        self.lock_hold = False
+        self.lock_owner = None
+        self._unlock_asked = True
+
+    def hold_lock(self, owner):
+        """Keep the socket locked after the session until `owner` (an idTag; its group too) is
+        presented or someone asks to unlock (OCPP 3.5.4 with errata 3.5, 9.1.33)."""
+        self.lock_hold = True
+        self.lock_owner = owner
+
+    def unlock_result(self):
+        """After unlock(): None while it is under way, True once the feedback confirms the lock
+        open, False when it failed (or something wants it locked again)."""
+        st = self.inp.lock
+        if self._unlock_asked or self.lock_retry or st == LOCK_MOVING:
+            return None
+        if self.lock_wanted:
+            return None if not self.session else False
+        if st == LOCK_UNLOCKED:
+            return True
+        return False if st == LOCK_FAILED else None
 
     def clear_fault(self, code):
         """A person cleared a latched fault (welded contactor replaced, configuration fixed).
@@ -225,6 +275,7 @@ class Charger:
             if not self.session:
                 self.session = True
                 self._emit("session", "start", self.id_tag)
+        self._lock(i, now, connected)
         self._apply(now)
 
     def _read_pilot(self, i, now):
@@ -415,7 +466,7 @@ class Charger:
             self.offer_da = da
             self._emit("offer", da, duty)
 
-        close = offering and ready
+        close = offering and ready and self._lock_closes()
         if close and da == 0:
             # Offer withdrawn but nothing unsafe: the vehicle has c1_timeout_ms to leave C.
             if not self.contactor:
@@ -492,6 +543,78 @@ class Charger:
             self._held = True
             self._emit("holdoff", wait, reason)
         return False
+
+    def _lock(self, i, now, connected):
+        """The socket lock, on boards that have one (i.lock not None).
+
+        Locked for the whole session, before the contactor may close, and for as long as any
+        current can flow; open again at the session's end once none can (_lock_quiet), unless it
+        is held: after the vehicle unplugged its end with unlock_on_ev_disconnect off, after the
+        back end refused the session's idTag (ChargePoint: hold_lock), or at boot with
+        lock_after_power_loss "keep" when it was found locked. unlock() frees a held lock.
+        A move that the feedback does not confirm is the LOCK fault, a transient one: after its
+        retry pause the move is tried again (lock_retry), and fault_max_retries per vehicle apply.
+        """
+        st = i.lock
+        if st is None:
+            return
+        if self._lock_first:
+            self._lock_first = False
+            if self.lock_keep and st == LOCK_LOCKED:
+                self.lock_hold = True  # (the station names the owner: the session cut by the power loss)
+        if self.session:
+            if not self._lock_session:
+                self._lock_session = True
+                self.lock_hold = False  # the new session owns the lock now
+                self.lock_owner = None
+                self._unlock_asked = False
+            self._lock_tag = self.id_tag
+        elif self._lock_session:
+            self._lock_session = False
+            if self.vs == A and not self.unlock_on_ev_disconnect:
+                self.hold_lock(self._lock_tag)
+        want = self.session or self.lock_hold
+        was = self.lock_wanted if self.lock_wanted is not None else st == LOCK_LOCKED  # (at boot: as found)
+        if not want and was and not self._lock_quiet(i, now):
+            want = True  # current may still flow: stays locked until none can
+        if want != self.lock_wanted:
+            self.lock_wanted = want
+            self._lock_tripped = 2  # a new move: a "failed" read now is the last one's
+        elif self._unlock_asked and not want and st == LOCK_FAILED:
+            self.lock_retry = True  # a request is a fresh attempt, whatever the fault's pause
+            self._lock_tripped = 2
+        if not want:
+            self._unlock_asked = False
+        f = self.faults
+        if st != LOCK_FAILED:
+            self._lock_tripped = 0
+        elif self._lock_tripped == 0:
+            self._lock_tripped = 1
+            f.trip(safety.LOCK, now, connected)
+        elif self._lock_tripped == 1 and not f.active(safety.LOCK):
+            self._lock_tripped = 2
+            self.lock_retry = True
+        f.report(safety.LOCK, False, now, connected)  # (clears retry_ms after the trip)
+        if st != self._lock_seen:
+            self._lock_seen = st
+            self._emit("lock", st, self.lock_hold)
+
+    def _lock_quiet(self, i, now):
+        """No current can flow through the socket: the contactor commanded open for LOCK_OPEN_MS,
+        its auxiliary contact (when fitted) open, the meter (when it measures current) below
+        LOCK_AMPS_DA. Never with a welded contactor: the socket may still be live."""
+        if self.contactor or i.feedback or self.faults.active(safety.WELDED):
+            return False
+        if self.clock.ticks_diff(now, self._contactor_at) < LOCK_OPEN_MS:
+            return False
+        a = i.amps_da
+        return a is None or a < LOCK_AMPS_DA
+
+    def _lock_closes(self):
+        """The contactor may close (or stay closed) as far as the lock goes: none fitted, or it
+        is wanted and confirmed locked. Anything else opens it in this tick."""
+        st = self.inp.lock
+        return st is None or (st == LOCK_LOCKED and self.lock_wanted is True)
 
     def _state_name(self):
         if self.duty == pilot.DUTY_OFF:

@@ -21,6 +21,7 @@ TEMP_SENSOR = "temp-sensor"
 CABLE = "cable"
 CONFIG = "config"
 METER = "meter"
+LOCK = "lock"  # the socket lock did not confirm its position (firmware/charger.py: _lock)
 
 PERMANENT = (WELDED, CONFIG)
 
@@ -39,6 +40,7 @@ OCPP_ERROR = {
     CABLE: "OtherError",
     CONFIG: "InternalError",
     METER: "PowerMeterFailure",
+    LOCK: "ConnectorLockFailure",
 }
 
 

@@ -40,7 +40,11 @@ SCHEMA = {
     "firmware_public_key": (str, "", None, None, "reboot", "Ed25519 public key (64 hex digits) that firmware bundles must be signed with; empty: UpdateFirmware is refused."),
     "tariffs": (dict, None, None, None, "reboot", "Tariff table: prices by driver group and time of day, sharing windows of a private charger (docs/tariffs.md); none: sessions are not priced."),
     "local_tokens": (dict, None, None, None, "", "Without a back end: the tokens (idTag -> group or null) that may charge when free_charging is off (docs/auth.md)."),
+    "lock_after_power_loss": (str, "release", None, None, "", "Socket lock found locked at boot with no session: \"release\" opens it, \"keep\" keeps it locked until the driver's token, a person or the back end frees it (a solenoid lock lets go when the power goes, whatever this says)."),
 }
+
+# Settings whose value is one of a few words.
+CHOICES = {"lock_after_power_loss": ("release", "keep")}
 
 
 # The biggest settings file a station is expected to hold: 100 local_tokens of 14 hex digits
@@ -91,6 +95,9 @@ def check(key, value):
                 raise SettingsError("setting '%s': %s" % (key, e))
         else:
             _check_tokens(key, value)
+    if key in CHOICES and value not in CHOICES[key]:
+        raise SettingsError("setting '%s': expected one of %s, got %r"
+                            % (key, ", ".join(['"%s"' % c for c in CHOICES[key]]), value))
     if lo is not None and value < lo:
         raise SettingsError("setting '%s': %s is below the minimum %r" % (key, _show(value), lo))
     if hi is not None and value > hi:

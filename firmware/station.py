@@ -97,6 +97,9 @@ class Station:
         if self._recovered is not None:
             self.billing.resume(self._recovered)
         self._recover_since = None
+        self.lock = getattr(hw, "lock", None)  # the socket lock (drivers/lock.py), or None
+        if self.lock is not None and self._recovered is not None:
+            self.charger.lock_owner = self._recovered.get("tag")  # frees a lock kept across the cut
         self.ocpp = None  # the back-end link (firmware.ocpp.chargepoint), when configured
         self.epoch = None  # fn() -> wall-clock seconds, once something knows the time
         self.reboot = None  # reboot(hard): restarts the board (set by start())
@@ -166,8 +169,12 @@ class Station:
             i.amps_da = mt.max_amps_da()
             i.meter_failed = mt.failed
             i.meter_ready = mt.seen
+        if self.lock is not None:
+            i.lock = self.lock.poll(now)
         c.update(now)
         self._outputs()
+        if self.lock is not None:
+            self._lock_outputs(now)
 
     def _outputs(self):
         hw = self.hw
@@ -185,6 +192,35 @@ class Station:
             hw.relay.set(closed)
 
     _rcd_test_out = False
+
+    def _lock_outputs(self, now):
+        # Like the relay: the charger decides, the driver moves (a move is stepped by poll()).
+        c = self.charger
+        want = c.lock_wanted
+        if want is None:
+            return
+        if want != self._lock_out or c.lock_retry:
+            self.lock.want(want, now)
+            self._lock_out = want
+            c.lock_retry = False
+            c.inp.lock = self.lock.state  # what unlock_result() reads until the next tick
+
+    _lock_out = None
+
+    def unlock(self):
+        """A person asks for the socket to be unlocked (a button, the app, the simulator's
+        `unlock`). Refused while a session runs: ending it takes the driver's token or a stop
+        command, then the lock opens by itself. "unlocking", "refused" or "no lock"."""
+        c = self.charger
+        if self.lock is None:
+            result = "no lock"
+        elif c.session:
+            result = "refused"
+        else:
+            c.unlock()
+            result = "unlocking"
+        self._send("lock", {"request": "unlock", "result": result})
+        return result
 
     # ---- the slow task ----
 
@@ -218,6 +254,8 @@ class Station:
         stop (a person pressed Ctrl-C at the REPL, a restart). Allocates nothing, waits for nothing."""
         hw = self.hw
         hw.relay.open_now()
+        if self.lock is not None:
+            self.lock.idle()  # no current in the actuator (a motor stays put, a solenoid lets go)
         hw.pilot.set_duty_u16(65535 if pilot_high else 0)
 
     def _service(self):
@@ -321,6 +359,8 @@ class Station:
                 else:
                     why = "%d charges in a row shorter than %d s" % (c.short_charges, chg.STABLE_MS // 1000)
                 self._send("holdoff", {"ms": a, "reason": "contactor wear: " + why}, at)
+            elif kind == "lock":
+                self._send("lock", {"state": a, "held": b}, at)
             elif kind == "boot":
                 fields = {"settings_error": self.settings_error}
                 if self.billing.error:
@@ -430,6 +470,8 @@ class Station:
             if k.upper() == tag.upper():
                 known = k
         group = tokens[known] if known is not None else None
+        if self._frees_lock(tag, group, tokens.get(c.lock_owner)):
+            return self._token(tag, "unlocking", "the token whose session the lock is held for")
         if c.session:
             from firmware import auth  # the same stop rule as with a back end
 
@@ -447,6 +489,18 @@ class Station:
         c.authorize(known)
         self.billing.authorized(known, group, tariff)
         return self._token(tag, "accepted", "local_tokens", group, tariff)
+
+    def _frees_lock(self, tag, group, owner_group):
+        """A held socket lock (charger.hold_lock) opens for its owner's token or its group."""
+        c = self.charger
+        if self.lock is None or c.session or not c.lock_hold or c.lock_owner is None:
+            return False
+        from firmware import auth
+
+        if not auth.same_group(c.lock_owner, owner_group, tag, group):
+            return False
+        c.unlock()
+        return True
 
     def _token(self, tag, result, reason, group=None, tariff=None):
         self._send("token", {"id_tag": tag, "result": result, "reason": reason, "group": group, "tariff": tariff})

@@ -59,7 +59,7 @@ CODE = (
     "firmware.ocpp.smart", "firmware.ocpp.dt", "firmware.ocpp.update", "firmware.ocpp.http",
     "firmware.ocpp.ed25519", "firmware.appslot", "control", "firmware.auth", "firmware.tariff",
     "firmware.billing", "firmware.ocpp.tokens", "drivers.reader", "drivers.mfrc522", "drivers.pn532",
-    "drivers.wiegand", "world.card",
+    "drivers.wiegand", "world.card", "drivers.lock",
 )
 
 
@@ -445,7 +445,8 @@ class Sim:
         cp = getattr(st, "ocpp", None) if st is not None else None
         if cp is not None or self._remotes:
             wall = self._wall
-            while self._remotes or (cp is not None and cp.busy()):
+            # (not while the firmware's answer waits on the charger itself: UnlockConnector)
+            while (self._remotes and not (cp is not None and cp.local_wait)) or (cp is not None and cp.busy()):
                 if self._cut_due(cp):
                     break
                 # One wait holds virtual time for at most HOLD_MS in all: beyond, the network
@@ -508,13 +509,15 @@ class Sim:
             if len(args) > 2:
                 body["parentIdTag"] = args[2]
             self._remote(lineno, "token", None, "/tokens", body)
-        elif verb in ("limit", "stop", "clear-fault"):
+        elif verb in ("limit", "stop", "clear-fault", "unlock"):
             self._command(lineno, verb, args)
         else:
             try:
-                self.world.apply(verb, args)
+                result = self.world.apply(verb, args)
             except ValueError as e:
                 raise SimError("line %d: %s" % (lineno, e))
+            if result:
+                self.emit("world", result)
 
     def _command(self, lineno, verb, args):
         # Commands a person or the operator gives the station (later: through OCPP).
@@ -532,6 +535,9 @@ class Sim:
         elif verb == "clear-fault":
             for code in st.charger.faults.codes():
                 st.clear_fault(code)
+        elif verb == "unlock":
+            if st.unlock() == "no lock":
+                raise SimError("line %d: unlock: board %r has no socket lock" % (lineno, self.profile.get("name")))
 
     def _net(self, lineno, what):
         if self.proxy_control is None:
@@ -603,6 +609,10 @@ class Sim:
                                "code": self.heap.code, "leftover": self.heap.leftover,
                                 "out_of_memory": self.out_of_memory})
         self.emit("flash", {"bytes_written": self.flash.bytes, "writes": self.flash.writes, "used": self.flash.used})
+        lk = self.world.lock
+        if lk is not None:
+            self.emit("world", {"lock_both_on": lk.both_on, "lock_strokes": lk.strokes,
+                                "pulls_refused": self.world.pulls_refused})
         self.emit("world", {"truth": round(self.world.truth_wh, 3)})
         if self.events is not None:
             self.events.close()

@@ -32,6 +32,7 @@ RUNS = {
     "tls_wrong_ca": ("tls", ["--tls", "wrong-ca"]),
     "weld_unplug": ("weld_unplug", []),
     "flash_full": ("flash_full", []),
+    "unlock_connector": ("unlock_connector", []),
 }
 
 
@@ -179,6 +180,24 @@ def test_remote_start_and_stop(runs):
     assert start["id_tag"] == "DRIVER1" and start["t"] >= r.action("plug")
     stop = r.of("session", event="stop")[0]
     assert stop["t"] - r.action("remote", 1) <= 100  # the contactor opens at once
+
+
+def test_unlock_connector_finishes_the_transaction_then_unlocks(runs):
+    # 5.18: the transaction is finished first (Reason UnlockCommand), the answer says whether the
+    # lock's feedback shows it open
+    r = ok(runs, "unlock_connector")
+    tx = transactions_match_sessions(r)
+    assert len(tx) == 1 and tx[0]["reason"] == "UnlockCommand"
+    answer = [e for e in r.of("remote") if e["action"] == "UnlockConnector"]
+    assert answer[0]["result"] == {"status": "Unlocked"}
+    sent = r.action("remote")
+    assert r.of("contactor", closed=False)[0]["t"] == sent  # the opening waits for nothing
+    unlocked = [e["t"] for e in r.of("lock") if e.get("state") == "unlocked"][-1]
+    assert sent < unlocked <= answer[0]["t"] < sent + 10000
+    assert [e["pull"] for e in r.of("world") if "pull" in e] == ["done"]
+    _tx, frames, _inv, _v = r.backend()
+    status = [p["status"] for p in payloads(frames, "StatusNotification") if p["connectorId"] == 1]
+    assert status[-2:] == ["Finishing", "Available"]
 
 
 def test_offline_transactions_replayed_in_order(runs):

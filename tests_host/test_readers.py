@@ -27,6 +27,17 @@ MFRC = {"type": "mfrc522", "spi": 2, "sck": 18, "mosi": 23, "miso": 19, "cs": 5,
 PN = {"type": "pn532", "i2c": 0, "scl": 22, "sda": 21, "address": 36}
 WG = {"type": "wiegand", "d0": 14, "d1": 13}
 
+
+def on_devkit(section):
+    """A reader section as docs/readers.md wires it to the DevKit profile: beside its socket lock
+    (GPIO 13, 14, 21) a PN532 or a Wiegand reader takes pins the MFRC522 leaves free."""
+    s = dict(section)
+    if s["type"] == "pn532":
+        s["sda"] = 23
+    elif s["type"] == "wiegand":
+        s.update(d0=18, d1=19)
+    return s
+
 UID4 = bytes.fromhex("04A1B2C3")
 UID7 = bytes.fromhex("04112233445566")
 UID10 = bytes.fromhex("0102030405060708090A")
@@ -885,11 +896,11 @@ def test_board_reader_defaults():
     del p["reader"]["rst"]
     assert board.validate(p)["reader"]["rst"] is None
     p = devkit()
-    p["reader"] = {"type": "pn532", "i2c": 0, "scl": 22, "sda": 21}
+    p["reader"] = on_devkit({"type": "pn532", "i2c": 0, "scl": 22, "sda": 21})
     assert board.validate(p)["reader"]["address"] == 0x24
     p = devkit()
-    p["reader"] = dict(WG)
-    assert board.validate(p)["reader"] == WG
+    p["reader"] = on_devkit(WG)
+    assert board.validate(p)["reader"] == on_devkit(WG)
 
 
 @pytest.mark.parametrize("reader,message", [
@@ -916,7 +927,7 @@ def test_board_validation_of_the_reader(reader, message):
 def test_wiegand_on_input_only_pins_is_fine():
     p = devkit()
     p["temperature"]["adc_pin"] = 32
-    p["rcd"]["test_pin"] = 13
+    p["rcd"]["test_pin"] = 15
     p["reader"] = {"type": "wiegand", "d0": 34, "d1": 35}
     board.validate(p)
 
@@ -930,7 +941,7 @@ def world_profile(section):
     p.pop("meter", None)
     p.pop("reader", None)
     if section is not None:
-        p["reader"] = dict(section)
+        p["reader"] = on_devkit(section)
     return board.validate(p)
 
 

@@ -141,7 +141,8 @@ def test_every_verb_documented_in_spec():
         "pilot-short", "pilot-ok",
         "temp", "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "net",
         "remote", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault",
-        "flash-full", "flash-fail", "flash-ok"}
+        "flash-full", "flash-fail", "flash-ok",
+        "unlock", "lock-jam", "lock-ok", "pull"}
 
 
 # -- errors: each names the line, the verb and what was expected

@@ -65,6 +65,18 @@ def run_sim(name, tmp, *extra):
 
 
 NAMES = sorted(f[:-4] for f in os.listdir(SCENARIOS) if f.endswith(".scn"))
+SETTINGS = {  # scenario: the settings file it runs with (the defaults otherwise)
+    "lock_power_keep": {"lock_after_power_loss": "keep"},
+}
+
+
+def sim_args(name, tmp):
+    if name not in SETTINGS:
+        return []
+    path = os.path.join(tmp, name + ".settings.json")
+    with open(path, "w") as f:
+        json.dump(SETTINGS[name], f)
+    return ["--settings", path]
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +84,7 @@ def runs(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("scenarios"))
     longest_first = sorted(NAMES, key=lambda n: "_1h" not in n)  # the hour-long ones set the pace
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        done = dict(zip(longest_first, pool.map(lambda n: run_sim(n, tmp), longest_first)))
+        done = dict(zip(longest_first, pool.map(lambda n: run_sim(n, tmp, *sim_args(n, tmp)), longest_first)))
     return done
 
 
@@ -340,3 +352,83 @@ def test_a_weld_during_chatter_is_found_within_five_seconds(runs):
     assert found and found[0] - appears <= 5000
     assert not [x for x in r.closes() if x > appears]
     assert r.of("session", event="stop")[-1]["reason"] == "Other"
+
+
+# ---- the socket lock (README, "The socket lock"; the DevKit profile's motor lock)
+
+def lock_states(r):
+    return [(e["t"], e["state"]) for e in r.of("lock") if "state" in e]
+
+
+def locked_at(r, t):
+    """The lock's last reported state at or before t is "locked"."""
+    before = [s for at, s in lock_states(r) if at <= t]
+    return bool(before) and before[-1] == "locked"
+
+
+def lock_world(r):
+    return [e for e in r.of("world") if "lock_both_on" in e][0]
+
+
+def pulls(r):
+    return [e["pull"] for e in r.of("world") if "pull" in e]
+
+
+def test_lock_confirmed_before_the_contactor_closes(runs):
+    r = ok(runs, "lock_before_close")
+    closes = r.closes()
+    assert len(closes) == 1 and all(locked_at(r, t) for t in closes)
+    assert [s for _, s in lock_states(r)] == ["unlocked", "moving", "locked", "moving", "unlocked"]
+    stop = r.action("stop")
+    opened = r.first_open_after(stop)
+    assert opened == stop  # opening waits for nothing, the lock least of all
+    unlocked = [t for t, s in lock_states(r) if s == "unlocked"][-1]
+    assert unlocked > opened
+    assert pulls(r) == ["done"]
+    assert lock_world(r)["lock_both_on"] == 0 and lock_world(r)["lock_strokes"] == 2
+
+
+def test_lock_refuses_a_pull_while_charging(runs):
+    r = ok(runs, "lock_pull")
+    pull = r.action("pull")
+    unplug = r.action("unplug")
+    assert pulls(r) == ["refused", "done"]
+    assert r.closes()[0] < pull and r.first_open_after(pull) == r.first_open_after(unplug)  # charging went on
+    assert r.first_open_after(unplug) - unplug <= BUDGET_MS
+    assert r.of("session", event="stop")[0]["reason"] == "EVDisconnected"
+    unlocked = [t for t, s in lock_states(r) if s == "unlocked"][-1]
+    assert unplug < unlocked < unplug + 3000
+    assert lock_world(r)["pulls_refused"] == 1 and not r.of("fault")
+
+
+def test_jammed_lock_is_a_fault_retried_and_never_closes_unlocked(runs):
+    r = ok(runs, "lock_jam")
+    raised = r.fault("lock")
+    assert len(raised) == 2 and raised[1] - raised[0] >= 30000  # retried after the fault pause
+    assert {e["ocpp"] for e in r.of("fault", code="lock")} == {"ConnectorLockFailure"}
+    cleared = r.fault("lock", active=False)
+    assert len(cleared) == 2 and cleared[1] > r.action("lock-ok")
+    closes = r.closes()
+    assert len(closes) == 1 and closes[0] > cleared[1] and locked_at(r, closes[0])
+    assert lock_world(r)["lock_both_on"] == 0
+
+
+def test_power_loss_release_opens_the_lock_when_the_power_returns(runs):
+    r = ok(runs, "lock_power_release")
+    reboot = r.of("boot")[1]["t"]
+    assert r.of("lock")[[e["t"] for e in r.of("lock")].index(reboot)]["state"] == "locked"  # it held
+    assert pulls(r) == ["refused", "done"]  # refused without power, out after the boot
+    unlocked = [t for t, s in lock_states(r) if s == "unlocked" and t > reboot]
+    assert unlocked and unlocked[0] - reboot < 1000
+    assert r.of("session", event="stop")[0]["reason"] == "PowerLoss"
+
+
+def test_power_loss_keep_holds_the_lock_until_a_person_asks(runs):
+    r = ok(runs, "lock_power_keep")
+    reboot = r.of("boot")[1]["t"]
+    after = [e for e in r.of("lock") if e["t"] >= reboot and "state" in e]
+    assert after[0]["state"] == "locked" and after[0]["held"] is True
+    unlock = r.action("unlock")
+    assert [e["t"] for e in after if e["state"] == "moving"][0] >= unlock  # nothing moved before
+    assert r.of("lock", request="unlock")[0]["result"] == "unlocking"
+    assert pulls(r) == ["refused", "done"]

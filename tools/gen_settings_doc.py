@@ -43,6 +43,7 @@ VALUE_CHECKS = (
     (("tariffs",), "`tariffs` must parse as a tariff table (firmware/tariff.py, docs/tariffs.md)."),
     (("local_tokens",), "`local_tokens`: at most 100 entries; every idTag and every group is 1 to "
                         "20 characters (a group may be `null`)."),
+    (("lock_after_power_loss",), "`lock_after_power_loss`: `\"release\"` or `\"keep\"`."),
 )
 
 # An example settings file; generation fails if the firmware would refuse it.

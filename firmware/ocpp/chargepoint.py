@@ -60,6 +60,8 @@ BACKOFF_CAP_MS = 60000  # longest wait between reconnection attempts (full jitte
 STABLE_MS = 10000  # a connection up this long resets the reconnect backoff
 BOOT_RETRY_S = 60  # BootNotification retry when the back end gave no interval
 RESET_WAIT_MS = 30000  # a soft Reset waits this long at most for the StopTransaction to go out
+UNLOCK_WAIT_MS = 10000  # UnlockConnector's answer waits this long at most for the lock to open
+# (the stop, the meter showing no current, a move with its retries: about 5 s; MessageTimeout 30 s)
 
 # The CS -> CP operations this charge point implements (the others are NotSupported; names
 # not in OCPP 1.6 at all are NotImplemented, see rpc.py).
@@ -131,7 +133,8 @@ class ChargePoint:
         doc = self._load_state()  # (a corrupt ocpp.json is noted in self.errors)
         self.wall = dt.WallClock(self.clock, doc.get("t") or 0)
         self._saved_t = self.wall.now()
-        self.config = config_mod.Config(_join(root, CONFIG_FILE), fs, self._config_defaults())
+        self.config = config_mod.Config(_join(root, CONFIG_FILE), fs, self._config_defaults(),
+                                        readonly=self._config_readonly())
         cfg = self.config
         self.outbox = outbox_mod.Outbox(_join(root, OUTBOX_DIR), fs=outbox_mod.FS() if fs is None else fs,
                                         clock=self.clock, attempts=cfg.get("TransactionMessageAttempts"),
@@ -190,7 +193,9 @@ class ChargePoint:
         self._healthy_since = None  # tick since which a trial firmware has been healthy
         self._confirmed = False
         self._synced_at = 0  # epoch at the first time sync of this boot
+        self.local_wait = False  # a command's answer waits on the charger, not on the network
         station.add_sink(self._event)
+        self.charger.unlock_on_ev_disconnect = cfg.get("UnlockConnectorOnEVSideDisconnect")
         self.charger.set_available(self._operative)
         self.charger.reserved = self._reservation is not None
         self._phases = station.profile.get("phases", 3)
@@ -237,7 +242,15 @@ class ChargePoint:
         d = {}
         if self.opts.password is not None:
             d["AuthorizationKey"] = self.opts.password
+        if not self._has_lock():
+            d["UnlockConnectorOnEVSideDisconnect"] = False  # errata 3.83
         return d
+
+    def _config_readonly(self):
+        return () if self._has_lock() else ("UnlockConnectorOnEVSideDisconnect",)
+
+    def _has_lock(self):
+        return getattr(self.st, "lock", None) is not None
 
     def _note(self, text):
         """Something went wrong locally: kept (the last 8) and reported as an event for the log."""
@@ -682,6 +695,8 @@ class ChargePoint:
             self._hb_s = value
         elif key == "MessageTimeout" and self.rpc is not None:  # fix (test_chargepoint), see _on_up
             self.rpc.timeout_ms = value * 1000
+        elif key == "UnlockConnectorOnEVSideDisconnect":
+            self.charger.unlock_on_ev_disconnect = value
 
     async def _on_ClearCache(self, p):
         return {"status": self.tokens.cache.clear()}
@@ -806,8 +821,30 @@ class ChargePoint:
         self.opts.reboot(kind == "Hard")
 
     async def _on_UnlockConnector(self, p):
-        # No board profile has a connector lock actuator yet: nothing to unlock.
-        return {"status": "NotSupported"}
+        # 5.18: finish a running transaction first (reason UnlockCommand), then answer whether
+        # the lock's feedback shows it open. Errata 3.85: NotSupported for a connector that does
+        # not exist, as for one without a lock (a tethered cable, a socket without actuator).
+        c = self.charger
+        if p["connectorId"] != 1 or not self._has_lock():
+            return {"status": "NotSupported"}
+        if c.session:
+            c.stop(chg.UNLOCK_COMMAND)
+        c.unlock()
+        clock = self.clock
+        since = clock.ticks_ms()
+        self.local_wait = True  # (the simulator lets virtual time run meanwhile)
+        try:
+            while True:
+                done = c.unlock_result()
+                if done is not None:
+                    break
+                if clock.ticks_diff(clock.ticks_ms(), since) >= UNLOCK_WAIT_MS:
+                    done = False
+                    break
+                await clock.sleep_ms(POLL_MS)
+        finally:
+            self.local_wait = False
+        return {"status": "Unlocked" if done else "UnlockFailed"}
 
     async def _on_ReserveNow(self, p):
         c = self.charger
@@ -939,7 +976,7 @@ class ChargePoint:
         if link is not None and getattr(link, "connecting", False):
             return True
         r = self.rpc
-        return r is not None and (r.outstanding is not None or r.busy)
+        return r is not None and (r.outstanding is not None or (r.busy and not self.local_wait))
 
     def _on_up(self):
         # A new connection is not a reboot: BootNotification only until one was accepted since
@@ -1048,7 +1085,8 @@ class ChargePoint:
         link = self.link
         if self.rpc is None or link is None or not link.connected:
             return False
-        if self.rpc.busy:
+        if self.rpc.busy and not self.local_wait:
+            # (local_wait: UnlockConnector waits for the lock; its StopTransaction goes first)
             # Fix (test_chargepoint): an incoming call's answer is still being written. 5.17:
             # "The Charge Point SHALL first send the TriggerMessage response, before sending the
             # requested message"; a slow write let the triggered message overtake the answer.
@@ -1270,6 +1308,8 @@ class ChargePoint:
             return
         if self.config.get("StopTransactionOnInvalidId"):
             c.deauthorize()
+            if self._has_lock():  # errata 3.5: locked until the same idTag (or group) comes back
+                c.hold_lock(tx["tag"])
         else:
             c.limits.claim(INVALID_CLAIM, 0)  # energy stops; the transaction stays open
 

@@ -14,6 +14,8 @@
     cfg.listen(fn)                              fn(key, typed_value) after each saved change
     cfg.load_error / cfg.listener_error         str or None, for the owner to report
     cfg.ca_installed = True                     a Central System root CA is configured (profile 2)
+    Config(..., readonly=("UnlockConnectorOnEVSideDisconnect",))   keys that this hardware makes
+        read-only (a charger without a socket lock: errata 3.83), treated as the table's RO keys
 
 Rules (OCPP 1.6 edition 2 sections 5.3, 5.8, 9; errata v4; security whitepaper edition 2):
 - Key names are CiString50: matched case-insensitively, always reported with their spelling here.
@@ -125,8 +127,9 @@ SupportedFeatureProfiles          CSL RO   "Core,FirmwareManagement,LocalAuthLis
 SupportedFeatureProfilesMaxLength int RO   6 (errata 3.80: optional, harmless)        limits the above
 TransactionMessageAttempts        int      3, 1..10 (MicroOcpp)                       Outbox.configure
 TransactionMessageRetryInterval   int      60, 0..86400 s (MicroOcpp)                 Outbox.configure
-UnlockConnectorOnEVSideDisconnect bool RO  false: no connector lock (MicroOcpp without reported
-                                           a lock; errata 3.83: a fixed cable reports false)
+UnlockConnectorOnEVSideDisconnect bool     true: the lock opens when the car leaves;    charger (lock)
+                                           RO false without a lock (readonly=, errata 3.83:
+                                           a fixed cable reports false)
 WebSocketPingInterval             int      60, 0..3600 s; 0 = no client pings         Link.ping_interval_s
 Firmware Management (errata 3.88)
 SupportedFileTransferProtocols    CSL RO   "HTTP,HTTPS"                               UpdateFirmware (issue 6)
@@ -245,7 +248,7 @@ TABLE = (
      None, R),
     ("TransactionMessageAttempts", "i", 3, 1, 10, 0),
     ("TransactionMessageRetryInterval", "i", 60, 0, 86400, 0),
-    ("UnlockConnectorOnEVSideDisconnect", "b", False, None, None, R),
+    ("UnlockConnectorOnEVSideDisconnect", "b", True, None, None, 0),
     ("WebSocketPingInterval", "i", 60, 0, 3600, 0),
 )
 
@@ -346,7 +349,7 @@ def _member(members, item):
 
 
 class Config:
-    def __init__(self, path, fs=None, overrides=None, measurands=None):
+    def __init__(self, path, fs=None, overrides=None, measurands=None, readonly=()):
         self.path = path
         self.fs = fs
         self.measurands = MEASURANDS if measurands is None else tuple(measurands)
@@ -358,6 +361,7 @@ class Config:
         self._fns = []
         self._d = {}  # the owner's defaults that differ from the table
         self._v = {}  # values that differ from the effective default
+        self._ro = readonly  # keys the owner makes read-only: facts of this hardware (errata 3.83)
         if overrides:
             self._override(overrides)
         self._load()
@@ -411,7 +415,10 @@ class Config:
         return out
 
     def _kv(self, e):
-        return {"key": e[0], "readonly": bool(e[5] & R), "value": text(self._get(e))}
+        return {"key": e[0], "readonly": bool(self._flags(e) & R), "value": text(self._get(e))}
+
+    def _flags(self, e):
+        return e[5] | R if e[0] in self._ro else e[5]
 
     # ---- changing ----
 
@@ -423,7 +430,7 @@ class Config:
             self.reason = "unknown configuration key %s" % _clip(key)
             return "NotSupported"
         name = e[0]
-        if e[5] & R:
+        if self._flags(e) & R:
             self.reason = "%s is read-only" % name
             return "Rejected"
         if type(value) is not str:
@@ -502,7 +509,7 @@ class Config:
             self._v.pop(n, None)
         else:
             self._v[n] = v
-        if e[5] & R:
+        if self._flags(e) & R:
             return None
         try:
             self._save()
@@ -519,7 +526,7 @@ class Config:
         doc = {}
         for n in self._v:
             e = find(n)
-            if not e[5] & R:
+            if not self._flags(e) & R:
                 doc[n] = text(self._v[n])
         store.write_json(self.path, doc, self.fs)
 
@@ -660,7 +667,7 @@ class Config:
             if e is None:
                 problems.append("unknown key %s ignored" % _clip(k))
                 continue
-            if e[5] & R:
+            if self._flags(e) & R:
                 problems.append("%s is read-only, ignored" % e[0])
                 continue
             s = _text_for(e, doc[k])

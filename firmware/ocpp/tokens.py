@@ -9,7 +9,7 @@ tariff of the token's group (firmware/tariff.py).
     tokens.group_of(tag)       the parentIdTag this charger knows for a token (None: none)
 
 Every outcome is a "token" event: {"id_tag", "result": "accepted" | "refused" | "waiting" |
-"stopping", "reason", "group", "tariff"} for the display and the log. Starting means authorizing
+"stopping" | "unlocking", "reason", "group", "tariff"} for the display and the log. Starting means authorizing
 the charger (the car may come within ConnectionTimeOut, or be there already); stopping means
 charger.stop(Local) with the stopper's idTag in StopTransaction.
 """
@@ -25,6 +25,7 @@ CACHE_ENTRIES = 100  # bounded: the oldest invalid entries, then the oldest vali
 AUTHORIZE_TIMEOUT_MS = 15000
 
 ACCEPTED, REFUSED, WAITING, STOPPING = "accepted", "refused", "waiting", "stopping"
+UNLOCKING = "unlocking"  # a socket lock held for this token's session opens (charger.hold_lock)
 
 
 class Tokens:
@@ -46,6 +47,8 @@ class Tokens:
         tag = tag.upper()  # idTags are case-insensitive (7.28); a reader gives upper-case hex
         if self._asking is not None:
             return self._out(tag, REFUSED, "busy: waiting for the back end's answer on another token")
+        if cp.st._frees_lock(tag, self.group_of(tag), self.group_of(c.lock_owner)):
+            return self._out(tag, UNLOCKING, "the token whose session the lock is held for")
         if c.session:
             return self._present_to_stop(tag)
         if c.faults.any() or not c.available:

@@ -102,6 +102,10 @@ SPEC = {
     "limit": (_int_in("AMPS", 0, 80),),
     "stop": (),
     "clear-fault": (),
+    "unlock": (),
+    "lock-jam": (),
+    "lock-ok": (),
+    "pull": (),
 }
 
 

@@ -39,10 +39,18 @@ KIND (the next read goes wrong: crc, bcc, collision, parity, removed on an MFRC5
 lcs, nack, error, noanswer on a PN532; parity, bits on Wiegand). Args may be typed values (from
 scenario.parse) or strings. ValueError when an action cannot apply (no meter, no NTC, no reader,
 bad argument).
+
+Socket lock (boards with a `lock` section, world/lock.py): lock-jam (the actuator's pin is stuck
+where it is), lock-ok (it moves again), pull (a person pulls the plug out of the socket: refused
+while the pin holds it, else cable and car are gone; `apply` returns {"pull": "refused" or
+"done"}, and `pulls_refused` counts the refusals). With the plug held, `unplug` only takes the
+car off its end of the cable: the cable stays in the socket (PP still reads it) until a `pull`;
+a `plug` then plugs the car into that cable again.
 """
 import machine
 
 from world.cable import Cable
+from world.lock import LockActuator
 from world.car import Car, decode_duty, high_volts
 from world.rcd import Rcd
 from world.relay import Relay
@@ -64,7 +72,7 @@ OUT_PWM = 3
 VERBS = ("plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "ev-chatter", "ev-steady", "rcd-leak",
          "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok", "temp",
          "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "card",
-         "card-off", "card-broken", "feedback-lost", "feedback-ok")
+         "card-off", "card-broken", "feedback-lost", "feedback-ok", "lock-jam", "lock-ok", "pull")
 
 
 def _ticks_diff(a, b):
@@ -97,6 +105,11 @@ class World:
         self.rcd = Rcd(profile["rcd"])
         prox = profile.get("proximity")
         self.cable = Cable(prox) if prox else None
+        lk = profile.get("lock")
+        self.lock = LockActuator(lk) if lk else None
+        self.pulls_refused = 0
+        self._lock_level = None
+        self._on_lock_fns = (self._on_lock_pin0, self._on_lock_pin1)
         temp = profile.get("temperature")
         self.thermal = Thermal(temp) if temp and temp.get("adc_pin") is not None else None
         self.meter = None
@@ -150,6 +163,10 @@ class World:
                 machine.hw_attach_uart(self._meter_cfg["uart"], self.meter)
         if self.card is not None:
             self.card.install()
+        if self.lock is not None:
+            for k, pin in enumerate(self.lock.pins):
+                machine.hw_on_output(pin, self._on_lock_fns[k])
+            self._lock_level = None
         self._fb_level = None
         self._rcd_level = None
         self._mode = -1
@@ -157,6 +174,14 @@ class World:
 
     def _on_relay_pin(self, level):
         self.relay.command(self.powered and self.relay.energised_by(level), self.t)
+
+    def _on_lock_pin0(self, level):
+        self.lock.set_drive(0, self.lock.on_by(level), self.powered, self.t)
+        self._sync()
+
+    def _on_lock_pin1(self, level):
+        self.lock.set_drive(1, self.lock.on_by(level), self.powered, self.t)
+        self._sync()
 
     def _on_test_pin(self, level):
         self.rcd.set_test(self.rcd.test_active_by(level), self.t)
@@ -194,6 +219,10 @@ class World:
         if self.rcd.test_pin is not None:
             self.rcd.set_test(self.rcd.test_active_by(machine.hw_level(self.rcd.test_pin)),
                               self.t)
+        lk = self.lock
+        if lk is not None:
+            for k, pin in enumerate(lk.pins):
+                lk.set_drive(k, lk.on_by(machine.hw_level(pin)), self.powered, self.t)
         mode, duty = self._read_output()
         self._mode = mode
         self._duty = duty
@@ -238,12 +267,19 @@ class World:
         if lv != self._rcd_level:
             self._rcd_level = lv
             machine.hw_set_input(self.rcd.pin, lv)
+        lk = self.lock
+        if lk is not None:
+            lv = lk.feedback_level()
+            if lv != self._lock_level:
+                self._lock_level = lv
+                machine.hw_set_input(lk.feedback_pin, lv)
 
     # -- time
 
     def _next_due(self):
         n = None
-        for d in (self.car.next_due(), self.relay.next_due(), self.rcd.next_due()):
+        for d in (self.car.next_due(), self.relay.next_due(), self.rcd.next_due(),
+                  self.lock.next_due() if self.lock is not None else None):
             if d is not None and (n is None or d < n):
                 n = d
         return n
@@ -284,6 +320,8 @@ class World:
             self.car.step(self.t)
             self.relay.step(self.t)
             self.rcd.step(self.t)
+            if self.lock is not None:
+                self.lock.step(self.t)
             self._sync()
         self._integrate(end - self.t)
         self.t = end
@@ -303,6 +341,7 @@ class World:
 
     def status(self):
         return {"car": self.car.state(), "amps": self.amps(), "phases": self.phases_now(),
+                "lock": None if self.lock is None else ("locked" if self.lock.locked() else "open"),
                 "contacts": self.relay.closed, "rcd": self.rcd.tripped,
                 "wh": int(self.truth_wh * 10 + 0.5) / 10, "power": self.powered,
                 "temp": self.thermal.celsius if self.thermal is not None else None}
@@ -330,6 +369,8 @@ class World:
             return
         self.powered = False
         self.relay.command(False, self.t)
+        if self.lock is not None:
+            self.lock.power(False, self.t)  # a motor stays put, a solenoid's spring lets go
         self.car.power_lost()
         if self.meter is not None:
             self.meter.dead = True
@@ -354,15 +395,22 @@ class World:
         car = self.car
         t = self.t
         n = len(args)
+        result = None
         if verb == "plug":
             amps = _num(args[0], "cable amps", verb) if n else 32
             if self.cable is not None:
-                self.cable.plug(amps)
+                if self._held():
+                    if n and amps != self.cable.amps:
+                        raise ValueError("plug: the socket holds a locked %d A cable" % self.cable.amps)
+                else:
+                    self.cable.plug(amps)
             car.plug(self.offer_da(), t)
         elif verb == "unplug":
             car.unplug()
-            if self.cable is not None:
-                self.cable.unplug()
+            if self.cable is not None and not self._held():
+                self.cable.unplug()  # the driver takes the cable along
+        elif verb in ("lock-jam", "lock-ok", "pull"):
+            result = self._lock_action(verb)
         elif verb == "ev-ready":
             if not n:
                 raise ValueError("ev-ready: expected AMPS [PHASES]")
@@ -456,3 +504,26 @@ class World:
             raise ValueError("unknown world action %r (expected one of %s)"
                              % (verb, ", ".join(VERBS)))
         self._observe()
+        return result
+
+    def _held(self):
+        """A plug is in the socket and the lock's pin holds it."""
+        return self.lock is not None and self.cable is not None and self.cable.amps is not None \
+            and self.lock.holds_plug()
+
+    def _lock_action(self, verb):
+        if verb == "pull":
+            if self.cable is None:
+                raise ValueError("pull: board %r has a tethered cable" % self.profile.get("name"))
+            if self.cable.amps is None:
+                raise ValueError("pull: no plug in the socket")
+            if self._held():
+                self.pulls_refused += 1
+                return {"pull": "refused", "refused": self.pulls_refused}
+            self.car.unplug()
+            self.cable.unplug()
+            return {"pull": "done"}
+        if self.lock is None:
+            raise ValueError("%s: board %r has no socket lock" % (verb, self.profile.get("name")))
+        self.lock.jam(verb == "lock-jam", self.t)
+        return None
