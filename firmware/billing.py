@@ -9,6 +9,7 @@ cut loses nothing, shown in the status and reported at the end of the session.
     billing.authorized(tag, group, tariff)   who the next session is for (the token flow)
     billing.begin(tag, epoch, wh) -> journal fields {"g", "tf"} of the new session
     billing.update(epoch, wh);  billing.fields() -> {"t", "x"} for a progress record
+    billing.retime(epoch)         the session began then (the time was learnt after its start)
     billing.resume(session)       after a power cut: the journal's last state of the open session
     billing.finish(epoch, wh) -> {"cost", "currency", "tariff", "group"} or {}
 
@@ -35,6 +36,7 @@ class Billing:
         self.bill = None  # tariff.Bill of the running session
         self._pending = None  # its tariff, until the first reading starts the bill
         self._start = None
+        self._wh0 = None  # the register when the session began (None: the meter was silent)
         self.group = None
         doc = None
         try:
@@ -88,6 +90,7 @@ class Billing:
             name = t.group_tariff(group)
         self._pending = name
         self._start = epoch
+        self._wh0 = wh
         self.update(epoch, wh)  # the bill starts at the first reading known with the time
         fields = {"tf": name}
         if group is not None:
@@ -111,15 +114,26 @@ class Billing:
         except ValueError:  # the table changed meanwhile and lost that tariff: unpriced
             self.bill = None
 
+    def retime(self, epoch):
+        """The session began at `epoch`, learnt after its start (the time was not known then):
+        its bill, still waiting for the time, starts there."""
+        if self._pending is not None and self._start is None:
+            self._start = epoch
+
     def update(self, epoch, wh):
         if epoch is None or wh is None:
             return
         if self.bill is not None:
             self.bill.update(epoch, wh)
-        elif self._pending is not None:  # the meter had not answered when the session began
+        elif self._pending is not None:
+            # The meter had not answered, or the time was not known, when the session began:
+            # the bill starts at the session's start where it is known by now.
             from firmware import tariff
-            self.bill = tariff.Bill(self.tariffs, self._pending, self._start or epoch, wh)
+            t0 = self._start if self._start is not None else epoch
+            wh0 = self._wh0 if self._wh0 is not None else wh
+            self.bill = tariff.Bill(self.tariffs, self._pending, t0, wh0)
             self._pending = None
+            self.bill.update(epoch, wh)
 
     def fields(self):
         b = self.bill

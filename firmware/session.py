@@ -128,6 +128,20 @@ class SessionKeeper:
         self.flush()
         return s
 
+    def retime(self, t):
+        """The open session began at `t` (epoch s): learnt after its start, when the back end
+        told the time later in the same boot."""
+        s = self.current
+        if s is None:
+            return
+        s["t"] = t
+        if s["ta"] is None or s["ta"] < t:
+            s["ta"] = t
+        self._written_t = t
+        self._dirty = True
+        if self.error is None:
+            self.flush()
+
     def energy(self, meter_wh):
         """Session energy in Wh for the open session at this meter reading (0 without a meter)."""
         s = self.current

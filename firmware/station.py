@@ -101,7 +101,11 @@ class Station:
         if self.lock is not None and self._recovered is not None:
             self.charger.lock_owner = self._recovered.get("tag")  # frees a lock kept across the cut
         self.ocpp = None  # the back-end link (firmware.ocpp.chargepoint), when configured
-        self.epoch = None  # fn() -> wall-clock seconds, once something knows the time
+        # fn() -> wall-clock seconds once something knows the time (the OCPP link, when the back
+        # end told it in this boot), else None; guess() -> its best estimate meanwhile
+        self.epoch = None
+        self.guess = None
+        self._start_at = None  # tick of this boot at which the open session began
         self.reboot = None  # reboot(hard): restarts the board (set by start())
         self.failures = 0  # slow rounds that raised since boot
         self._failing = 0  # ... in a row
@@ -285,6 +289,8 @@ class Station:
             wh = self._meter_wh()
             bl = self.billing
             epoch = self._epoch()
+            if epoch is not None and self._start_at is not None:
+                self._start_known(epoch)
             bl.update(epoch, wh)
             keeper.progress(wh, bl.fields if bl.bill is not None else None, epoch)
             if mt.failed:
@@ -331,7 +337,10 @@ class Station:
             if self.clock.ticks_diff(now, self._recover_since) < RECOVER_WAIT_MS:
                 return
         self._recovered = None
-        self._stop_session(chg.POWER_LOSS, wh, None, {"recovered": True, "incomplete": wh is None and self.meter is not None})
+        # It stopped when it was last known alive (the journal's progress time, "ta"), not when
+        # the power came back: neither the StopTransaction nor the bill counts the outage.
+        self._stop_session(chg.POWER_LOSS, wh, None, {"recovered": True, "incomplete": wh is None and self.meter is not None},
+                           rec.get("ta"))
 
     def _drain(self):
         c = self.charger
@@ -374,6 +383,7 @@ class Station:
             epoch = self._epoch()
             priced = self.billing.begin(arg, epoch, wh)
             s = self.keeper.start(arg, wh, epoch, priced)
+            self._start_at = None if epoch is not None else (at if at is not None else self.clock.ticks_ms())
             fields = {"event": "start", "id_tag": arg, "energy_wh": 0, "n": s["n"], "meter_wh": s["e0"]}
             if priced:
                 fields["tariff"] = priced["tf"]
@@ -382,8 +392,19 @@ class Station:
         else:
             self._stop_session(arg, wh, at, {"incomplete": self._incomplete})
 
-    def _stop_session(self, reason, wh, at, extra):
-        epoch = self._epoch()
+    def _start_known(self, epoch):
+        """The back end told the time after the open session began in this boot: its start time
+        goes into the journal and the bill starts there (nothing was billed on a guessed time)."""
+        back = self.clock.ticks_diff(self.clock.ticks_ms(), self._start_at) // 1000
+        t0 = epoch - (back if back > 0 else 0)
+        self._start_at = None
+        self.keeper.retime(t0)
+        self.billing.retime(t0)
+
+    def _stop_session(self, reason, wh, at, extra, t=None):
+        """Close the open session; `t`: the time it stopped when that is not now (epoch s)."""
+        self._start_at = None
+        epoch = t if t is not None else self._epoch()
         cost = self.billing.finish(epoch, wh if wh is not None else (self.keeper.current or {}).get("e"))
         done = self.keeper.stop(reason, wh, extra.get("incomplete", False), epoch,
                                 {"cost": cost["cost"]} if cost else None)
@@ -394,6 +415,8 @@ class Station:
         self._meter_event(at)  # the register at the end of the session
         fields = {"event": "stop", "reason": reason, "energy_wh": energy, "id_tag": s.get("tag"), "n": s["n"],
                   "meter_wh": s["e"]}
+        if t is not None:
+            fields["time"] = t  # (epoch s) it stopped then, not now
         if self.meter is None:
             fields["unmetered"] = True
         fields.update(cost)  # cost, currency, decimals, tariff, group of a priced session
@@ -483,7 +506,7 @@ class Station:
             return self._token(tag, "refused", "not in local_tokens")
         if c.faults.any() or not c.available:
             return self._token(tag, "refused", "the charger can not start now")
-        ok, tariff = self.billing.may_charge(group, self._epoch() or 0)
+        ok, tariff = self.billing.may_charge(group, self.guess() if self.guess is not None else 0)
         if not ok:
             return self._token(tag, "refused", tariff)
         c.authorize(known)
@@ -662,7 +685,8 @@ def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None, txbuf=None
         fs = station.flash  # the station's flash, through the adapter that knows its condition
     cp = cp_mod.ChargePoint(station, opts, fs, link, rxbuf, txbuf)
     station.ocpp = cp
-    station.epoch = cp.wall.now
+    station.epoch = cp.wall.known
+    station.guess = cp.wall.now
     _firmware_management(station, cp, app, ca, reboot)
     return cp
 

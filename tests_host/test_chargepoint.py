@@ -1761,3 +1761,59 @@ async def test_a_bad_answer_to_our_call_is_not_believed(tmp_path):
     await b.run(300)
     assert not b.cp.accepted and not b.cp.wall.synced  # rejected by the response schema
     assert b.backend.actions() == ["BootNotification"]
+
+
+# ============================================================================== true times (issue 11, item 8)
+
+HOURLY = {"currency": "EUR", "tariffs": {"hourly": {"per_kwh": 0, "per_hour": 36}}, "default": "hourly"}  # 1 cent a second
+
+
+def session_cost(backend):
+    """Cents of the SessionCost DataTransfers the back end received, in order."""
+    out = []
+    for p in backend.sent("DataTransfer"):
+        if p.get("messageId") == "SessionCost":
+            euros, cents = json.loads(p["data"])["cost"].split(".")
+            out.append(int(euros) * 100 + int(cents))
+    return out
+
+
+@aio
+async def test_a_session_begun_before_the_time_was_known_is_billed_from_its_true_start(tmp_path):
+    # Nothing is billed on a guessed time: with the old estimate (1970 on a new charger) a
+    # per-hour tariff billed 56 years as soon as the back end told the time.
+    b = await Bench.start(tmp_path, up=False, tariffs=HOURLY)
+    plugged = b.backend.epoch()
+    b.act("plug", 32)
+    b.act("ev-ready", 16)
+    await b.run(1000)
+    await b.up()  # the time, a second after power-on
+    await b.idle(59000)
+    await b.unplug()
+    await b.run(2000)
+    start = b.backend.sent("StartTransaction")[0]
+    assert abs(dt.parse(start["timestamp"]) - plugged) <= 1
+    assert session_cost(b.backend) == [pytest.approx(60, abs=2)]  # a minute at 1 cent a second
+    closed = list(b.st.keeper.journal.records())[-1]
+    assert abs(closed["t0"] - plugged) <= 1 and abs(closed["t"] - (plugged + 61)) <= 2
+
+
+@aio
+async def test_a_power_cut_stops_the_session_when_it_was_last_known_alive_and_bills_no_outage(tmp_path):
+    b = await Bench.start(tmp_path, tariffs=HOURLY)
+    await b.charge()
+    t0 = dt.parse(b.backend.sent("StartTransaction")[0]["timestamp"])
+    await b.idle(150000)
+    cut = b.backend.epoch()
+    b.halt()  # the power goes for 40 s
+    b2 = await Bench.start(tmp_path, tariffs=HOURLY, boot={})
+    b2.backend.time_shift = b.T // 1000 + 40  # the back end's clock went on meanwhile
+    await b2.up()
+    await b2.run(8000)
+    stop = b2.backend.sent("StopTransaction")[0]
+    assert stop["reason"] == "PowerLoss"
+    t1 = dt.parse(stop["timestamp"])
+    from firmware import session as session_mod
+    assert cut - session_mod.PROGRESS_S <= t1 <= cut  # when it was last known alive, not when power came back
+    # billed up to then: not the 40 s without power
+    assert session_cost(b2.backend) == [pytest.approx(t1 - t0, abs=1)]

@@ -32,8 +32,12 @@ RUNS = {
     "tls_wrong_ca": ("tls", ["--tls", "wrong-ca"]),
     "weld_unplug": ("weld_unplug", []),
     "flash_full": ("flash_full", []),
+    "priced_power_cut": ("priced_power_cut", ["--settings", "HOURLY"]),
     "unlock_connector": ("unlock_connector", []),
 }
+
+
+HOURLY = {"currency": "EUR", "tariffs": {"hourly": {"per_kwh": 0, "per_hour": 36}}, "default": "hourly"}  # 1 cent a second
 
 
 class Run:
@@ -68,7 +72,10 @@ def run_sim(name, tmp):
     nofree = os.path.join(tmp, "nofree.json")
     with open(nofree, "w") as f:
         json.dump({"free_charging": False}, f)
-    extra = [nofree if a == "NOFREE" else a for a in extra]
+    hourly = os.path.join(tmp, "hourly.json")
+    with open(hourly, "w") as f:
+        json.dump({"tariffs": HOURLY}, f)
+    extra = [{"NOFREE": nofree, "HOURLY": hourly}.get(a, a) for a in extra]
     return simulate(name, os.path.join(SCENARIOS, scn + ".scn"), tmp, extra)
 
 
@@ -333,3 +340,19 @@ def test_a_full_and_a_failing_flash(runs):
                  if p["connectorId"] == cid]
         assert ("OtherError", "FlashFull") in codes and ("OtherError", "FlashError") in codes
         assert codes[-1] == ("NoError", None)
+
+
+def test_a_power_cut_in_a_session_priced_by_the_hour(runs):
+    from firmware.ocpp import dt
+    from firmware import session as session_mod
+
+    r = ok(runs, "priced_power_cut")
+    tx = transactions_match_sessions(r)
+    assert [t["reason"] for t in tx] == ["PowerLoss", "EVDisconnected"]
+    t0, t1 = dt.parse(tx[0]["start_time"]), dt.parse(tx[0]["stop_time"])
+    ran = (r.action("power-cut") - r.of("session", event="start")[0]["t"]) // 1000  # seconds it charged
+    assert ran - session_mod.PROGRESS_S <= t1 - t0 <= ran  # stopped when last known alive
+    _tx, frames, _i, _v = r.backend()
+    costs = [json.loads(p["data"]) for p in payloads(frames, "DataTransfer") if p["messageId"] == "SessionCost"]
+    cents = [int(c["cost"].replace(".", "")) for c in costs]
+    assert cents[0] == pytest.approx(t1 - t0, abs=1)  # 1 cent a second, the 40 s without power not billed

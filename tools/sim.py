@@ -188,7 +188,13 @@ def prepare_flash(flash, board, settings, parser, meter=None):
             parser.error("--settings %s: no such file" % settings)
         # Byte for byte, whatever it holds: the firmware judges it as a board would (a file it
         # refuses keeps the station out of service, with the reason in the boot event).
-        shutil.copyfile(settings, os.path.join(flash, "settings.json"))
+        try:
+            with open(settings, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            parser.error("--settings %s: %s" % (settings, e.strerror or e))
+        with open(os.path.join(flash, "settings.json"), "wb") as f:
+            f.write(data)
 
 
 SIM_BUILD = os.path.join(ROOT, "build", "sim")

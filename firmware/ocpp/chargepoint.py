@@ -181,7 +181,9 @@ class ChargePoint:
         # dict (a 944 B table for this object) in the middle of a session may find no block
         # that large in a fragmented heap.
         self._dirty = False  # ocpp.json is behind RAM (a write the flash refused): written again every round
-        self._stop_info = None  # [n, idTag, epoch, transactionData, SessionCost payload, stop_by] of a stop not queued yet
+        # [n, idTag, epoch, transactionData, SessionCost payload, stop_by, epoch is true] of a stop
+        # not queued yet
+        self._stop_info = None
         self._pending = None  # (action, n, payload) of a transaction message built but not queued yet
         self._put_error = None  # OSError of the transaction message that waits to be queued
         self._claimed = None  # the back end's current claim on the limits (deci-amps) or None
@@ -341,6 +343,8 @@ class ChargePoint:
             t = tx["t0"] if tx is not None else rec.get("t")
             p = {"connectorId": 1, "idTag": tag, "meterStart": int(rec.get("e0") or 0),
                  "timestamp": dt.iso(t if t is not None else self.wall.now())}
+            # (a time from the journal was true when written: _put must not shift it)
+            self._exact(p, t is not None and (tx is None or "k0" not in tx))
             if self.reservation_matches(tag, tx.get("group") if tx is not None else None):
                 p["reservationId"] = self._reservation["id"]
         if not self._queue(outbox_mod.START, p, n):
@@ -369,6 +373,7 @@ class ChargePoint:
                 self._queued_stop = n
                 return self._save_state()
             t = info[2] if info is not None else rec.get("ts")
+            exact = info[6] if info is not None else t is not None
             p = {"meterStop": int(rec.get("e") or 0), "timestamp": dt.iso(t if t is not None else self.wall.now()),
                  "transactionId": -1, "reason": rec.get("reason") or "Other"}
             # 6.51: the idTag is "the identifier which requested to stop the charging"
@@ -377,6 +382,7 @@ class ChargePoint:
                 p["idTag"] = tag
             if info is not None and info[3]:
                 p["transactionData"] = info[3]
+            self._exact(p, exact)
         if not self._queue(outbox_mod.STOP, p, n):
             return False
         self._stop_info = None
@@ -413,9 +419,12 @@ class ChargePoint:
                 return
             tx = self._tx
             tag = tx["tag"] if tx is not None and tx["n"] == n else fields.get("id_tag")
+            exact = fields.get("time") is not None  # it stopped then (a session cut by a power loss)
+            if exact:
+                t = fields["time"]
             data = self._samples("StopTxnSampledData", "Transaction.End", t)
             cost = self._cost(tag, fields) if "cost" in fields else None
-            self._stop_info = [n, tag, t, data, cost, self.stop_by]
+            self._stop_info = [n, tag, t, data, cost, self.stop_by, exact]
             self.stop_by = None
             self._tx = None
             self.profiles.tx_ended()
@@ -1273,13 +1282,23 @@ class ChargePoint:
             self.tokens.learn(payload.get("idTag"), res.get("idTagInfo"))
         return True
 
+    def _exact(self, payload, exact):
+        """A payload whose time is true whatever this boot's clock knows (it comes from the
+        journal, written when the time was known): marked so that _put leaves it as it is."""
+        if exact and not self.wall.synced:
+            payload[PROVISIONAL] = None
+
     def _restamp(self, payload):
         """The payload to send for one put before the time was known (see _put): its timestamps
         shifted by what the wall clock then lacked, when it was this boot and the time is known
-        now; else as estimated (a boot never told the time can not be put right)."""
-        boot, then, tick = payload[PROVISIONAL]
+        now; else as estimated (a boot never told the time can not be put right), or as it is
+        when it was true already (_exact)."""
+        mark = payload[PROVISIONAL]
         p = dict(payload)
         del p[PROVISIONAL]
+        if mark is None:
+            return p
+        boot, then, tick = mark
         if boot != self._boot_id or not self.wall.synced:
             return p
         shift = self.wall.now() - self.clock.ticks_diff(self.clock.ticks_ms(), tick) // 1000 - then

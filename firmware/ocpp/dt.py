@@ -171,6 +171,11 @@ class WallClock:
         self._rebase(int(epoch))
         self.synced = True
 
+    def known(self):
+        """now() once the back end told the time, else None: a record that must be true (the
+        session journal, a bill) takes no estimate."""
+        return self.now() if self.synced else None
+
     def now(self):
         t = self.clock.ticks_ms()
         ms = self._ms + self.clock.ticks_diff(t, self._t)
