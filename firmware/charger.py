@@ -423,7 +423,8 @@ class Charger:
         """Every precondition except the vehicle being ready. With a required meter, nothing is
         offered before it gave a first believable reading: unmetered energy cannot be billed. Nor
         before the weld check of this boot: a car offered current would draw it through welded
-        contacts."""
+        contacts. Nor before the socket lock is confirmed: the car gets 3 s from C to the
+        closing, and a lock that takes longer (a retry) must not eat into them."""
         return (
             self.vs in _CONNECTED
             and (self.authorized or (self.free and not self.reserved))
@@ -436,6 +437,7 @@ class Charger:
             and (self.inp.meter_ready or not self.meter_required)
             and self._weld_checked
             and (self.session or self.inp.journal_ok)
+            and self._lock_closes()
         )
 
     def _apply(self, now):

@@ -363,6 +363,23 @@ class Sim:
             self._async = True
             self._link_task = asyncio.create_task(cp.run())
 
+    def _resources(self):
+        """After each session: the live heap (flat: nothing leaks), the session journal's bytes
+        on flash (under its bound) and the flash in use."""
+        fields = {"heap_live": self.heap.settle() if self.heap.ballast is not None else None,
+                  "flash_used": getattr(self.flash, "used", None)}
+        st = self.station
+        keeper = getattr(st, "keeper", None) if st is not None else None
+        if keeper is not None:
+            n = 0
+            for name in keeper.files(""):
+                try:
+                    n += os.stat(name)[6]
+                except OSError:
+                    pass
+            fields["journal_bytes"] = n
+        self.emit("resources", fields)
+
     def _reboot_request(self, hard):
         self._reboot = hard
 
@@ -420,8 +437,7 @@ class Sim:
                     self.heap.sample()
         if self._live_due:
             self._live_due = False
-            if self.heap.ballast is not None:  # live heap after each session (flat: nothing leaks)
-                self.emit("heap-live", {"live": self.heap.settle()})
+            self._resources()
         if self._reboot is not None:
             hard = self._reboot
             self._reboot = None

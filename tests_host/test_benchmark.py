@@ -18,8 +18,9 @@ DROPS = 30
 QUEUED = 50
 CALLS = 50
 HANDSHAKES = 3
+SOAK = 2  # sessions of 1-2 kWh: the soak's machinery, not its figures
 QUICK_OCPP = ["--drops", str(DROPS), "--stall-seconds", "1.5", "--handshakes", str(HANDSHAKES),
-              "--queued", str(QUEUED), "--calls", str(CALLS)]
+              "--queued", str(QUEUED), "--calls", str(CALLS), "--soak-sessions", str(SOAK), "--soak-kwh", "1-2"]
 STALL_ROWS = ("link idle (ws, connected): baseline", "TLS handshakes (wss, reconnects)",
               "reconnect storm (drops, then refused)", "largest frames (8 KB call, 16 KB frame)",
               "incoming calls back to back", "outbox drain and compaction")
@@ -121,3 +122,11 @@ def test_benchmark_quick(tmp_path):
     assert re.search(r"^MeterValues received \d+, sampled -?\d+ \(\d+ expected", text, re.M), text
     assert re.search(r"^outbox pending -?\d+, discarded \d+   invalid frames \d+   status violations \d+", text,
                      re.M), text
+
+    # 9. the soak
+    assert re.search(r"^9\. soak", text, re.M), text
+    k = r["soak"]
+    assert k["sessions_planned"] == SOAK and k["plug_ins"] == SOAK and k["failures"] == [], k
+    assert k["transactions"] == k["sessions"] >= SOAK and k["journal_max"] <= k["journal_bound"], k
+    assert 0 < k["heap_peak"] <= 65536 and k["truth_wh"] > 0, k
+    assert re.search(r"^soak: ok$", text, re.M), text

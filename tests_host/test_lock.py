@@ -391,7 +391,7 @@ def test_lock_is_confirmed_before_the_contactor_closes():
     assert order.index(("lock", "locked")) < order.index(("contactor", True))
 
 
-def test_slow_lock_holds_the_closing_back():
+def test_slow_lock_holds_the_offer_and_the_closing_back():
     lk = RigLock()
     lk.MOVE_MS = 3000
     r = Rig(lock=lk)
@@ -399,8 +399,8 @@ def test_slow_lock_holds_the_closing_back():
     r.run(200)
     r.vehicle("C")
     r.run(2500)
-    assert not r.c.contactor and r.c.state == "C2"  # the offer is on; only the closing waits
-    assert r.until(lambda: r.c.contactor, 1000)
+    assert not r.c.contactor and r.c.state == "C1"  # nothing offered before the lock is in
+    assert r.until(lambda: r.c.contactor, 1500)
 
 
 def test_jam_is_a_fault_retried_after_the_pause_and_never_closes_unlocked():
