@@ -228,6 +228,14 @@ class Charger:
             return True
         return False if st == LOCK_FAILED else None
 
+    def reset_wear(self):
+        """A person vouches for the contactor (just replaced, or a bench that cycles it on
+        purpose): the closings counted for wear and any hold-off are forgotten."""
+        self._close_n = 0
+        self.short_charges = 0
+        self._close_after = None
+        self._held = False
+
     def clear_fault(self, code):
         """A person cleared a latched fault (welded contactor replaced, configuration fixed).
         The weld check runs again before the next closing. The session the fault ended stays

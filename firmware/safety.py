@@ -44,78 +44,81 @@ OCPP_ERROR = {
 }
 
 
-class _Fault:
-    def __init__(self):
-        self.active = False
-        self.seen_at = 0  # last tick the condition was present
-        self.count = 0  # raises while this vehicle is connected
-        self.stuck = False  # retries used up: waits for unplug
+CODES = tuple(OCPP_ERROR)
+_INDEX = {}
+for _i in range(len(CODES)):
+    _INDEX[CODES[_i]] = _i
 
 
 class Faults:
+    """The state of every fault in four small arrays indexed by code (CODES), not an object per
+    fault: it is read every control tick and kept small (a 14-object version took 1.8 KB)."""
+
     def __init__(self, clock, emit, retry_ms=30000, max_retries=3):
         self._clock = clock
         self._emit = emit  # emit(kind, a, b): the charger's event outbox
         self.retry_ms = retry_ms
         self.max_retries = max_retries
-        self._f = {}
-        for code in OCPP_ERROR:
-            self._f[code] = _Fault()
+        n = len(CODES)
+        self._active = bytearray(n)
+        self._stuck = bytearray(n)  # retries used up: waits for unplug
+        self._count = bytearray(n)  # raises while this vehicle is connected
+        self._seen = [0] * n  # last tick the condition was present
         self.count_active = 0
 
     def active(self, code):
-        return self._f[code].active
+        return self._active[_INDEX[code]] != 0
 
     def any(self):
         return self.count_active > 0
 
     def codes(self):
-        return [c for c in self._f if self._f[c].active]
+        return [c for c in CODES if self._active[_INDEX[c]]]
 
     def report(self, code, present, now, vehicle=True):
         """Report a condition every tick. Raises the fault at once; clears it after the pause."""
-        f = self._f[code]
+        i = _INDEX[code]
         if present:
-            f.seen_at = now
-            if not f.active:
-                self._raise(f, code, vehicle)
+            self._seen[i] = now
+            if not self._active[i]:
+                self._raise(i, code, vehicle)
             return
-        if not f.active or f.stuck or code in PERMANENT:
+        if not self._active[i] or self._stuck[i] or code in PERMANENT:
             return
-        if self._clock.ticks_diff(now, f.seen_at) >= self.retry_ms:
-            self._clear(f, code)
+        if self._clock.ticks_diff(now, self._seen[i]) >= self.retry_ms:
+            self._clear(i, code)
 
     def trip(self, code, now, vehicle=True):
         """Raise a fault whose condition was an event (a trip, a weld found), not a level."""
         self.report(code, True, now, vehicle)
 
-    def _raise(self, f, code, vehicle):
-        f.active = True
+    def _raise(self, i, code, vehicle):
+        self._active[i] = 1
         self.count_active += 1
         if vehicle:
-            f.count += 1
-            if f.count > self.max_retries:
-                f.stuck = True
+            if self._count[i] < 255:
+                self._count[i] += 1
+            if self._count[i] > self.max_retries:
+                self._stuck[i] = 1
         self._emit("fault", code, True)
 
-    def _clear(self, f, code):
-        f.active = False
+    def _clear(self, i, code):
+        self._active[i] = 0
         self.count_active -= 1
         self._emit("fault", code, False)
 
     def vehicle_left(self, now):
         """The vehicle was unplugged: retry counts start afresh, stuck faults may clear."""
-        for code in self._f:
-            f = self._f[code]
-            f.count = 0
-            if f.stuck:
-                f.stuck = False
-                f.seen_at = now  # a full pause still applies
+        for i in range(len(CODES)):
+            self._count[i] = 0
+            if self._stuck[i]:
+                self._stuck[i] = 0
+                self._seen[i] = now  # a full pause still applies
 
     def clear_permanent(self, code):
         """A person cleared a latched fault (e.g. after replacing a welded contactor)."""
-        f = self._f[code]
-        if f.active:
-            f.stuck = False
-            self._clear(f, code)
-        f.count = 0
+        i = _INDEX[code]
+        if self._active[i]:
+            self._stuck[i] = 0
+            self._clear(i, code)
+        self._count[i] = 0

@@ -20,14 +20,7 @@ import sys
 # folder) it would flush every disk of the machine and stall the firmware for nothing.
 _ON_DEVICE = sys.platform not in ("linux", "darwin", "win32", "cygwin")
 
-try:
-    json.dumps([], separators=(",", ":"))
-
-    def dumps(o):
-        """Compact JSON: what goes on the wire and onto the flash."""
-        return json.dumps(o, separators=(",", ":"))
-except TypeError:  # pragma: no cover - an old MicroPython without separators
-    dumps = json.dumps
+from firmware import dumps  # noqa: F401 - compact JSON (firmware/__init__.py), also store.dumps
 
 
 class RealFS:

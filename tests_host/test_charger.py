@@ -558,3 +558,13 @@ def test_no_session_begins_while_out_of_service():
     r.vehicle("B")
     r.run(2000)
     assert not r.kinds("session") and r.c.state == "F"
+
+
+def test_a_person_may_reset_the_wear_count():
+    r = Rig()
+    r.charging()
+    chatter(r, 1)
+    r.c.reset_wear()
+    r.vehicle("C")
+    r.run(300)
+    assert r.c.contactor  # no hold-off, whatever the ring held

@@ -331,9 +331,9 @@ def test_a_full_and_a_failing_flash(runs):
     tx = transactions_match_sessions(r)
     assert len(tx) == 3 and [t["reason"] for t in tx] == ["EVDisconnected"] * 3
     # charging went on while the flash was full; no session started until it had room again
-    full, ok = r.action("flash-full"), r.action("flash-ok")
+    full, healed = r.action("flash-full"), r.action("flash-ok")
     assert [e["closed"] for e in r.of("contactor") if full - 60000 < e["t"] < r.action("unplug")] == []
-    assert not [e for e in r.of("session", event="start") if full < e["t"] < ok]
+    assert not [e for e in r.of("session", event="start") if full < e["t"] < healed]
     # reported on both connectors with its vendorErrorCode, and cleared by itself
     for cid in (0, 1):
         codes = [(p["errorCode"], p.get("vendorErrorCode")) for p in payloads(frames, "StatusNotification")
