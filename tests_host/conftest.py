@@ -30,3 +30,13 @@ def fastdir(tmp_path):
         return
     with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
         yield pathlib.Path(d)
+
+
+@pytest.fixture
+def bare_board():
+    """A board after a power cut, with no world wired to it, before and after the test."""
+    import machine
+
+    machine.hw_reset(keep_world=False)
+    yield
+    machine.hw_reset(keep_world=False)

@@ -17,11 +17,7 @@ BOARDS = os.path.join(ROOT, "drivers", "boards")
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
 
 
-@pytest.fixture(autouse=True)
-def _power_cut():
-    machine.hw_reset(keep_world=False)
-    yield
-    machine.hw_reset(keep_world=False)
+pytestmark = pytest.mark.usefixtures("bare_board")  # (conftest.py)
 
 
 def raw(name="esp32-devkit"):

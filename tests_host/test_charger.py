@@ -140,13 +140,18 @@ def test_rcd_selftest_failure_blocks_offer_and_gets_bounded_retries():
     r.charging()
 
 
-def test_weld_is_permanent_until_cleared():
-    r = Rig()
+def weld_found(r):
+    """The contacts weld while the car charges; the car pauses, and the weld is found."""
     r.charging()
     r.welded = True
     r.vehicle("B")
     r.run(1100)
     assert r.c.faults.active(safety.WELDED)
+
+
+def test_weld_is_permanent_until_cleared():
+    r = Rig()
+    weld_found(r)
     assert r.c.state == "F" and r.c.duty == pilot.DUTY_OFF
     r.vehicle("A")
     r.run(120000)
@@ -460,11 +465,7 @@ def test_after_an_opening_the_contactor_closes_again_only_once_the_feedback_show
 
 def test_a_latched_fault_ends_the_session():
     r = Rig()
-    r.charging()
-    r.welded = True
-    r.vehicle("B")
-    r.run(1100)
-    assert r.c.faults.active(safety.WELDED)
+    weld_found(r)
     assert ("session", "stop", "Other") in r.events
     assert not r.c.session
     r.run(60000)  # in F the unplug cannot be seen: no second stop, no new session

