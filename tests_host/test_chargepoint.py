@@ -1037,8 +1037,11 @@ async def test_invalid_id_tag_only_stops_energy_when_configured_so(tmp_path):
     b = await Bench.start(tmp_path, **PAID)
     await b.ok("ChangeConfiguration", {"key": "StopTransactionOnInvalidId", "value": "false"})
     b.backend.tx_status = "Blocked"
+    b.backend.hold.add("StartTransaction")  # the answer comes once the car charges
     await b.ok("RemoteStartTransaction", {"idTag": "BAD", "connectorId": 1})
     await b.charge()
+    b.backend.hold.discard("StartTransaction")
+    b.backend.answer_held()
     await b.run(8000)
     c = b.st.charger
     assert c.session and not c.contactor and c.offer_da == 0
