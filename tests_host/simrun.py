@@ -83,16 +83,19 @@ class Heap:
     def reserve(self):
         """After the world is built: the ballast."""
         gc = self.gc
-        budget = self.budget
-        if budget is None:
+        if self.budget is None:
             return
         gc.collect()
         self.code = gc.mem_alloc()
-        if gc.mem_free() < budget:
-            raise MemoryError("the heap cannot hold the code and a %d byte budget" % budget)
+        if gc.mem_free() < self.budget:
+            raise MemoryError("the heap cannot hold the code and a %d byte budget" % self.budget)
+        self._fill()
+
+    def _fill(self):
         # Keep the budget in one piece: reserve it, fill every other hole, then free it.
+        gc = self.gc
         self.ballast = [None] * 2048
-        reserve = bytearray(budget - 64)
+        reserve = bytearray(self.budget - 64)
         n = 0
         size = 1 << 16
         while size >= 16 and n < len(self.ballast):
@@ -108,24 +111,23 @@ class Heap:
     leftover = 0  # the most any reboot found still held of the previous boot's data (bytes)
 
     def reboot(self):
-        """RAM is gone at a power cut, but MicroPython's collector is conservative: a stale word
-        somewhere that looks like a pointer can keep part of the old firmware's data alive (seen:
-        15-22 KB, only after the back-end link ran, only under MicroPython; CPython frees all
-        of it). That is not the new boot's data: free as much ballast, so that the new boot has
-        its whole budget, and report the amount (`leftover` in the heap event)."""
+        """RAM is gone at a power cut, and a board's reset gives the new boot its whole heap in
+        one piece. MicroPython's collector is conservative, though: a stale word somewhere that
+        looks like a pointer can keep part of the old firmware's data alive (seen: 15-22 KB, only
+        after the back-end link ran, only under MicroPython; CPython frees all of it), scattered
+        over what was the budget. That is not the new boot's data: the ballast is laid again
+        around a new budget in one piece, as at the start, and the amount is reported
+        (`leftover` in the heap event). (Freeing only as much ballast as was left over gave the
+        new boot its bytes but in pieces: after a few power cuts station.start found no 4 KB
+        block for the link's receive buffer.)"""
         if self.ballast is None:
             return
         left = self.settle()
         if left > self.leftover:
             self.leftover = left
-        freed = 0
-        for i in range(len(self.ballast)):  # largest first; never more than the leftover
-            b = self.ballast[i]
-            if b is not None and len(b) <= left - freed:
-                freed += len(b)
-                self.ballast[i] = None
+        self.ballast = None
         self.gc.collect()
-        self.base = self.gc.mem_alloc()
+        self._fill()
 
     def sample(self):
         """Live data after a collection (garbage waiting for the collector is not a need)."""

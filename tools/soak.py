@@ -118,13 +118,16 @@ def _run_one(i, seed, sessions, kwh, reserve, work, runtime):
     if runtime == "micropython":
         cmd += ["--heap", "64K"]
     t0 = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    with open(os.path.join(d, "output.txt"), "w") as out:  # kept beside the events for a post-mortem
+        p = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    with open(os.path.join(d, "output.txt")) as f:
+        output = f.read()
     wall = time.monotonic() - t0
     evs = []
     if os.path.exists(events):
         with open(events) as f:
             evs = [json.loads(line) for line in f]
-    return check(i, p.returncode, p.stdout + p.stderr, evs, db, plan, wall)
+    return check(i, p.returncode, output, evs, db, plan, wall)
 
 
 def check(i, rc, output, evs, db, plan, wall):
