@@ -327,20 +327,27 @@ class Board:
         return None
 
     def run_file(self, path):
+        """Run a file of the flash; False when it raised (a missing file is no failure)."""
         try:
             with open(path) as f:
                 src = f.read()
         except OSError:
-            return
+            return True
         e = self.run(src, path)
         if e is not None:
             print_exception(e)
+            return False
+        return True
 
     def boot(self, mode, soft):
         if soft:
             out("MPY: soft reboot\r\n")
-        self.run_file("boot.py")
-        if mode == "friendly":
+        import micropython
+
+        micropython.kbd_intr(3)  # from here on Ctrl-C interrupts, as on a board from its reset
+        # As the ESP32 port: main.py runs only when boot.py ended without an exception (a
+        # Ctrl-C in boot.py, as mpremote sends to a board that just reset, skips main.py).
+        if self.run_file("boot.py") and mode == "friendly":
             self.run_file("main.py")
 
     # ---- input
@@ -554,6 +561,11 @@ class Board:
 
 
 def main():
+    import micropython
+
+    # The board's own start (the bridge holds a Ctrl-C meanwhile and sends it once this process
+    # takes it again, in boot(): a board interrupts boot.py, never its firmware's start).
+    micropython.kbd_intr(-1)
     cfg_path, mode, start = sys.argv[1], sys.argv[2], sys.argv[3]
     with open(cfg_path) as f:
         cfg = json.load(f)

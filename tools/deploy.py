@@ -50,6 +50,7 @@ TOP_FILES = ("boot.py", "main.py", "board.json", "settings.json")
 MARK = "DEPLOY:"
 TIMEOUT_S = 60
 PROBE_TIMEOUT_S = 20  # a board answers the probe in about a second
+PROBE_FIRST_S = 5  # ... so the first try gives up early and asks once more (probe)
 # sys.implementation._mpy >> 10 -> the architecture mpy-cross calls it (mip's table)
 ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
          "xtensa", "xtensawin", "rv32imc", "rv64imc")
@@ -101,6 +102,8 @@ print(%(mark)r + json.dumps({'mpy': sys.implementation._mpy, 'version': list(sys
 
 class DeployError(Exception):
     """Something the person must fix; `status` is the exit status."""
+
+    no_answer = False  # mpremote timed out: the board did not answer at all
 
     def __init__(self, message, status=2):
         super().__init__(message)
@@ -214,9 +217,11 @@ def mpremote(port, args, timeout=TIMEOUT_S):
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise DeployError("the board on %s does not answer (nothing complete within %d s): is it "
-                          "running MicroPython (tools/flash.py)? Is another program (a serial "
-                          "monitor, Thonny, a second mpremote) using the port?" % (port, timeout), 1)
+        e = DeployError("the board on %s does not answer (nothing complete within %d s): is it "
+                        "running MicroPython (tools/flash.py)? Is another program (a serial "
+                        "monitor, Thonny, a second mpremote) using the port?" % (port, timeout), 1)
+        e.no_answer = True
+        raise e
     except OSError as e:
         raise DeployError("cannot run mpremote (%s): pip install -r requirements.txt" % e, 1)
     if r.returncode != 0:
@@ -241,7 +246,15 @@ def explain_mpremote(port, text):
 
 
 def probe(port):
-    out = mpremote(port, timeout=PROBE_TIMEOUT_S, args=["exec", PROBE % {"dirs": APP_DIRS, "top": ["/" + f for f in TOP_FILES], "mark": MARK}])
+    args = ["exec", PROBE % {"dirs": APP_DIRS, "top": ["/" + f for f in TOP_FILES], "mark": MARK}]
+    try:
+        out = mpremote(port, timeout=PROBE_FIRST_S, args=args)
+    except DeployError as e:
+        if not e.no_answer:
+            raise
+        # mpremote sends one Ctrl-C; a board that was just (re)starting, or whose USB bridge
+        # reset it when the port opened, can miss it while its firmware starts: ask once more.
+        out = mpremote(port, timeout=PROBE_TIMEOUT_S - PROBE_FIRST_S, args=args)
     for line in out.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])

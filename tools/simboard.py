@@ -116,6 +116,8 @@ class SimBoard:
         self._thread = None
         self._in = bytearray()   # host -> board, waiting for the process to read
         self._out = bytearray()  # board -> host, waiting for the host to read
+        self._started = False  # the board's process has had its interrupt character on since it started
+        self._intr = False  # a Ctrl-C that came while it was still starting: delivered once it can
         self._work = tempfile.mkdtemp(prefix="evse-simboard-")
 
     # ---- life cycle
@@ -187,6 +189,7 @@ class SimBoard:
                                      stderr=subprocess.STDOUT, env=self._env, cwd=self.flash)
         os.set_blocking(self.proc.stdin.fileno(), False)
         os.set_blocking(self.proc.stdout.fileno(), False)
+        self._started = False
         self.starts.append(how)
 
     def _kill(self):
@@ -271,16 +274,32 @@ class SimBoard:
                 break
             self._in += data[start:i]
             p = self.proc
-            if p is not None and p.poll() is None and _sigint_caught(p.pid):
-                self._flush()
-                os.kill(p.pid, signal.SIGINT)
-                _sigint_delivered(p.pid)
+            if p is not None and p.poll() is None and self._catches(p):
+                self._interrupt(p)
+            elif p is not None and not self._started:
+                # A board takes Ctrl-C from its first instruction (it interrupts boot.py); the
+                # process has not installed its handler yet: held, and delivered once it has.
+                self._intr = True
             else:
-                self._in += b"\x03"  # mount's binary data, or a board still starting
+                self._in += b"\x03"  # mount's binary data (the interrupt character is off)
             start = i + 1
+
+    def _catches(self, p):
+        if _sigint_caught(p.pid):
+            self._started = True
+            return True
+        return False
+
+    def _interrupt(self, p):
+        self._flush()
+        os.kill(p.pid, signal.SIGINT)
+        _sigint_delivered(p.pid)
 
     def _flush(self):
         p = self.proc
+        if self._intr and p is not None and p.poll() is None and self._catches(p):
+            self._intr = False
+            self._interrupt(p)
         if self._in and p is not None and p.poll() is None:
             try:
                 n = os.write(p.stdin.fileno(), self._in)

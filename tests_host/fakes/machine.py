@@ -90,6 +90,9 @@ class _Line:
     """Board-side state of one GPIO."""
 
     def __init__(self):
+        self.reset()
+
+    def reset(self):
         self.mode = None
         self.pull = None
         self.out = 0
@@ -133,6 +136,12 @@ def _line(pid):
     if ln is None:
         ln = _lines[pid] = _Line()
     return ln
+
+
+# Every GPIO's state exists from the start, like the chip's registers: it is the simulated
+# hardware's, not the firmware's heap (the simulator counts what is allocated after the code).
+for _pid in _GPIOS:
+    _line(_pid)
 
 
 def _level(pid):
@@ -226,7 +235,8 @@ def hw_reset(cause=PWRON_RESET, keep_world=True):
     before = {}
     for pid in _lines:
         before[pid] = _level(pid)
-    _lines.clear()
+    for pid in _lines:
+        _lines[pid].reset()
     _timers.clear()
     _uarts.clear()
     _pending.clear()
