@@ -331,6 +331,14 @@ def test_source_backlog_when_owed_faster_than_it_can_pulse():
     assert src.starts == [10, 240, 470, 700, 930]   # 200 ms pulse + 30 ms pause
 
 
+def test_source_keeps_the_start_times_of_the_last_64_pulses():
+    src = S0Source(PIN, 1000, pulse_ms=100)
+    for t in range(10, 70010, 10):
+        src.advance(t, t / 1000.0)                         # 1 Wh a second: a pulse a second
+    assert src.pulses == 69
+    assert src.starts == [1000 * k for k in range(7, 71)]
+
+
 def test_compiles_for_esp32(tmp_path):
     if not os.path.exists(MPY_CROSS):
         pytest.skip("no mpy-cross")

@@ -25,6 +25,7 @@ Counters: `pulses` (real pulses completed), `glitches` (glitches emitted), `lost
 import machine
 
 GAP_MS = 30
+STARTS_KEPT = 64
 
 
 class S0Source:
@@ -49,13 +50,23 @@ class S0Source:
         self.pulses = 0
         self.glitches = 0
         self.lost = 0
-        self.starts = []
+        # The last 64 start times in a ring made here: the world's data must not grow inside
+        # the firmware's heap budget while the firmware runs.
+        self._starts = [0] * STARTS_KEPT
+        self._started = 0
         self._level = None
         self._start = None     # start of the pulse or glitch on the line, or None
         self._glitch = False   # the one on the line is a glitch
         self._end = None       # end of the last pulse or glitch
         self._next_glitch = None
         self.install()
+
+    @property
+    def starts(self):
+        """Start times of the last 64 real pulses, oldest first."""
+        n = self._started
+        first = max(0, n - STARTS_KEPT)
+        return [self._starts[i % STARTS_KEPT] for i in range(first, n)]
 
     def install(self):
         """Drive the line at its present level (again, e.g. after machine.hw_reset)."""
@@ -102,9 +113,8 @@ class S0Source:
         if self.backlog > 0:
             self.backlog -= 1
             self._begin(now_ms, False)
-            self.starts.append(now_ms)
-            if len(self.starts) > 64:
-                self.starts.pop(0)
+            self._starts[self._started % STARTS_KEPT] = now_ms
+            self._started += 1
             return
         if self.short_pulses:
             if self._next_glitch is None:
