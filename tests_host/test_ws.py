@@ -404,6 +404,34 @@ async def s_tls():
     await expect(ValueError, W.connect(url(P["tls"], scheme="wss"), RT, CLOCK))
 
 
+async def s_link_tls():
+    # A wss:// link parses the CA into a TLS context once and reconnects with it: a context is
+    # some 3 KB in one piece, which a heap hours into its work may no longer have.
+    made = []
+    make = W.tls_context
+
+    def counting(ca):
+        made.append(ca)
+        return make(ca)
+
+    W.tls_context = counting
+    link = W.Link(url(P["tls"], scheme="wss"), "cp-ltls-" + RT, CLOCK, password=PASSWORD, ca=P["ca.pem"],
+                  ping_interval_s=0)
+    ups = []
+    link.on_up = lambda: ups.append(1)
+    link.backoff.first_ms = 10
+    link.start()
+    for n in range(3):
+        await wait_until(lambda: len(ups) > n and link.connected)
+        await link.send("close:1000")  # the server ends this connection; the link makes another
+    await wait_until(lambda: len(ups) > 3 and link.connected)
+    await link.send("hello")
+    check(str(await link.recv(), "utf-8") == "hello", "echo over the fourth connection")
+    check(len(made) == 1, "contexts made %d for %d connections" % (len(made), len(ups)))
+    await link.stop()
+    W.tls_context = make
+
+
 async def s_half_open():
     interval = 400
     events = []
@@ -618,6 +646,11 @@ def test_tls_checks_ca_and_host_name(client, servers, runtime):
     assert servers.record("/ocpp/cp-tls-" + rt, "auth") == want
     assert "/ocpp/cp-tlsbad-" + rt not in servers.records  # never got past TLS
     _no_secret(out.replace(want, ""))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=RUNTIME_IDS)
+def test_a_tls_link_reconnects_with_the_context_it_made_once(client, runtime):
+    client(runtime, "link_tls")
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES, ids=RUNTIME_IDS)

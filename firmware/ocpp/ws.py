@@ -208,18 +208,18 @@ PIECE = 1536
 
 
 async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DEFAULT_MAX_SIZE,
-                  timeout_ms=10000, buf=None, piece=None):
+                  timeout_ms=10000, buf=None, piece=None, ctx=None):
     """Open an OCPP-J 1.6 WebSocket to `url` + "/" + charge box id; returns a `WebSocket`.
 
     `password`: the AuthorizationKey (str or bytes) for HTTP basic auth, or None. `ca`: the CA
     certificate that must have signed a wss:// server's certificate (PEM or DER, bytes or str,
     or a file path); wss:// refuses to run without one. `buf`: the receive buffer (see the
     module's docstring; default: one of `max_size` bytes); `piece`: the send buffer (default:
-    PIECE bytes). Raises HandshakeError, TLSError, WSError
-    (timeout), OSError (network) or ValueError (bad URL).
+    PIECE bytes); `ctx`: a TLS context made by `tls_context(ca)` to use instead of making one.
+    Raises HandshakeError, TLSError, WSError (timeout), OSError (network) or ValueError (bad URL).
     """
     tls, host, port, path = parse_url(url)
-    if tls and ca is None:
+    if tls and ca is None and ctx is None:
         raise ValueError("wss:// needs the CA certificate of the back end (ca=...)")
     if not path.endswith("/"):
         path += "/"
@@ -228,7 +228,9 @@ async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DE
     ws = WebSocket(clock, max_size, buf, piece)
     where = "%s:%d" % (host, port)
     try:
-        await _wait(ws._open(host, port, path, auth, tls_context(ca) if tls else None), timeout_ms)
+        if tls and ctx is None:
+            ctx = tls_context(ca)
+        await _wait(ws._open(host, port, path, auth, ctx if tls else None), timeout_ms)
     except asyncio.TimeoutError:
         await ws._shutdown(1006, "timeout")
         raise WSError("no WebSocket to %s within %d ms" % (where, timeout_ms))
@@ -684,7 +686,9 @@ class Link:
     link reads nothing more from the network until then; `last_size` is its real length. A
     message not taken before its connection ends is dropped and counted in `dropped`. `on_up()` and `on_down(reason)` are
     called on each change, `on_fail(reason)` after each failed connection attempt. A wss://
-    connection attempt waits while `tls_gate()` (if set) says no TLS handshake may start now. `ping_interval_s` (WebSocketPingInterval, 0 = off) and `password`
+    connection attempt waits while `tls_gate()` (if set) says no TLS handshake may start now; its
+    TLS context (the CA parsed, some 3 KB in one piece) is made at the first attempt and kept for
+    every reconnection, as the heap is no longer in one piece after hours. `ping_interval_s` (WebSocketPingInterval, 0 = off) and `password`
     may be changed at any time; they apply from the next ping/connection.
     """
 
@@ -714,6 +718,7 @@ class Link:
         self.connecting = False  # a connection attempt is in progress
         self.tls_gate = None
         self.gated = False  # a wss:// attempt waits for tls_gate()
+        self._ctx = None
         self._task = None
         self._stopped = False
 
@@ -739,7 +744,7 @@ class Link:
         if ws is not None:
             ws.abort()
         self.ws = self.on_up = self.on_down = self.on_fail = None
-        self._msg = self._buf = self._piece = self.tls_gate = None
+        self._msg = self._buf = self._piece = self.tls_gate = self._ctx = None
 
     async def stop(self):
         """Close the connection (close handshake) and stop reconnecting."""
@@ -783,8 +788,10 @@ class Link:
             self.attempts += 1
             self.connecting = True
             try:
+                if self._ctx is None and self.url.startswith("wss:") and self.ca is not None:
+                    self._ctx = tls_context(self.ca)
                 ws = await connect(self.url, self.charge_box_id, self.clock, self.password, self.ca,
-                                   self.max_size, self.connect_timeout_ms, self._buf, self._piece)
+                                   self.max_size, self.connect_timeout_ms, self._buf, self._piece, self._ctx)
             except Exception as e:
                 self.connecting = False
                 self.last_error = "%s: %s" % (e.__class__.__name__, e)
