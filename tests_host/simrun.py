@@ -92,34 +92,50 @@ class Heap:
         self._fill()
 
     def _fill(self):
-        # Keep the budget in one piece: reserve it, fill every other hole, then free it.
+        """Ballast everywhere but the budget, which is kept in as few pieces as the heap allows:
+        the largest piece of it the heap has in one place (all of it at the start), then, for
+        what that piece lacks, the smallest ballast pieces are let go again."""
         gc = self.gc
         self.ballast = [None] * 2048
-        reserve = bytearray(self.budget - 64)
-        n = 0
-        size = 1 << 16
-        while size >= 16 and n < len(self.ballast):
+        size = self.budget - 64
+        reserve = None
+        while reserve is None:
             try:
-                self.ballast[n] = bytearray(size)
+                reserve = bytearray(size)
+            except MemoryError:
+                size = size * 7 // 8
+        if size < self.piece:
+            self.piece = size
+        n = 0
+        chunk = 1 << 16
+        while chunk >= 16 and n < len(self.ballast):
+            try:
+                self.ballast[n] = bytearray(chunk)
                 n += 1
             except MemoryError:
-                size //= 2
+                chunk //= 2
         reserve = None
+        gc.collect()
+        short = self.budget - gc.mem_free()
+        while n and short > 0:
+            n -= 1
+            short -= len(self.ballast[n])
+            self.ballast[n] = None
         gc.collect()
         self.base = gc.mem_alloc()
 
     leftover = 0  # the most any reboot found still held of the previous boot's data (bytes)
+    piece = 1 << 30  # the smallest largest piece of the budget any boot was given (bytes)
 
     def reboot(self):
         """RAM is gone at a power cut, and a board's reset gives the new boot its whole heap in
         one piece. MicroPython's collector is conservative, though: a stale word somewhere that
         looks like a pointer can keep part of the old firmware's data alive (seen: 15-22 KB, only
         after the back-end link ran, only under MicroPython; CPython frees all of it), scattered
-        over what was the budget. That is not the new boot's data: the ballast is laid again
-        around a new budget in one piece, as at the start, and the amount is reported
-        (`leftover` in the heap event). (Freeing only as much ballast as was left over gave the
-        new boot its bytes but in pieces: after a few power cuts station.start found no 4 KB
-        block for the link's receive buffer.)"""
+        over what was the budget and beyond. That is not the new boot's data: the ballast is
+        laid again around a new budget, in one piece where the heap still has one (`_fill`).
+        The amount left over and the smallest piece a boot was given are reported (`leftover`,
+        `piece` in the heap event)."""
         if self.ballast is None:
             return
         left = self.settle()
@@ -625,7 +641,7 @@ class Sim:
         if self.heap.ballast is not None:
             self.emit("heap", {"budget": self.heap.budget, "peak": self.heap.peak, "live": self.heap.settle(),
                                "code": self.heap.code, "leftover": self.heap.leftover,
-                                "out_of_memory": self.out_of_memory})
+                               "piece": self.heap.piece, "out_of_memory": self.out_of_memory})
         self.emit("flash", {"bytes_written": self.flash.bytes, "writes": self.flash.writes, "used": self.flash.used})
         lk = self.world.lock
         if lk is not None:
