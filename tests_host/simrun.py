@@ -94,7 +94,7 @@ class Heap:
     def _fill(self):
         """Ballast everywhere but the budget, which is kept in as few pieces as the heap allows:
         the largest piece of it the heap has in one place (all of it at the start), then, for
-        what that piece lacks, the smallest ballast pieces are let go again."""
+        what that piece lacks, the largest ballast pieces that fit in it are let go again."""
         gc = self.gc
         self.ballast = [None] * 2048
         size = self.budget - 64
@@ -117,10 +117,12 @@ class Heap:
         reserve = None
         gc.collect()
         short = self.budget - gc.mem_free()
-        while n and short > 0:
-            n -= 1
-            short -= len(self.ballast[n])
-            self.ballast[n] = None
+        for i in range(n):  # largest first (the pieces come in falling sizes), none beyond
+            if short <= 64:
+                break
+            if len(self.ballast[i]) <= short:
+                short -= len(self.ballast[i])
+                self.ballast[i] = None
         gc.collect()
         self.base = gc.mem_alloc()
 
