@@ -103,11 +103,10 @@ print(%(mark)r + json.dumps({'mpy': sys.implementation._mpy, 'version': list(sys
 class DeployError(Exception):
     """Something the person must fix; `status` is the exit status."""
 
-    no_answer = False  # mpremote timed out: the board did not answer at all
-
-    def __init__(self, message, status=2):
+    def __init__(self, message, status=2, no_answer=False):
         super().__init__(message)
         self.status = status
+        self.no_answer = no_answer  # mpremote timed out: the board did not answer at all
 
 
 # ---------------------------------------------------------------- local checks
@@ -217,11 +216,10 @@ def mpremote(port, args, timeout=TIMEOUT_S):
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        e = DeployError("the board on %s does not answer (nothing complete within %d s): is it "
-                        "running MicroPython (tools/flash.py)? Is another program (a serial "
-                        "monitor, Thonny, a second mpremote) using the port?" % (port, timeout), 1)
-        e.no_answer = True
-        raise e
+        raise DeployError("the board on %s does not answer (nothing complete within %d s): is it "
+                          "running MicroPython (tools/flash.py)? Is another program (a serial "
+                          "monitor, Thonny, a second mpremote) using the port?" % (port, timeout), 1,
+                          no_answer=True)
     except OSError as e:
         raise DeployError("cannot run mpremote (%s): pip install -r requirements.txt" % e, 1)
     if r.returncode != 0:
