@@ -96,7 +96,8 @@ class Heap:
         the largest piece of it the heap has in one place (all of it at the start), then, for
         what that piece lacks, the largest ballast pieces that fit in it are let go again."""
         gc = self.gc
-        self.ballast = [None] * 2048
+        if self.ballast is None:
+            self.ballast = [None] * 2048  # made once: a reboot's heap may have no 16 KB in one piece
         size = self.budget - 64
         reserve = None
         while reserve is None:
@@ -143,7 +144,8 @@ class Heap:
         left = self.settle()
         if left > self.leftover:
             self.leftover = left
-        self.ballast = None
+        for i in range(len(self.ballast)):
+            self.ballast[i] = None
         self.gc.collect()
         self._fill()
 
