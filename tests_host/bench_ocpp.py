@@ -1,19 +1,20 @@
 """Benchmarks of the OCPP link on the virtual board (run by tools/benchmark.py, which starts
 tools/csms.py and tests_host/netproxy.py around it and drives them).
 
-    bench_ocpp.py stall MODE [N] [--heap BYTES] [--seed N]
-    bench_ocpp.py boot [--heap BYTES]
+    bench_ocpp.py stall MODE [N] [--seed N]
+    bench_ocpp.py boot
     bench_ocpp.py queue N [--heap BYTES]
 
-Runs under the unix MicroPython port with the working directory as the board's flash (board.json,
-settings.json with ocpp_url, charge_box_id and, for wss://, ocpp_ca_file), and with simrun's Heap:
-the code is loaded first, then the data must fit in BYTES.
+Runs on the virtual ESP32 (frozen in, tools/vm.py) with the working directory as the board's flash
+(board.json, settings.json with ocpp_url, charge_box_id and, for wss://, ocpp_ca_file). The heap
+figures of `queue` are the firmware's (simrun.Heap: the interpreter's less what the world and the
+harness held before the first boot); BYTES is the firmware's budget they are reported against.
 
 stall: real time, as on the board (firmware.station.Station.run): the control task (world.advance,
   then station.tick()) every 10 ms, the slow task (service()) every 100 ms and the ChargePoint's
   run() with its link tasks, all under asyncio on SystemClock, while a car charges at 16 A on three
   phases. The gap between the starts of consecutive control ticks is recorded (time.ticks_us) into
-  a histogram allocated before the heap budget is set (instrumentation, not firmware data). The link
+  a histogram allocated before the firmware starts (instrumentation, not firmware data). The link
   is the firmware's own, except that its reconnect backoff is shortened to 20..100 ms so that the
   link reconnects as often as the network lets it (the firmware's backoff grows to 5 minutes).
   MODE names what the driver (tools/benchmark.py) does meanwhile; for all modes but `drain` this
@@ -292,11 +293,11 @@ def _available(sim):
 
 
 async def boot_run(budget):
-    from simrun import Heap, Sim, STEP_MS
+    from simrun import Sim, STEP_MS
 
-    Heap(budget)  # before the clock starts: the code is frozen on a board
     wall0 = time.ticks_ms()
     sim = Sim(".", None, None, True, None)
+    sim.start()
     while not _available(sim):
         await sim.astep()
         if sim.T > 120000:
@@ -308,9 +309,11 @@ async def boot_run(budget):
 
 
 async def queue_run(budget, n):
-    from simrun import Sim
+    from simrun import Sim, held
 
     sim = Sim(".", None, None, True, budget)
+    sim.heap.world = held()
+    sim.start()
     cp = sim.station.ocpp
     await sim.run_for(5000)
     idle = sim.heap.settle()
@@ -359,11 +362,8 @@ def main(argv):
             if len(args) < 2 or args[1] not in MODES:
                 print(__doc__)
                 return 2
-            from simrun import Heap
-
-            gaps = Gaps()  # instrumentation: outside the data budget
+            gaps = Gaps()  # instrumentation: allocated before the firmware starts
             gc.collect()
-            Heap(budget)
             bench = Stall(args[1], int(args[2]) if len(args) > 2 else 0, gaps)
             asyncio.run(bench.main())
         elif args[0] == "boot":

@@ -1,10 +1,9 @@
 """Real-time benchmark of the control loop on the virtual board (run by tools/benchmark.py).
 
-    bench_reaction.py MODE TRIALS SEED [--heap BYTES]
+    bench_reaction.py MODE TRIALS SEED
 
-Runs under the unix MicroPython port with the working directory as the board's flash (board.json,
-settings.json) like simrun.py, and with simrun's Heap: the code is loaded first, then the data
-must fit in BYTES. The station runs on the real clock (SystemClock) as on the board: a control
+Runs on the virtual ESP32 (frozen in, tools/vm.py) with the working directory as the board's
+flash (board.json, settings.json) like simrun.py. The station runs on the real clock (SystemClock) as on the board: a control
 task ticks every 10 ms (world.advance(now) first), a slow task calls service() every 100 ms.
 
 MODE
@@ -30,7 +29,6 @@ import asyncio
 import machine
 import random
 import time
-from simrun import Heap
 from world.world import World
 
 TICK_MS = 10
@@ -195,10 +193,9 @@ class Bench:
 
 
 def main(argv):
-    if len(argv) not in (4, 6) or argv[1] not in MODES or (len(argv) == 6 and argv[4] != "--heap"):
+    if len(argv) != 4 or argv[1] not in MODES:
         print(__doc__)
         return 2
-    Heap(int(argv[5]) if len(argv) == 6 else None)
     random.seed(int(argv[3]))
     bench = Bench(argv[1], int(argv[2]))
     try:

@@ -28,6 +28,12 @@ def _connect(port, timeout_s):
     return s
 
 
+def _send_all(s, data):
+    """All of `data`: CPython's sendall; MicroPython's stream write, which on a blocking socket
+    returns once all is written (the 32-bit virtual ESP32's socket has no sendall)."""
+    (getattr(s, "sendall", None) or s.write)(data)
+
+
 def _recv_some(s, mv):
     """Read what has arrived (at least 1 byte, 0 at EOF) into memoryview `mv`; the number of bytes."""
     ri = getattr(s, "recv_into", None)  # CPython
@@ -54,7 +60,7 @@ def proxy_command(port, line, timeout_s=5):
     """Send one command line to a netproxy control port; its one-line answer, without the newline."""
     s = _connect(port, timeout_s)
     try:
-        s.sendall(line.encode() + b"\n")
+        _send_all(s, line.encode() + b"\n")
         buf = bytearray(256)
         mv = memoryview(buf)
         got = 0
@@ -86,9 +92,9 @@ def http_json(method, port, path, body=None, timeout_s=30):
     head += "Content-Length: %d\r\n\r\n" % len(data)
     s = _connect(port, timeout_s)
     try:
-        s.sendall(head.encode() + data if len(data) < 512 else head.encode())
+        _send_all(s, head.encode() + data if len(data) < 512 else head.encode())
         if len(data) >= 512:
-            s.sendall(data)
+            _send_all(s, data)
         del head, data
         # the status line and headers, up to the blank line
         hbuf = bytearray(_HEADER_MAX)

@@ -19,15 +19,34 @@ moves the world and the firmware 10 ms; at `--speed N` the loop sleeps so that N
 time pass per wall-clock ms. The firmware's own clock restarts at 0 after a power cut, as a
 board's `ticks_ms` does.
 """
+import gc
 import json
 import os
 import sys
 import time
 
-import machine
-from firmware.clock import SystemClock, VirtualClock
-from world import scenario
-from world.world import World
+# The heap's split (see Heap): the firmware's modules that this harness uses too count as the
+# firmware's (it loads them at boot anyway); the fake hardware, the world and the harness do not.
+_ALLOC = getattr(gc, "mem_alloc", lambda: 0)  # (CPython has no such count)
+gc.collect()
+_at_start = _ALLOC()
+import asyncio  # noqa: E402
+from drivers import board as _board  # noqa: E402,F401
+from firmware.clock import SystemClock, VirtualClock  # noqa: E402
+from firmware.ocpp import outbox as _outbox  # noqa: E402,F401
+gc.collect()
+_FIRMWARE_OWN = _ALLOC() - _at_start
+
+import machine  # noqa: E402
+from world import scenario  # noqa: E402
+from world.world import World  # noqa: E402
+
+
+def held():
+    """What this interpreter holds now, less what the firmware's own modules took above: before
+    the first boot, what the world and the harness hold (Heap.world)."""
+    gc.collect()
+    return _ALLOC() - _FIRMWARE_OWN
 
 STEP_MS = 10
 SERVICE_EVERY = 10  # service task every 100 ms, as on the board
@@ -46,124 +65,44 @@ class SimError(Exception):
     pass
 
 
-# Every module the virtual board runs; loaded before the heap budget is set.
-CODE = (
-    "machine", "esp32", "network", "world.world", "world.scenario", "world.modbus_meter",
-    "firmware.station", "firmware.charger", "firmware.pilot", "firmware.safety", "firmware.limits",
-    "firmware.settings", "firmware.store", "firmware.journal", "firmware.flash", "firmware.session",
-    "firmware.clock", "firmware.metering", "drivers.board", "drivers.untrusted", "drivers.jsonfile",
-    "drivers.pilot", "drivers.relay", "drivers.rcd", "drivers.proximity",
-    "drivers.temperature", "drivers.analog", "drivers.led", "drivers.watchdog", "drivers.meter", "drivers.modbus",
-    "drivers.meter_models", "asyncio", "firmware.ocpp", "firmware.ocpp.ws", "firmware.ocpp.rpc",
-    "firmware.ocpp.schemas", "firmware.ocpp.outbox", "firmware.ocpp.chargepoint", "firmware.ocpp.config",
-    "firmware.ocpp.smart", "firmware.ocpp.dt", "firmware.ocpp.update", "firmware.ocpp.http",
-    "firmware.ocpp.ed25519", "firmware.appslot", "control", "firmware.auth", "firmware.tariff",
-    "firmware.billing", "firmware.ocpp.tokens", "drivers.reader", "drivers.mfrc522", "drivers.pn532",
-    "drivers.wiegand", "world.card", "drivers.lock",
-)
+class PowerOn(Exception):
+    """The power comes back, and the run restarts the interpreter for the new boot (see Sim.fresh)."""
+
+
+RESTART = 75  # exit status: start a fresh interpreter with --resume (tools/sim.py does)
 
 
 class Heap:
-    """The data budget: code first (and the simulated world, which is not the firmware's),
-    then a ballast that leaves exactly `budget` bytes free for the firmware's data."""
+    """What the firmware holds of the MicroPython heap, measured after a collection.
 
-    def __init__(self, budget):
+    Under the virtual ESP32 (`tools/sim.py --runtime esp32`) the interpreter's heap is the
+    board's: `-X heapsize` is the firmware's budget plus what the simulated world and this harness
+    hold (`world`, measured by a probe run of the same board and scenario that stops before the
+    first boot, see `main`). Everything else counts: the firmware's module objects, asyncio's,
+    its data, and what a power cut leaves for the collector to find (RAM is gone on a board, but
+    here the old boot's objects are garbage in the same heap: a stale pointer that keeps some
+    alive makes the next boot fail, as a leak would)."""
+
+    def __init__(self, budget, world):
         import gc
 
         self.gc = gc
-        self.budget = budget
-        self.ballast = None
-        self.code = 0
+        self.budget = budget  # None: no accounting (other runtimes)
+        self.world = world
         self.peak = 0
-        if budget is None:
-            return
-        for name in CODE:
-            __import__(name)
-
-    def reserve(self):
-        """After the world is built: the ballast."""
-        gc = self.gc
-        if self.budget is None:
-            return
-        gc.collect()
-        self.code = gc.mem_alloc()
-        if gc.mem_free() < self.budget:
-            raise MemoryError("the heap cannot hold the code and a %d byte budget" % self.budget)
-        self._fill()
-
-    def _fill(self):
-        """Ballast everywhere but the budget, which is kept in as few pieces as the heap allows:
-        the largest piece of it the heap has in one place (all of it at the start), then, for
-        what that piece lacks, the largest ballast pieces that fit in it are let go again."""
-        gc = self.gc
-        if self.ballast is None:
-            self.ballast = [None] * 2048  # made once: a reboot's heap may have no 16 KB in one piece
-        size = self.budget - 64
-        reserve = None
-        while reserve is None:
-            try:
-                reserve = bytearray(size)
-            except MemoryError:
-                size = size * 7 // 8
-        if size < self.piece:
-            self.piece = size
-        n = 0
-        chunk = 1 << 16
-        while chunk >= 16 and n < len(self.ballast):
-            try:
-                self.ballast[n] = bytearray(chunk)
-                n += 1
-            except MemoryError:
-                chunk //= 2
-        reserve = None
-        gc.collect()
-        short = self.budget - gc.mem_free()
-        for i in range(n):  # largest first (the pieces come in falling sizes), none beyond
-            if short <= 64:
-                break
-            if len(self.ballast[i]) <= short:
-                short -= len(self.ballast[i])
-                self.ballast[i] = None
-        gc.collect()
-        self.base = gc.mem_alloc()
-
-    leftover = 0  # the most any reboot found still held of the previous boot's data (bytes)
-    piece = 1 << 30  # the smallest largest piece of the budget any boot was given (bytes)
-
-    def reboot(self):
-        """RAM is gone at a power cut, and a board's reset gives the new boot its whole heap in
-        one piece. MicroPython's collector is conservative, though: a stale word somewhere that
-        looks like a pointer can keep part of the old firmware's data alive (seen: 15-22 KB, only
-        after the back-end link ran, only under MicroPython; CPython frees all of it), scattered
-        over what was the budget and beyond. That is not the new boot's data: the ballast is
-        laid again around a new budget, in one piece where the heap still has one (`_fill`).
-        The amount left over and the smallest piece a boot was given are reported (`leftover`,
-        `piece` in the heap event)."""
-        if self.ballast is None:
-            return
-        left = self.settle()
-        if left > self.leftover:
-            self.leftover = left
-        for i in range(len(self.ballast)):
-            self.ballast[i] = None
-        self.gc.collect()
-        self._fill()
 
     def sample(self):
         """Live data after a collection (garbage waiting for the collector is not a need)."""
-        if self.ballast is None:
-            return
-        self.gc.collect()
-        used = self.gc.mem_alloc() - self.base
-        if used > self.peak:
+        used = self.settle()
+        if used is not None and used > self.peak:
             self.peak = used
 
     def settle(self):
-        """After a garbage collection: what the live data takes now."""
-        if self.ballast is None:
-            return 0
+        """After a garbage collection: what the firmware's live data takes now."""
+        if self.budget is None:
+            return None
         self.gc.collect()
-        return self.gc.mem_alloc() - self.base
+        return self.gc.mem_alloc() - self.world
 
 
 CAPACITY = 0x200000  # bytes: the filesystem ("vfs" partition) of the ESP32's default 4 MB layout
@@ -286,7 +225,7 @@ def _purge_firmware():
 
 class Sim:
     def __init__(self, root_code, events_path=None, speed=None, quiet=False, heap=None, tty=False,
-                 csms_control=None, proxy_control=None):
+                 csms_control=None, proxy_control=None, world=0, boot=True, fresh=None):
         self.code = root_code
         self.csms_control = csms_control  # port of tools/csms.py's control API
         self.proxy_control = proxy_control  # port of the network proxy's control (tests_host/netproxy.py)
@@ -295,13 +234,19 @@ class Sim:
         self.bugs = []  # exceptions the firmware's tasks caught (error events), but a MemoryError
         self.out_of_memory = 0  # slow rounds given up for a MemoryError
         self.tty = tty
-        self.heap = Heap(heap)
+        self.heap = Heap(heap, world)
         self.T = 0
         self.boot_T = 0
         self.clock = VirtualClock(0)
         self.speed = speed  # None: as fast as possible
         self.quiet = quiet
-        self.events = open(events_path, "w") if events_path else None
+        # fresh: a file; each boot after a power cut or reset then runs in a fresh interpreter, as
+        # a board's boots start from empty RAM: the run saves its state there and exits RESTART.
+        self.fresh = fresh
+        self._resumed = False
+        self.pos = 0  # the scenario action being carried out
+        self.wait_end = None  # the virtual time the current `wait` ends at
+        self.events = open(events_path, "a" if fresh and _exists(fresh) else "w") if events_path else None
         self.station = None
         self.flash = None
         self.powered = True
@@ -323,11 +268,69 @@ class Sim:
 
         self._ctl_buf = bytearray(16384)
         self._ctl_lock = asyncio.Lock()
-        self.heap.reserve()
         self._wall = SystemClock()
         self._wall0 = self._wall.ticks_ms()
         self._steps = 0
+        if boot:
+            self._boot()
+
+    def start(self):
+        """Power on: the first boot (for a Sim made with boot=False)."""
+        self._wall0 = self._wall.ticks_ms()
         self._boot()
+
+    # ---- a fresh interpreter for every boot ----
+
+    def save(self):
+        """All that outlives the firmware's RAM, into self.fresh: the world, the board's clocks,
+        the flash's counters, this run's figures and where the scenario is."""
+        from world import snapshot
+
+        self.station = None
+        gc.collect()
+        doc = {"T": self.T, "restore_at": self.restore_at, "cause": self._restore_cause, "steps": self._steps,
+               "peak": self.heap.peak, "oom": self.out_of_memory, "bugs": self.bugs, "pos": self.pos,
+               "wait_end": self.wait_end, "cut_after": self._cut_after,
+               "flash": [self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing],
+               "machine": machine.hw_state()}
+        with open(self.fresh, "w") as f:
+            f.write(json.dumps(doc)[:-1] + ', "world": ')
+            snapshot.save(self.world, f)
+            f.write("}")
+
+    def resume(self):
+        """In the fresh interpreter: the state self.save() left, power still off; the next step
+        boots. Returns the scenario position (action index, end of its wait)."""
+        from world import snapshot
+
+        with open(self.fresh) as f:
+            doc = json.load(f)
+        classes = {}
+        for name in list(sys.modules):
+            if name.startswith("world."):
+                m = sys.modules[name]
+                for k in dir(m):
+                    v = getattr(m, k)
+                    if isinstance(v, type):
+                        classes[k] = v
+        snapshot.load(self.world, doc["world"], classes)
+        machine.hw_set_state(doc["machine"])
+        self.T = doc["T"]
+        self.clock.set(self.T)
+        self.restore_at = doc["restore_at"]
+        self._restore_cause = doc["cause"]
+        self._steps = doc["steps"]
+        self.heap.peak = doc["peak"]
+        self.out_of_memory = doc["oom"]
+        self.bugs = doc["bugs"]
+        self._cut_after = tuple(doc["cut_after"]) if doc["cut_after"] else None
+        self.flash = CountingFS()
+        self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing = doc["flash"]
+        self.powered = False
+        self._resumed = True
+        if self.speed:
+            self._wall0 = self._wall.ticks_add(self._wall.ticks_ms(), -int(self.T // self.speed))
+        return doc["pos"], doc["wait_end"]
 
     # ---- events ----
 
@@ -366,9 +369,6 @@ class Sim:
             self.flash = CountingFS()  # outlives reboots: it is the flash, not the firmware
         machine.hw_reset(machine.PWRON_RESET if cause is None else cause)
         self.world.install()
-        if self.station_booted:
-            self.heap.reboot()  # (after the reset dropped the old firmware's interrupt handlers)
-        self.station_booted = True
         self.clock.set(0)
         self.boot_T = self.T
         __import__("boot")  # the board's boot.py, run afresh after every reset
@@ -388,7 +388,7 @@ class Sim:
     def _resources(self):
         """After each session: the live heap (flat: nothing leaks), the session journal's bytes
         on flash (under its bound) and the flash in use."""
-        fields = {"heap_live": self.heap.settle() if self.heap.ballast is not None else None,
+        fields = {"heap_live": self.heap.settle(),
                   "flash_used": getattr(self.flash, "used", None)}
         st = self.station
         keeper = getattr(st, "keeper", None) if st is not None else None
@@ -414,7 +414,6 @@ class Sim:
             self._link_task = None
         self.station = None
 
-    station_booted = False
     _live_due = False
     _cut_after = None  # (messages sent, cut duration): power-cut-after-sent
     _hold_since = None  # real tick since which virtual time waits on the network
@@ -437,9 +436,12 @@ class Sim:
     # ---- the loop ----
 
     def step(self):
+        if not self.powered and self.T + STEP_MS >= self.restore_at and self.fresh and not self._resumed:
+            raise PowerOn()
         self.T += STEP_MS
         self.clock.advance(STEP_MS)
         if not self.powered and self.T >= self.restore_at:
+            self._resumed = False
             self.powered = True
             self.world.power_restored()
             cause, self._restore_cause = self._restore_cause, None
@@ -512,9 +514,13 @@ class Sim:
         return True
 
     async def run_for(self, ms):
-        end = self.T + ms
+        await self.run_until(self.T + ms)
+
+    async def run_until(self, end):
+        self.wait_end = end
         while self.T < end:
             await self.astep()
+        self.wait_end = None
 
     async def act(self, lineno, verb, args):
         """Apply one scenario action. Raises SimError with the line number when it cannot."""
@@ -641,11 +647,20 @@ class Sim:
             self._remotes -= 1
         self.emit("remote", fields)
 
+    async def settle_remotes(self):
+        """Back-end commands in flight end before the interpreter does (their answers are the
+        back end's, whatever the board's power), within the control API's time-out."""
+        import asyncio
+
+        wall = self._wall
+        t0 = wall.ticks_ms()
+        while self._remotes and wall.ticks_diff(wall.ticks_ms(), t0) < 35000:
+            await asyncio.sleep(0.005)
+
     def finish(self):
-        if self.heap.ballast is not None:
+        if self.heap.budget is not None:
             self.emit("heap", {"budget": self.heap.budget, "peak": self.heap.peak, "live": self.heap.settle(),
-                               "code": self.heap.code, "leftover": self.heap.leftover,
-                               "piece": self.heap.piece, "out_of_memory": self.out_of_memory})
+                               "world": self.heap.world, "out_of_memory": self.out_of_memory})
         self.emit("flash", {"bytes_written": self.flash.bytes, "writes": self.flash.writes, "used": self.flash.used})
         lk = self.world.lock
         if lk is not None:
@@ -708,15 +723,24 @@ class Sim:
                 print("error:", str(e).replace("line 1: ", "").replace("line 0: ", ""))
 
 
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
         return 2
     code = argv[1]
     opts = {"--scenario": None, "--events": None, "--speed": None, "--heap": None, "--csms-control": None,
-            "--proxy-control": None}
+            "--proxy-control": None, "--world": None, "--fresh": None}
     quiet = False
     tty = False
+    probe = False
     i = 2
     while i < len(argv):
         a = argv[i]
@@ -726,6 +750,10 @@ def main(argv):
             continue
         if a == "--tty":
             tty = True
+            i += 1
+            continue
+        if a == "--probe":
+            probe = True
             i += 1
             continue
         if a not in opts or i + 1 >= len(argv):
@@ -745,22 +773,43 @@ def main(argv):
             print("scenario %s: %s" % (opts["--scenario"], e))
             return 2
     heap = int(opts["--heap"]) if opts["--heap"] else None
+    world = int(opts["--world"]) if opts["--world"] else 0
     csms = int(opts["--csms-control"]) if opts["--csms-control"] else None
     proxy = int(opts["--proxy-control"]) if opts["--proxy-control"] else None
-    import asyncio
+    if probe:
+        # What the world and this harness hold once built, before the first boot: tools/sim.py
+        # adds it to the firmware's budget for -X heapsize. (The same steps as a run, so the same
+        # bytes: the scenario parsed, the world and the harness built, the events file open.)
+        sim = Sim(code, None, speed, True, heap, tty, csms, proxy, boot=False)
+        print("world %d" % held())
+        return 0
+    return asyncio.run(_run(code, opts, speed, quiet, heap, tty, csms, proxy, actions, world))
 
-    return asyncio.run(_run(code, opts, speed, quiet, heap, tty, csms, proxy, actions))
 
-
-async def _run(code, opts, speed, quiet, heap, tty, csms, proxy, actions):
-    sim = Sim(code, opts["--events"], speed, quiet, heap, tty, csms, proxy)
+async def _run(code, opts, speed, quiet, heap, tty, csms, proxy, actions, world):
+    fresh = opts["--fresh"]
+    resuming = fresh is not None and _exists(fresh)
+    sim = Sim(code, opts["--events"], speed, quiet, heap, tty, csms, proxy, world, boot=not resuming, fresh=fresh)
+    start, wait_end = sim.resume() if resuming else (0, None)
     try:
         if actions is None:
             await sim.interactive()
         else:
-            for lineno, verb, args in actions:
+            if wait_end is not None:  # power came back during this `wait`
+                await sim.run_until(wait_end)
+                start += 1
+            for i in range(start, len(actions)):
+                sim.pos = i
+                lineno, verb, args = actions[i]
                 await sim.act(lineno, verb, args)
+            sim.pos = len(actions)
             await sim.run_for(STEP_MS)
+    except PowerOn:
+        await sim.settle_remotes()
+        sim.save()
+        if sim.events is not None:
+            sim.events.close()
+        return RESTART
     except SimError as e:
         print("scenario %s: %s" % (opts["--scenario"], e))
         sim.finish()

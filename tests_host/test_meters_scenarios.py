@@ -16,7 +16,7 @@ MODELS = ["sdm630", "sdm120", "sdm230", "sdm72d", "dtsu666", "ddsu666", "s0", "n
 
 def run(model, tmp):
     ev = os.path.join(tmp, model + ".jsonl")
-    p = subprocess.run([sys.executable, SIM, "--scenario", SCENARIO, "--events", ev, "--heap", "64K", "--quiet",
+    p = subprocess.run([sys.executable, SIM, "--scenario", SCENARIO, "--events", ev, "--quiet",
                         "--meter", model], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     return [json.loads(line) for line in open(ev)]
@@ -55,7 +55,7 @@ def test_meter_failure_tolerated_when_allowed_marks_the_session_incomplete(tmp_p
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"meter_required": False}))
     ev = tmp_path / "e.jsonl"
-    p = subprocess.run([sys.executable, SIM, "--scenario", str(scn), "--events", str(ev), "--heap", "64K", "--quiet",
+    p = subprocess.run([sys.executable, SIM, "--scenario", str(scn), "--events", str(ev), "--quiet",
                         "--settings", str(settings)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     events = [json.loads(line) for line in open(ev)]

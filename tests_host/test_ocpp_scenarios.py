@@ -18,6 +18,7 @@ ROOT = os.path.dirname(HERE)
 SCENARIOS = os.path.join(HERE, "scenarios", "ocpp")
 SIM = os.path.join(ROOT, "tools", "sim.py")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import sim  # noqa: E402
 
 RUNS = {
     # name: (scenario file, extra simulator arguments)
@@ -80,11 +81,11 @@ def run_sim(name, tmp):
 
 
 def simulate(name, scenario, tmp, extra):
-    """Run one scenario file in the simulator at 64K against its built-in back end."""
+    """Run one scenario file in the simulator, in the board's whole heap, against its built-in back end."""
     events = os.path.join(tmp, name + ".jsonl")
     db = os.path.join(tmp, name + ".db")
     cmd = [sys.executable, SIM, "--scenario", scenario, "--events", events,
-           "--heap", "64K", "--quiet", "--csms-db", db] + extra
+           "--heap", sim.DEFAULT_HEAP, "--quiet", "--csms-db", db] + extra
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     evs = []
     if os.path.exists(events):
@@ -108,7 +109,7 @@ def ok(runs, name):
         print("\n%s: %d slow rounds ran out of memory and were given up" % (name, heap[0]["out_of_memory"]))
     import sim
 
-    budget = 65536 + (sim.TLS_ROOM if "--tls" in RUNS[name][1] else 0)  # (tools/sim.py: TLS_ROOM)
+    budget = sim.heap_bytes(sim.DEFAULT_HEAP) + (sim.TLS_ROOM if "--tls" in RUNS[name][1] else 0)  # (tools/sim.py: TLS_ROOM)
     assert heap and heap[0]["budget"] == budget and heap[0]["peak"] <= budget
     return r
 

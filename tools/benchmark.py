@@ -72,7 +72,8 @@ import sim  # noqa: E402
 import test as checks  # noqa: E402  (tools/test.py: the device files)
 
 ROOT = _venv.ROOT
-HEAP = "64K"
+HEAP = sim.DEFAULT_HEAP  # the board's whole heap (tools/sim.py --heap)
+WORLD_ROOM = 128 * 1024  # beside it in the benches' own processes, for the world and the instruments
 BOARD = os.path.join(sim.BOARDS, "esp32-devkit.json")
 SETTINGS = {"close_debounce_ms": 50}  # the minimum: the car charges again quickly
 SCENARIO = os.path.join(sim.HOST, "scenarios", "charge_1h.scn")
@@ -137,11 +138,7 @@ def start_loop_bench(mode, trials, seed, flash):
     sim.prepare_flash(flash, BOARD, None, None)
     with open(os.path.join(flash, "settings.json"), "w") as f:
         json.dump(SETTINGS, f)
-    budget = sim.heap_bytes(HEAP)
-    env = dict(os.environ)
-    env["MICROPYPATH"] = sim.micropython_path()
-    cmd = [_venv.bin_path("micropython"), "-X", "heapsize=%d" % (budget + sim.CODE_ROOM),
-           "-m", "bench_reaction", mode, str(trials), str(seed), "--heap", str(budget)]
+    cmd, env = sim.vm_command("bench_reaction", [mode, trials, seed], sim.heap_bytes(HEAP) + WORLD_ROOM)
     return subprocess.Popen(cmd, cwd=flash, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -158,7 +155,6 @@ def samples(mode, rc, out):
 
 
 def loop_benches(trials, seed):
-    sim.compile_for_sim()
     modes = [m for m, _label in REACTIONS] + ["tick"]
     with tempfile.TemporaryDirectory(prefix="evse-bench-") as tmp:
         procs = [(m, start_loop_bench(m, trials, seed + i, os.path.join(tmp, m))) for i, m in enumerate(modes)]
@@ -197,7 +193,6 @@ def heap_figures(scenario):
 
     import csms
 
-    sim.compile_for_sim()  # once, before the two runs
     with tempfile.TemporaryDirectory(prefix="evse-bench-") as tmp:
         db = os.path.join(tmp, "csms.db")
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
@@ -215,7 +210,7 @@ def heap_figures(scenario):
     bare_flash = [e for e in bare_evs if e["type"] == "flash"]
     if not heap or not flash or not bare_flash:
         raise BenchFailed("tools/sim.py reported no heap or flash event")
-    out = {k: heap[-1][k] for k in ("budget", "peak", "live", "code")}
+    out = {k: heap[-1][k] for k in ("budget", "peak", "live", "world")}
     out["flash_bytes"] = flash[-1]["bytes_written"]
     out["flash_writes"] = flash[-1]["writes"]
     out["charging_s"] = _charging_s(evs)
@@ -230,10 +225,8 @@ def heap_figures(scenario):
 # ---- 5: meter polls ----
 
 def meter_polls(polls):
-    sim.compile_for_sim()
-    env = dict(os.environ, MICROPYPATH=sim.micropython_path())
-    p = subprocess.run([_venv.bin_path("micropython"), "-X", "heapsize=256K", "-m", "bench_meter", str(polls)],
-                       env=env, capture_output=True, text=True, timeout=300)
+    cmd, env = sim.vm_command("bench_meter", [polls], 256 * 1024)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if p.returncode or "done" not in p.stdout:
         raise BenchFailed("bench_meter: exit %d: %s" % (p.returncode, (p.stdout + p.stderr)[-500:]))
     rows = {}
@@ -324,9 +317,7 @@ class MpBench:
 
     def __init__(self, args, flash):
         budget = sim.heap_bytes(HEAP)
-        env = dict(os.environ, MICROPYPATH=sim.micropython_path())
-        cmd = [_venv.bin_path("micropython"), "-X", "heapsize=%d" % (budget + sim.CODE_ROOM),
-               "-m", "bench_ocpp"] + [str(a) for a in args] + ["--heap", str(budget)]
+        cmd, env = sim.vm_command("bench_ocpp", list(args) + ["--heap", budget], budget + WORLD_ROOM)
         self.what = " ".join(str(a) for a in args)
         self.p = subprocess.Popen(cmd, cwd=flash, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -539,7 +530,6 @@ def ocpp_benches(o):
 
 # ---- 8: network drops during a long charging run (tools/sim.py) ----
 
-SCENARIO_ROOM_PER_ACTION = 1024
 
 
 def drops_scenario(drops):
@@ -580,20 +570,10 @@ def drops_run(drops, work):
     events = os.path.join(work, "events.jsonl")
     db = os.path.join(work, "csms.db")
     flash = os.path.join(work, "flash")
-    # simrun parses the whole scenario before it sets the heap budget: 2,005 actions take about 340 KB
-    # (unix port, 64-bit) and leave the heap fragmented, so they do not fit beside the code in
-    # tools/sim.py's CODE_ROOM (MemoryError in world/scenario.py or while loading the code). The
-    # interpreter gets room for them. The holes they leave are more than simrun's Heap ballast can
-    # fill, so the 64K budget is not enforced by a MemoryError in this run: the heap row reports the
-    # measured peak, which must stay within the budget (heap_within_budget).
-    room = sim.CODE_ROOM
-    sim.CODE_ROOM = room + SCENARIO_ROOM_PER_ACTION * (2 * drops + 5)
+    # (the parsed scenario is the world's: tools/sim.py's probe counts it beside the budget)
     t0 = time.monotonic()
-    try:
-        rc = sim.main(["--scenario", scn, "--heap", HEAP, "--events", events, "--csms-db", db, "--flash", flash,
-                       "--id", CP_ID, "--quiet"])
-    finally:
-        sim.CODE_ROOM = room
+    rc = sim.main(["--scenario", scn, "--heap", HEAP, "--events", events, "--csms-db", db, "--flash", flash,
+                   "--id", CP_ID, "--quiet"])
     wall = time.monotonic() - t0
     if rc:
         raise BenchFailed("tools/sim.py with %d network drops: exit %d" % (drops, rc))
@@ -666,7 +646,7 @@ def table(r):
     if h is not None:
         per_hour = h["flash_bytes"] * 3600 / h["charging_s"] if h["charging_s"] else 0
         lines += ["", "3. heap, bytes (%s, --heap %s)" % (h["scenario"], HEAP),
-                  "peak %d   live %d   budget %d   code %d" % (h["peak"], h["live"], h["budget"], h["code"]),
+                  "peak %d   live %d   budget %d   (world beside it %d)" % (h["peak"], h["live"], h["budget"], h["world"]),
                   "flash written: %d bytes in %d writes over %.0f s of charging = %.0f bytes per hour"
                   % (h["flash_bytes"], h["flash_writes"], h["charging_s"], per_hour)]
     if "mpy" in r:

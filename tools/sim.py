@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
 """Run the charger firmware on a virtual ESP32 board with a simulated car.
 
-    python3 tools/sim.py [--scenario FILE] [--events FILE] [--runtime micropython|cpython]
+    python3 tools/sim.py [--scenario FILE] [--events FILE] [--runtime esp32|micropython|cpython]
                          [--heap SIZE] [--speed N|max] [--board NAME] [--settings FILE]
                          [--csms URL] [--id CHARGEBOXID] [--flash DIR] [--quiet]
 
 Without --scenario it is interactive: type scenario lines (plug, ev-ready 16, unplug, ...) and
-watch the status line. The firmware runs under the real unix MicroPython port by default, with
-the fake `machine` modules and the simulated world (tests_host/world) behind them.
+watch the status line. The firmware runs on the virtual ESP32 by default (`--runtime esp32`:
+a 32-bit unix MicroPython with single-precision floats and the firmware frozen in, built by
+tools/vm.py), with the fake `machine` modules and the simulated world (tests_host/world) behind
+them. `--runtime micropython` runs the prebuilt 64-bit unix port instead (faster to start, no
+heap accounting), `--runtime cpython` runs CPython.
 
---heap SIZE limits the heap the firmware's data may use (the scenario fails with MemoryError
-beyond it). The bytecode of the firmware, the drivers, the fakes and the simulated world is
-loaded first and does not count: on the ESP32 it is frozen into flash (tools/build.py), while
-the unix port must load it into its heap, where a 64-bit build needs about twice the room.
-The simulated world's own data does not count either. With wss:// (--tls, or a wss:// --csms) the
-budget grows by TLS_ROOM (24 KB): the unix port's mbedTLS takes its buffers from MicroPython's
-heap, the ESP32's from the ESP-IDF heap beside it (about 40 KB are kept for Wi-Fi and TLS there).
+--heap SIZE (esp32 runtime; default DEFAULT_HEAP, 96K) is the board's whole MicroPython heap: the
+firmware's module objects, asyncio's, and all the firmware's data count, as on an ESP32 with the
+firmware frozen into flash. The scenario fails with MemoryError beyond it. The simulated world
+and the harness live in the same interpreter: a probe run of the same board and scenario measures
+what they hold before the first boot, and -X heapsize is SIZE plus that (reported as `world` in
+the `heap` event). With wss:// (--tls, or a wss:// --csms) the heap grows by TLS_ROOM (24 KB):
+the unix port's mbedTLS takes its buffers from MicroPython's heap, the ESP32's from the ESP-IDF
+heap beside it (about 40 KB are kept for Wi-Fi and TLS there).
 
 --speed N runs virtual time N times faster than the wall clock; `max` (the default with a
 scenario) runs as fast as the machine can. Interactive mode defaults to --speed 1.
@@ -44,7 +48,8 @@ BOARDS = os.path.join(ROOT, "drivers", "boards")
 
 
 TLS_ROOM = 24 * 1024  # see the module's docstring
-CODE_ROOM = 800 * 1024  # more than the bytecode of firmware, drivers, fakes and world take, and the world
+DEFAULT_HEAP = "96K"  # the firmware's whole budget on an ESP32-WROOM beside Wi-Fi and TLS
+PROBE_HEAP = 4 * 1024 * 1024  # the probe run's heap: room for any world and scenario
 
 
 def heap_bytes(text):
@@ -87,9 +92,11 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", metavar="FILE", help="scenario file to run (one action per line)")
     p.add_argument("--events", metavar="FILE", help="write events as JSON lines to FILE")
-    p.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
+    p.add_argument("--runtime", choices=("esp32", "micropython", "cpython"), default="esp32",
+                   help="esp32: the virtual ESP32 (32-bit, firmware frozen, heap counted); micropython: "
+                        "the prebuilt 64-bit unix port; cpython")
     p.add_argument("--heap", type=heap_size, metavar="SIZE",
-                   help="heap for the firmware's data, e.g. 64K; the code sits beside it as frozen bytecode does on the ESP32")
+                   help="the board's whole MicroPython heap (esp32 runtime), default %s" % DEFAULT_HEAP)
     p.add_argument("--speed", type=speed, metavar="N", help="virtual time per wall-clock time; 'max' = unthrottled")
     p.add_argument("--board", default="esp32-devkit", metavar="NAME", help="board profile name or JSON path")
     p.add_argument("--settings", metavar="FILE", help="settings JSON put on the board's flash")
@@ -107,8 +114,8 @@ def parse_args(argv):
     p.add_argument("--flash", metavar="DIR", help="keep the board's flash in DIR between runs")
     p.add_argument("--quiet", action="store_true", help="do not print events")
     a = p.parse_args(argv)
-    if a.heap and a.runtime != "micropython":
-        p.error("--heap applies to the micropython runtime only")
+    if a.heap and a.runtime != "esp32":
+        p.error("--heap applies to the esp32 runtime only (the other runtimes do not count the heap)")
     if a.csms and a.csms != "none" and not (a.csms.startswith("ws://") or a.csms.startswith("wss://")):
         p.error("--csms %s: expected ws://HOST:PORT/PATH, wss://... or none" % a.csms)
     if a.csms and a.csms.startswith("wss://"):
@@ -337,29 +344,27 @@ def summary(db, cp):
 
 
 def command(a):
+    """The interpreter's command line and environment: (cmd, env)."""
     env = dict(os.environ)
-    if a.runtime == "micropython":
+    if a.runtime == "esp32":
+        import vm
+
+        try:
+            cmd = [vm.build(quiet=False)]
+        except vm.VMError as e:
+            sys.exit("sim: the virtual ESP32 cannot be built: %s" % e)
+        env["MICROPYPATH"] = ".frozen"  # everything it runs is frozen in, as on a board
+        cmd += ["-m", "simrun", ROOT]
+    elif a.runtime == "micropython":
         compile_for_sim()
-        cmd = [_venv.bin_path("micropython")]
-        budget = None
-        if a.heap:
-            budget = heap_bytes(a.heap)
-            if a.tls != "off" or (a.csms or "").startswith("wss:"):
-                budget += TLS_ROOM
-            # The code is loaded beside the budget (see --heap): give the interpreter room for it,
-            # then simrun locks everything above the budget away before the firmware starts.
-            cmd += ["-X", "heapsize=%d" % (budget + CODE_ROOM)]
+        cmd = [_venv.bin_path("micropython"), "-X", "heapsize=%d" % PROBE_HEAP]
         env["MICROPYPATH"] = micropython_path()
         cmd += ["-m", "simrun", ROOT]
-        if budget:
-            cmd += ["--heap", str(budget)]
     else:
         cmd = [sys.executable, "-u", os.path.join(HOST, "simrun.py"), ROOT]
         env["PYTHONPATH"] = os.pathsep.join([FAKES, ROOT, HOST])
     if a.scenario:
         cmd += ["--scenario", os.path.abspath(a.scenario)]
-    if a.events:
-        cmd += ["--events", os.path.abspath(a.events)]
     if a.speed:
         cmd += ["--speed", a.speed]
     if a.quiet:
@@ -368,6 +373,45 @@ def command(a):
         cmd += ["--csms-control", str(a.csms_control)]
     if getattr(a, "proxy_control", None):
         cmd += ["--proxy-control", str(a.proxy_control)]
+    return cmd, env
+
+
+def vm_command(module, args, heap):
+    """A harness module frozen into the virtual ESP32 (tests_host/manifest.py), run with `heap`
+    bytes of MicroPython heap: (cmd, env)."""
+    import vm
+
+    env = dict(os.environ, MICROPYPATH=".frozen")
+    return [vm.build(quiet=False), "-X", "heapsize=%d" % heap, "-m", module] + [str(x) for x in args], env
+
+
+def heap_budget(a):
+    """The board's heap in bytes (esp32 runtime), TLS_ROOM included for wss://."""
+    budget = heap_bytes(a.heap or DEFAULT_HEAP)
+    if a.tls != "off" or (a.csms or "").startswith("wss:"):
+        budget += TLS_ROOM
+    return budget
+
+
+def world_bytes(cmd, env, flash):
+    """The probe: what the world and the harness hold before the first boot (see simrun.main)."""
+    probe = [cmd[0], "-X", "heapsize=%d" % PROBE_HEAP] + cmd[1:] + ["--probe"]
+    r = subprocess.run(probe, cwd=flash, env=env, capture_output=True, text=True)
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    if r.returncode or not last.startswith("world "):
+        sys.exit("sim: the probe of the world's heap failed:\n%s" % (r.stdout + r.stderr).strip())
+    return int(last.split()[1])
+
+
+def full_command(a, flash):
+    """command() plus what depends on the run: the heap (esp32), the events file, the tty."""
+    cmd, env = command(a)
+    if a.runtime == "esp32":
+        budget = heap_budget(a)
+        world = world_bytes(cmd, env, flash)
+        cmd = [cmd[0], "-X", "heapsize=%d" % (budget + world)] + cmd[1:] + ["--heap", str(budget), "--world", str(world)]
+    if a.events:
+        cmd += ["--events", os.path.abspath(a.events)]
     if not a.scenario and sys.stdout.isatty():
         cmd += ["--tty"]  # one live status line instead of a scrolling one
     return cmd, env
@@ -394,12 +438,24 @@ def main(argv=None):
             shutil.rmtree(flash, ignore_errors=True)
 
 
+RESTART = 75  # simrun's exit status when the board's power comes back (tests_host/simrun.py)
+
+
 def run(a, flash):
-    cmd, env = command(a)
+    """The board's life: a fresh interpreter for every boot after a power cut or reset, as a
+    board's RAM starts empty (simrun saves the world and the run's state in between)."""
+    cmd, env = full_command(a, flash)
+    state = tempfile.mkdtemp(prefix="evse-state-")
+    cmd += ["--fresh", os.path.join(state, "state.json")]
     try:
-        return subprocess.call(cmd, cwd=flash, env=env)
+        while True:
+            rc = subprocess.call(cmd, cwd=flash, env=env)
+            if rc != RESTART:
+                return rc
     except KeyboardInterrupt:
         return 130
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def with_backend(a, flash, work):

@@ -3,8 +3,8 @@
     python3 tools/benchmark.py --rows soak [--soak-sessions 100] [--soak-kwh 10-50] [--seed N]
 
 Sessions of a random 10-50 kWh each (a car at 32 A on three phases, 22 kW), in runs of
-RUN_SESSIONS, each run one `tools/sim.py` process on the unix MicroPython port with a 64K data
-heap against its built-in back end, runs side by side, one per CPU. A seeded generator writes each
+RUN_SESSIONS, each run one `tools/sim.py` process on the virtual ESP32 in the board's whole
+heap (96K) against its built-in back end, runs side by side, one per CPU. A seeded generator writes each
 run's scenario: in each session, at random moments, up to three of a power cut (1-60 s), the
 network down (1 min - 2 h), meter noise (5 % of the replies corrupted) and a full flash (free
 space at most the firmware's reserve, 5 min - 1 h); between sessions the car is away 30 s - 5 min.
@@ -115,8 +115,7 @@ def _run_one(i, seed, sessions, kwh, reserve, work, runtime):
     events, db, flash = os.path.join(d, "events.jsonl"), os.path.join(d, "csms.db"), os.path.join(d, "flash")
     cmd = [sys.executable, SIM, "--scenario", scn, "--events", events, "--csms-db", db, "--flash", flash,
            "--id", CP_ID, "--quiet", "--runtime", runtime]
-    if runtime == "micropython":
-        cmd += ["--heap", "64K"]
+    # (the esp32 runtime runs in the board's whole heap: tools/sim.py's DEFAULT_HEAP)
     t0 = time.monotonic()
     with open(os.path.join(d, "output.txt"), "w") as out:  # kept beside the events for a post-mortem
         p = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -220,7 +219,7 @@ def check(i, rc, output, evs, db, plan, wall):
     }
 
 
-def run(sessions=100, kwh=(10, 50), seed=1, work=None, runtime="micropython", jobs=None):
+def run(sessions=100, kwh=(10, 50), seed=1, work=None, runtime="esp32", jobs=None):
     """Every run's figures; `failures` lists what broke a promise."""
     sys.path.insert(0, ROOT)
     from firmware import flash as flash_mod

@@ -319,6 +319,19 @@ def hw_now_us():
     return _now_us
 
 
+def hw_state():
+    """What of the board outlives a power cut besides the flash: its clocks (the RTC keeps time
+    across soft and watchdog resets; hw_reset decides). For a run that restarts the interpreter."""
+    return {"now_us": _now_us, "rtc": [_rtc_base_us, _rtc_set_us, _rtc_mem.hex()]}
+
+
+def hw_set_state(doc):
+    global _now_us, _rtc_base_us, _rtc_set_us, _rtc_mem
+    _now_us = doc["now_us"]
+    _rtc_base_us, _rtc_set_us, mem = doc["rtc"]
+    _rtc_mem = bytes.fromhex(mem)
+
+
 def hw_advance_ms(ms):
     global _now_us
     end = _now_us + int(ms * 1000)
