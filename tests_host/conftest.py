@@ -44,20 +44,33 @@ def bare_board():
 
 class _Progress:
     """One line per finished test file: tests done of the total, failures so far, elapsed time
-    (the test command's progress: -q prints only dots)."""
+    (the test command's progress: -q prints only dots). With pytest-xdist the workers collect
+    and this, in the controller, learns the test ids from the first worker's collection."""
 
     def __init__(self, config):
+        import time
+
         self.config = config
+        self.left = {}  # test file -> tests of it not yet finished
         self.total = 0
         self.done = 0
         self.failed = 0
-        self.order = {}
-        import time
-
         self.t0 = time.monotonic()
 
+    def _ids(self, ids):
+        if self.total:
+            return
+        for nodeid in ids:
+            f = nodeid.split("::")[0]
+            self.left[f] = self.left.get(f, 0) + 1
+        self.total = len(ids)
+
     def pytest_collection_modifyitems(self, items):
-        self.total = len(items)
+        self._ids([i.nodeid for i in items])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        self._ids(ids)
 
     def pytest_runtest_logreport(self, report):
         if report.failed:
@@ -65,8 +78,10 @@ class _Progress:
         if report.when != "teardown":
             return
         self.done += 1
-        if self.done == self.total or _next_file(self, report):
-            self._line(report.nodeid.split("::")[0])
+        f = report.nodeid.split("::")[0]
+        self.left[f] = self.left.get(f, 1) - 1
+        if self.left[f] == 0:
+            self._line(f)
 
     def _line(self, name):
         import time
@@ -74,25 +89,27 @@ class _Progress:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if tr is None:
             return
-        s = int(time.monotonic() - self.t0)
         if getattr(tr._tw, "width_of_current_line", 0):  # after the dots of -q
             tr.write_line("")
+        s = int(time.monotonic() - self.t0)
         tr.write_line("  [%d/%d tests, %d failed, %dm%02ds] %s" % (self.done, self.total, self.failed, s // 60, s % 60, name))
 
 
-def _next_file(progress, report):
-    nxt = progress.order.get(report.nodeid)
-    return nxt is not None and nxt != report.nodeid.split("::")[0]
-
-
 def pytest_configure(config):
-    if config.getoption("verbose") < 0 or os.environ.get("EVSE_PROGRESS"):
+    # the controller's only (an xdist worker's lines would not be seen)
+    if not hasattr(config, "workerinput") and (config.getoption("verbose") < 0 or os.environ.get("EVSE_PROGRESS")):
         config.pluginmanager.register(_Progress(config), "evse-progress")
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config, items):
-    p = config.pluginmanager.get_plugin("evse-progress")
-    if p is not None:
-        # the file of the test after each one: a file's line is written once its last test ends
-        p.order = {a.nodeid: b.nodeid.split("::")[0] for a, b in zip(items, items[1:])}
+# The files that run the simulator (minutes of CPU each) start first, so that the cheap ones fill
+# the gaps beside them rather than leave one long file running alone at the end.
+FIRST = ("test_ocpp_scenarios.py", "test_scenarios.py", "test_token_scenarios.py", "test_benchmark.py",
+         "test_meters_scenarios.py", "test_heap_budget.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file stays

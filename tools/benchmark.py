@@ -7,22 +7,23 @@ what the OCPP link costs the control loop, the heap and the flash.
                                [--soak-sessions N] [--soak-kwh LO-HI] [--rows core,ocpp,drops,soak]
 
 1. Reaction time from a change on the pilot line (the car stops: C -> B; state E; a failed
-   diode) and from an RCD trip to the contactor-open command, on the unix MicroPython port with
-   the code preloaded and a 64K data heap (tests_host/simrun.py's Heap), in real time: the
+   diode) and from an RCD trip to the contactor-open command, on the virtual ESP32 (tools/vm.py:
+   32-bit, the firmware frozen in), in real time: the
    station runs on SystemClock, ticking every 10 ms and servicing every 100 ms under asyncio as
    on the board (tests_host/bench_reaction.py). N trials each (default 1000). The RCD's pin IRQ
    opens the relay by itself, so its row is the IRQ path alone. Between trials the faults are
    cleared by hand: the 30 s retry pause is skipped.
 2. CPU time of station.tick() (N ticks while charging) and of service().
 3. Peak and live heap of an hour of charging (tests_host/scenarios/charge_1h.scn run by
-   tools/sim.py with --heap 64K and its built-in back end), the code bytes loaded beside it, and
+   tools/sim.py in the board's whole 96K heap and its built-in back end; `world` is what the
+   simulated world held beside it), and
    the bytes the firmware wrote to its flash in that hour.
 4. Size of the .mpy files for the ESP32 (mpy-cross -march=xtensawin): boot.py, main.py,
    firmware/ and drivers/.
 5. One meter poll per model (tests_host/bench_meter.py): mean and worst time of a poll, the time
    of one complete refresh, and the heap allocated per poll after warm-up (target 0).
 6. Control-loop stalls while the OCPP link does its slowest work (tests_host/bench_ocpp.py, real
-   time, 64K data heap, against tools/csms.py behind tests_host/netproxy.py, a car charging): the
+   time, on the virtual ESP32, against tools/csms.py behind tests_host/netproxy.py, a car charging): the
    gap between two control ticks minus the 10 ms period, with the link idle (baseline), during
    TLS handshakes (--handshakes reconnects to a wss:// back end), a reconnect storm (the proxy
    drops the connection every 50 ms, then refuses it), the largest frames the charger takes (an
@@ -41,7 +42,7 @@ what the OCPP link costs the control loop, the heap and the flash.
    received against sampled, duplicates, invalid frames, status violations.
 
 9. The soak (tools/soak.py): --soak-sessions sessions (default 100) of --soak-kwh (default 10-50
-   kWh) each, in runs of ten on the simulator at 64K against its built-in back end, one run per
+   kWh) each, in runs of ten on the virtual ESP32 in its 96K heap against its built-in back end, one run per
    CPU, with random power cuts, network outages, meter noise and a flash that fills and empties:
    every session reaches the back end once, the energy within 0.5 % + 10 Wh of the world's truth,
    the journal under its bound, the live heap after each session flat. About 35 minutes of CPU
@@ -630,7 +631,7 @@ def table(r):
     if "reaction_us" in r:
         lines += [
             "",
-            "1. reaction, ms (board esp32-devkit, data heap %s, real time, tick 10 ms / service 100 ms;" % HEAP,
+            "1. reaction, ms (board esp32-devkit, virtual ESP32, heap %s, real time, tick 10 ms / service 100 ms;" % HEAP,
             "   close_debounce_ms=50; retry pause skipped for the benchmark: faults cleared by hand between trials)",
             row % ("", "n", "p50", "p99", "max"),
         ]
@@ -691,7 +692,7 @@ def _stall_detail(mode, d):
 
 def ocpp_table(o, h):
     row = "%-42s %6s %9s %9s %9s  %s"
-    lines = ["6. OCPP link: control-loop stall, ms = gap between two control ticks - 10 ms (real time, data heap %s,"
+    lines = ["6. OCPP link: control-loop stall, ms = gap between two control ticks - 10 ms (real time, heap %s,"
              % HEAP,
              "   tools/csms.py behind tests_host/netproxy.py, a car charging; link backoff shortened to 20..100 ms)",
              row % ("", "ticks", "p50", "p99", "max", "")]

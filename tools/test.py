@@ -7,8 +7,11 @@
    `mpy-cross -march=xtensawin`, as it must for the ESP32;
 2. types: pyright checks drivers/, boot.py and main.py against the MicroPython ESP32 stubs
    (installed into build/typings) with 0 errors;
-3. tests: pytest runs tests_host/ (unit, driver and scenario tests; the scenarios run the whole
-   firmware under the real unix MicroPython binary).
+3. vm: the virtual ESP32 (tools/vm.py: a 32-bit MicroPython with the firmware frozen in), built
+   when stale;
+4. tests: pytest runs tests_host/ on WORKERS processes (pytest-xdist; unit, driver and scenario
+   tests; the scenarios run the whole firmware on the virtual ESP32), printing a line per finished
+   test file with the tests done of the total and the elapsed time.
 
 Creates the virtual environment on first use (tools/_venv.py). Extra arguments go to pytest.
 """
@@ -23,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _venv  # noqa: E402
 
 ROOT = _venv.ROOT
+WORKERS = max(2, os.cpu_count() or 2)
 TYPINGS = os.path.join(ROOT, "build", "typings")
 
 
@@ -79,15 +83,32 @@ def typecheck():
     return r.returncode == 0
 
 
+def virtual_esp32():
+    """The virtual ESP32 (tools/vm.py) is built before the tests, once, so that no test's time
+    limit includes its build."""
+    import vm
+
+    t0 = step("virtual ESP32: build/vm/micropython-esp32 (tools/vm.py)")
+    try:
+        print(vm.build(quiet=False))
+    except vm.VMError as e:
+        print("FAIL %s" % e)
+        return False
+    print("(%.1f s)" % (time.monotonic() - t0))
+    return True
+
+
 def tests(args):
-    step("pytest tests_host/")
-    return subprocess.call([_venv.PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(ROOT, "tests_host")] + args,
-                           cwd=ROOT) == 0
+    step("pytest tests_host/ (%d workers; a line per finished test file)" % WORKERS)
+    # loadfile: a file's tests share one worker, so a file's session fixtures (the scenario runs)
+    # run once; the files that run the simulator come first (tests_host/conftest.py).
+    return subprocess.call([_venv.PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(WORKERS),
+                            "--dist", "loadfile", os.path.join(ROOT, "tests_host")] + args, cwd=ROOT) == 0
 
 
 def main(args):
     t0 = time.monotonic()
-    results = [("build", compile_all()), ("types", typecheck()), ("tests", tests(args))]
+    results = [("build", compile_all()), ("types", typecheck()), ("vm", virtual_esp32()), ("tests", tests(args))]
     print("\n== summary (%.0f s)" % (time.monotonic() - t0))
     for name, ok in results:
         print("%-6s %s" % (name, "ok" if ok else "FAILED"))

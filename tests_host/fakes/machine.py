@@ -117,6 +117,11 @@ _rtc_set_us = 0
 _rtc_mem = b""
 # The world's wiring and virtual time: kept by hw_reset.
 _now_us = 0
+# The ADC reads' time since _now_us was last set, and _now_us % 1 s then: the hot path (68 reads a
+# control tick) stays in small ints, which the 32-bit virtual ESP32 keeps below 2**30 (a larger
+# _now_us, after 18 virtual minutes, is a heap-allocated big int: every addition would allocate).
+_adc_us = 0
+_now_mod = 0
 _inputs = {}
 _outputs = {}
 _analog = {}
@@ -231,7 +236,7 @@ def _days(y, m, d):
 
 def hw_reset(cause=PWRON_RESET, keep_world=True):
     global _irq_on, _hard_depth, _wdt_timeout_us, _wdt_fed_us, _wdt_fired, _reset_cause
-    global _cpu_hz, _rtc_base_us, _rtc_set_us, _rtc_mem, _now_us
+    global _cpu_hz, _rtc_base_us, _rtc_set_us, _rtc_mem
     before = {}
     for pid in _lines:
         before[pid] = _level(pid)
@@ -249,7 +254,7 @@ def hw_reset(cause=PWRON_RESET, keep_world=True):
     _cpu_hz = 160000000
     if cause in (PWRON_RESET, HARD_RESET) or not keep_world:
         _rtc_base_us = 0
-        _rtc_set_us = _now_us
+        _rtc_set_us = _now()
         _rtc_mem = b""
     if keep_world:
         for pid in before:
@@ -258,7 +263,7 @@ def hw_reset(cause=PWRON_RESET, keep_world=True):
     else:
         for d in (_inputs, _outputs, _analog, _pwm_analog, _uart_devs, _spi_devs, _i2c_devs):
             d.clear()
-        _now_us = 0
+        _set_now(0)
         _rtc_set_us = 0
     for fn in _reset_hooks:
         fn(keep_world)
@@ -315,26 +320,36 @@ def hw_pwm(pin):
     return (ln.pwm._freq, ln.pwm._pin_duty())
 
 
+def _set_now(t):
+    global _now_us, _adc_us, _now_mod
+    _now_us = t
+    _adc_us = 0
+    _now_mod = t % 1000000
+
+
+def _now():
+    return _now_us + _adc_us if _adc_us else _now_us
+
+
 def hw_now_us():
-    return _now_us
+    return _now()
 
 
 def hw_state():
     """What of the board outlives a power cut besides the flash: its clocks (the RTC keeps time
     across soft and watchdog resets; hw_reset decides). For a run that restarts the interpreter."""
-    return {"now_us": _now_us, "rtc": [_rtc_base_us, _rtc_set_us, _rtc_mem.hex()]}
+    return {"now_us": _now(), "rtc": [_rtc_base_us, _rtc_set_us, _rtc_mem.hex()]}
 
 
 def hw_set_state(doc):
-    global _now_us, _rtc_base_us, _rtc_set_us, _rtc_mem
-    _now_us = doc["now_us"]
+    global _rtc_base_us, _rtc_set_us, _rtc_mem
+    _set_now(doc["now_us"])
     _rtc_base_us, _rtc_set_us, mem = doc["rtc"]
     _rtc_mem = bytes.fromhex(mem)
 
 
 def hw_advance_ms(ms):
-    global _now_us
-    end = _now_us + int(ms * 1000)
+    end = _now() + int(ms * 1000)
     while True:
         due = None
         for t in _timers.values():
@@ -342,17 +357,17 @@ def hw_advance_ms(ms):
                 due = t
         if due is None:
             break
-        _now_us = max(_now_us, due._due)
+        _set_now(max(_now(), due._due))
         due._due = due._due + due._period_us if due._mode == Timer.PERIODIC else None
         if due._callback is not None:
             _run(due._callback, due, due._hard)
-    _now_us = end
+    _set_now(end)
     _check_wdt()
 
 
 def _check_wdt():
     global _wdt_fired
-    if _wdt_timeout_us is not None and _now_us - _wdt_fed_us > _wdt_timeout_us:
+    if _wdt_timeout_us is not None and _now() - _wdt_fed_us > _wdt_timeout_us:
         _wdt_fired = True
 
 
@@ -438,8 +453,7 @@ def enable_irq(state):
 
 def time_pulse_us(pin, pulse_level, timeout_us=1000000):
     """Levels are static between world events: the pulse never starts (-2) or never ends (-1)."""
-    global _now_us
-    _now_us += timeout_us
+    _set_now(_now() + timeout_us)
     return -1 if _level(_pin_id(pin)) == pulse_level else -2
 
 
@@ -614,9 +628,19 @@ class PWM:
         return 65535 - self._duty if self._invert else self._duty
 
     def _level_now(self):
-        # high during the first duty/65535 of each period: 65535 is steady high, 0 steady low
-        phase = (_now_us * self._freq) % 1000000
-        return 1 if phase * 65535 < self._pin_duty() * 1000000 else 0
+        return 1 if self._high(_now_mod + _adc_us) else 0
+
+    _thr_duty = None
+
+    def _high(self, us):
+        """High at time `us` (mod 1 s): during the first duty/65535 of each period (65535 is
+        steady high, 0 steady low). The threshold on the phase, ceil(duty * 1e6 / 65535), is
+        worked out once per duty: small ints only (see _adc_us)."""
+        d = self._pin_duty()
+        if d != self._thr_duty:
+            self._thr_duty = d
+            self._thr = (d * 1000000 + 65534) // 65535
+        return (us % 1000000) * self._freq % 1000000 < self._thr
 
 
 class ADC:
@@ -658,20 +682,20 @@ class ADC:
         self._bits = bits
 
     def _uv(self):
-        global _now_us
+        global _adc_us
         p = _pwm_analog.get(self._pin)
         if p is not None:
             ln = _lines.get(p[0])
             pwm = ln.pwm if ln is not None else None
             if pwm is not None:  # PWM._level_now, inline
-                high = (_now_us * pwm._freq) % 1000000 * 65535 < pwm._pin_duty() * 1000000
+                high = pwm._high(_now_mod + _adc_us)
             else:
                 high = _level(p[0])
             mv = p[1].high_mv if high else p[1].low_mv
         else:
             fn = _analog.get(self._pin)
-            mv = fn(_now_us) if fn is not None else 0
-        _now_us += ADC_READ_US
+            mv = fn(_now()) if fn is not None else 0
+        _adc_us += ADC_READ_US
         return min(max(int(mv * 1000), 0), _FULL_SCALE_MV[self._atten] * 1000)
 
     def read_uv(self):
@@ -710,7 +734,7 @@ class Timer:
         self._period_us = max(period_us, 1)
         self._callback = callback
         self._hard = bool(hard)
-        self._due = _now_us + self._period_us
+        self._due = _now() + self._period_us
         _timers[self._id] = self
 
     def deinit(self):
@@ -727,14 +751,14 @@ class WDT:
         if timeout <= 0:
             raise ValueError("WDT timeout too short")
         if _wdt_timeout_us is None:  # starting now: the countdown begins now
-            _wdt_fed_us = _now_us
+            _wdt_fed_us = _now()
         _wdt_timeout_us = timeout * 1000
         self.feed()
 
     def feed(self):
         global _wdt_fed_us
         _check_wdt()
-        _wdt_fed_us = _now_us
+        _wdt_fed_us = _now()
 
 
 class RTC:
@@ -751,7 +775,7 @@ class RTC:
     def datetime(self, datetimetuple=None):
         global _rtc_base_us, _rtc_set_us
         if datetimetuple is None:
-            us = _rtc_base_us + _now_us - _rtc_set_us
+            us = _rtc_base_us + _now() - _rtc_set_us
             s, sub = divmod(us, 1000000)
             days, s = divmod(s, 86400)
             y, m, d = _civil(days + _EPOCH_DAYS)
@@ -759,7 +783,7 @@ class RTC:
         t = tuple(datetimetuple) + (0, 0, 0, 0, 0)
         days = _days(t[0], t[1], t[2]) - _EPOCH_DAYS
         _rtc_base_us = ((days * 86400 + t[4] * 3600 + t[5] * 60 + t[6]) * 1000000) + t[7]
-        _rtc_set_us = _now_us
+        _rtc_set_us = _now()
 
     def memory(self, data=None):
         global _rtc_mem
