@@ -339,6 +339,9 @@ def import_order(graph):
 
     for name in sorted(graph):
         visit(name)
+    # What the modules import from outside (asyncio, json ...) goes first, as rows of its own:
+    # MicroPython's frozen Python packages (asyncio) take heap too, but are not the firmware's.
+    outside = sorted(set(d for m in graph.values() for d in m["top"] if d not in graph) - {"micropython"})
     at_boot = set()
     stack = ["boot.py", "main.py"]
     while stack:
@@ -347,18 +350,18 @@ def import_order(graph):
             continue
         at_boot.add(name)
         stack += [d for d in graph.get(name, {"top": ()})["top"] if d in graph]
-    return [m for m in order if not m.endswith(".py")], at_boot
+    return outside, [m for m in order if not m.endswith(".py")], at_boot
 
 
 def module_ram():
     """Run tests_host/modram.py on the virtual ESP32: {name: bytes} and the harness's bytes."""
     graph = module_graph()
-    order, at_boot = import_order(graph)
-    cmd, env = sim.vm_command("modram", order, MODRAM_HEAP)
+    outside, order, at_boot = import_order(graph)
+    cmd, env = sim.vm_command("modram", outside + order, MODRAM_HEAP)
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if p.returncode or not p.stdout.rstrip().endswith("done"):
         raise BenchFailed("modram: exit %d: %s" % (p.returncode, (p.stdout + p.stderr)[-800:]))
-    ram, harness, extra = {}, 0, {}
+    ram, harness, extra, stdlib = {}, 0, {}, {}
     seen = set()
     for line in p.stdout.splitlines():
         words = line.split()
@@ -366,6 +369,10 @@ def module_ram():
             harness += int(words[2])
         elif words[0] == "BASE":
             seen = set(words[1:])
+        elif words[0] == "MOD" and words[1] in outside:
+            if set(words[3:]) - seen:  # it loaded a Python module (a built-in one is not in sys.modules)
+                stdlib[words[1]] = int(words[2])
+            seen = set(words[3:])
         elif words[0] == "MOD":
             ram[words[1]] = int(words[2])
             now = set(words[3:])
@@ -373,7 +380,7 @@ def module_ram():
             if others:
                 extra[words[1]] = others  # stdlib (asyncio ...) or a missed dependency: counted here
             seen = now
-    return {"ram": ram, "harness": harness, "extra": extra, "order": order,
+    return {"ram": ram, "harness": harness, "extra": extra, "order": order, "stdlib": stdlib,
             "lazy": sorted(m for m in order if m not in at_boot)}
 
 
@@ -409,7 +416,9 @@ def modules_table(m):
               row % ("  imported with main.py", sum(m["ram"][n] for n in boot),
                      sum(m["mpy"].get(n, 0) for n in boot), ""),
               row % ("  on first use", sum(m["ram"][n] for n in lazy), sum(m["mpy"].get(n, 0) for n in lazy), ""),
-              "(the harness's fake machine/network/esp32, imported first and not counted: %d bytes)" % m["harness"]]
+              "(imported first and not counted: the harness's fake machine/network/esp32, %d bytes; MicroPython's own"
+              % m["harness"],
+              " Python modules the firmware imports: %s)" % ", ".join("%s %d" % kv for kv in sorted(m["stdlib"].items()))]
     return lines
 
 
