@@ -358,7 +358,10 @@ def module_ram():
     graph = module_graph()
     outside, order, at_boot = import_order(graph)
     cmd, env = sim.vm_command("modram", outside + order, MODRAM_HEAP)
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    # In an empty directory: `-m` puts the working directory first on sys.path, and from the
+    # repository root firmware/*.py would be compiled into the heap instead of the frozen code.
+    with tempfile.TemporaryDirectory(prefix="evse-modram-") as empty:
+        p = subprocess.run(cmd, env=env, cwd=empty, capture_output=True, text=True, timeout=300)
     if p.returncode or not p.stdout.rstrip().endswith("done"):
         raise BenchFailed("modram: exit %d: %s" % (p.returncode, (p.stdout + p.stderr)[-800:]))
     ram, harness, extra, stdlib = {}, 0, {}, {}
