@@ -72,22 +72,6 @@ def duty_for(da):
     return d
 
 
-def amps_for(duty_u16):
-    """Deci-amps a vehicle reads from a duty (the inverse of `duty_for`); 0 when it offers nothing.
-
-    Valid duties are 10 .. 96 %; 3 .. 7 % is digital communication, everything else no offer.
-    """
-    if duty_u16 < _DUTY_10PCT - 1 or duty_u16 >= DUTY_FULL:
-        return 0
-    pm = duty_u16 * 10000 // 65535  # duty in 0.01 %
-    if pm < 1000 - 1:
-        return 0
-    if pm <= 8500:
-        da = (pm * 6 + 50) // 100
-        return MIN_DA if da < MIN_DA else da
-    if pm <= 9600:
-        return (pm - 6400) * 25 // 100
-    return 0
 
 
 # Proximity resistor bands (Tinkerforge) -> cable rating in amps.

@@ -281,17 +281,6 @@ class SessionKeeper:
         return {"tag": out.get("tag"), "e0": out.get("e0"), "t": out.get("t0"), "stop": True, "e": out.get("e"),
                 "reason": out.get("reason"), "ts": out.get("t")}
 
-    def history(self, limit=10):
-        """The last `limit` closed sessions, newest last (for the status page and the bench)."""
-        out = []
-        for rec in self._closing():
-            out.append({"n": rec.get("n"), "tag": rec.get("tag"), "reason": rec.get("reason"), "wh": rec.get("wh"),
-                        "incomplete": rec.get("incomplete", False), "group": rec.get("g"),
-                        "tariff": rec.get("tf"), "cost": rec.get("cost")})
-            if len(out) > limit:
-                out.pop(0)
-        return out
-
     def files(self, root=""):
         """Names of the keeper's files (relative to `root`): for a diagnostics upload."""
         n = len(root.rstrip("/")) + 1 if root else 0

@@ -693,13 +693,15 @@ def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None, txbuf=None
 
 def _firmware_management(station, cp, app, ca, reboot):
     """UpdateFirmware and GetDiagnostics (docs/firmware-update.md). Without a public key in the
-    settings no bundle can be trusted, so UpdateFirmware is refused (NotSupported)."""
-    from firmware.ocpp import update
-
-    clock = station.clock
-    fs = update.REAL
+    settings no bundle can be trusted, so UpdateFirmware is refused (NotSupported), and
+    firmware/ocpp/update.py is imported only at the first GetDiagnostics."""
     key = station.settings.get("firmware_public_key")
     if key and reboot is not None:
+        # The updater is made at boot: it resumes what update.json says (a download, an
+        # install, the confirmation of a trial boot).
+        from firmware.ocpp import update
+
+        clock = station.clock
         try:
             cp.opts.updater = update.Updater(
                 app, fs, clock, key, lambda s: cp.queue("FirmwareStatusNotification", {"status": s}),
@@ -708,11 +710,19 @@ def _firmware_management(station, cp, app, ca, reboot):
             cp.opts.updater.tls_gate = cp.may_stall
         except ValueError as e:
             station._send("boot", {"ocpp_error": "firmware_public_key: %s" % e})
-    cp.opts.diagnostics = update.Diagnostics(
-        station.root, fs, clock, lambda s: cp.queue("DiagnosticsStatusNotification", {"status": s}),
-        station.keeper.files(station.root) + (FAULTS_FILE, "ocpp.json"), ca=ca, epoch=cp.wall.now,
-        sleep_ms=clock.sleep_ms)
-    cp.opts.diagnostics.tls_gate = cp.may_stall
+
+    def diagnostics():
+        from firmware.ocpp import update
+
+        clock = station.clock
+        d = update.Diagnostics(
+            station.root, update.REAL, clock, lambda s: cp.queue("DiagnosticsStatusNotification", {"status": s}),
+            station.keeper.files(station.root) + (FAULTS_FILE, "ocpp.json"), ca=ca, epoch=cp.wall.now,
+            sleep_ms=clock.sleep_ms)
+        d.tls_gate = cp.may_stall
+        return d
+
+    cp.opts.make_diagnostics = diagnostics
 
 
 def start(root="/", clock=None, profile=None, fs=None, reboot=None):

@@ -2,6 +2,7 @@
 from firmware import limits as lim
 from firmware import pilot
 from firmware import safety
+from offdevice import amps_for
 from rig import Rig
 
 
@@ -22,7 +23,7 @@ def test_normal_session_states_and_offer():
     assert r.c.rcd_test
     r.run(200)
     assert r.c.rcd_ok and r.c.state == "B2"
-    assert pilot.amps_for(r.c.duty) == 320
+    assert amps_for(r.c.duty) == 320
     r.vehicle("C")
     r.step()
     assert not r.c.contactor  # closing is debounced
@@ -354,7 +355,7 @@ def test_socketed_needs_cable_and_takes_its_rating():
     assert not r.c.contactor and r.c.duty == pilot.DUTY_FULL
     r.c.inp.pp_ohms = 1500  # 13 A cable
     r.run(500)
-    assert r.c.contactor and pilot.amps_for(r.c.duty) == 130
+    assert r.c.contactor and amps_for(r.c.duty) == 130
     r.c.inp.pp_ohms = 20  # shorted PP
     r.step()
     assert not r.c.contactor and r.c.faults.active(safety.CABLE)

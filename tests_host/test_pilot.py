@@ -4,6 +4,7 @@ from hypothesis import given, strategies as st
 
 from firmware import pilot
 from firmware.pilot import A, B, C, D, E, F
+from offdevice import amps_for
 
 
 @pytest.mark.parametrize(
@@ -40,18 +41,18 @@ def test_diode():
 def test_duty_for_amps(amps, pct):
     d = pilot.duty_for(amps * 10)
     assert abs(d * 100 / 65535 - pct) < 0.01
-    assert pilot.amps_for(d) == pytest.approx(amps * 10, abs=1)
+    assert amps_for(d) == pytest.approx(amps * 10, abs=1)
 
 
 def test_duty_edges():
     assert pilot.duty_for(59) == pilot.DUTY_FULL  # below 6 A: no PWM at all
     assert pilot.duty_for(0) == pilot.DUTY_FULL
     assert pilot.duty_for(60) * 100 / 65535 >= 10.0  # 6 A never rounds below 10 %
-    assert pilot.amps_for(pilot.duty_for(60)) == 60
+    assert amps_for(pilot.duty_for(60)) == 60
     assert pilot.duty_for(520) == pilot.duty_for(510)  # the 51..52.5 A gap clamps to 51 A
     assert pilot.duty_for(1000) == pilot.duty_for(800)  # above 80 A clamps to 80 A
-    assert pilot.amps_for(pilot.DUTY_FULL) == 0
-    assert pilot.amps_for(3277) == 0  # 5 %: digital communication, no current
+    assert amps_for(pilot.DUTY_FULL) == 0
+    assert amps_for(3277) == 0  # 5 %: digital communication, no current
 
 
 @given(st.integers(min_value=0, max_value=1000))
@@ -63,7 +64,7 @@ def test_duty_never_offers_more_never_5pct(da):
     pct = d * 100 / 65535
     assert 10.0 <= pct <= 96.0
     assert not 3.0 <= pct <= 7.0
-    offered = pilot.amps_for(d)
+    offered = amps_for(d)
     assert 60 <= offered <= max(60, min(da, 800))
 
 

@@ -11,6 +11,7 @@ from firmware import session as session_mod
 from firmware import store
 from firmware.session import SessionKeeper
 from flaky_fs import FlakyFS, PowerCut
+from offdevice import history
 
 T0 = 1772438400  # 2026-03-02 08:00 UTC
 
@@ -81,8 +82,8 @@ def test_every_write_cut_loses_nothing_acknowledged(fastdir, mode):
         after.stop("EVDisconnected", 5100)
         again = keeper(path, keep=2)
         assert again.recover() is None
-        assert again.history(1)[-1]["tag"] == "NEXT" and again.last_n() == after.last_n()
-        assert len(again.history(10)) >= min(2, after.last_n())  # between keep and 2 x keep closed sessions
+        assert history(again, 1)[-1]["tag"] == "NEXT" and again.last_n() == after.last_n()
+        assert len(history(again, 10)) >= min(2, after.last_n())  # between keep and 2 x keep closed sessions
 
 
 def test_atomic_json_is_old_or_new_after_any_cut(tmp_path):
@@ -129,7 +130,7 @@ def test_the_journal_keeps_keep_to_twice_keep_closed_sessions_and_the_open_one(t
     k.start("OPEN", 500)
     again = keeper(str(tmp_path / "j.log"), keep=3)
     assert again.recover()["tag"] == "OPEN" and again.last_n() == 21
-    hist = again.history(50)
+    hist = history(again, 50)
     assert 3 <= len(hist) <= 6 and [h["tag"] for h in hist][-3:] == ["T17", "T18", "T19"]
     assert json.dumps(hist[-1]["tag"]) == '"T19"'
     assert again.find(19)["reason"] == "Local" and again.find(1) is None
@@ -167,7 +168,7 @@ def test_flash_use_is_bounded_and_bytes_written_per_session_do_not_grow(fastdir)
     assert max(written[99:]) == min(written[99:])  # sessions 100 to 200 (numbers of one length)
     assert written[99] - written[10] <= 400  # session 100 vs 11: its number has one more digit in each write
     assert written[-1] < 300 * 170  # ~155 bytes per progress step, nothing more
-    assert k.history(1)[-1]["n"] == 200
+    assert history(k, 1)[-1]["n"] == 200
 
 
 def test_a_record_stays_within_max_record_whatever_the_strings(tmp_path):
@@ -179,7 +180,7 @@ def test_a_record_stays_within_max_record_whatever_the_strings(tmp_path):
     assert os.path.getsize(k.open_path) <= session_mod.MAX_RECORD
     k.stop(long, 10 ** 11 + 10 ** 9, True, 2 ** 31, {"cost": 10 ** 12})
     assert os.path.getsize(str(tmp_path / "j.log")) <= session_mod.MAX_RECORD
-    assert k.history(1)[-1]["tag"] == long[:session_mod.STR_MAX]
+    assert history(k, 1)[-1]["tag"] == long[:session_mod.STR_MAX]
 
 
 # -- time stamps ------------------------------------------------------------------------------
@@ -289,8 +290,8 @@ def test_a_journal_of_the_old_format_is_carried_over_once(tmp_path):
     assert (s["n"], s["tag"], s["e0"], s["e"], s["t"], s["ta"], s["x"], s["te"]) == \
         (3, "T3", 3000, 3100, T0 + 3, T0 + 90, 5, T0 + 90)
     assert not os.path.exists(old)
-    assert [h["cost"] for h in k.history()] == [77, 77]
+    assert [h["cost"] for h in history(k)] == [77, 77]
     assert k.find(2) == {"tag": "T2", "e0": 2000, "t": T0 + 2, "stop": True, "e": 2200, "reason": "Local",
                          "ts": T0 + 52}
     again = SessionKeeper(journal.Journal(path), legacy=old)
-    assert again.recover()["n"] == 3 and len(again.history()) == 2
+    assert again.recover()["n"] == 3 and len(history(again)) == 2

@@ -7,6 +7,7 @@ import asyncio
 from test_chargepoint import PAID, Bench, aio  # noqa: F401 (aio is a decorator)
 
 from firmware import auth
+from offdevice import history
 
 
 async def present(b, tag, ms=500):
@@ -337,7 +338,7 @@ async def test_fleet_driver_charges_at_the_fleet_rate(tmp_path):
     assert r["currency"] == "EUR" and r["idTag"] == "DRV1"
     assert abs(float(r["cost"]) - energy * 0.25 / 1000) <= 0.011
     # the journal keeps group, tariff and cost
-    last = b.st.keeper.history(1)[-1]
+    last = history(b.st.keeper, 1)[-1]
     assert (last["group"], last["tariff"]) == ("FLEET-RIDE", "fleet")
     assert last["cost"] == round(float(r["cost"]) * 100)
 

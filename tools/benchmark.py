@@ -4,7 +4,7 @@ what the OCPP link costs the control loop, the heap and the flash.
 
     python3 tools/benchmark.py [--trials N] [--seed N] [--json FILE] [--scenario FILE] [--drops N]
                                [--stall-seconds S] [--handshakes N] [--queued N] [--calls N]
-                               [--soak-sessions N] [--soak-kwh LO-HI] [--rows core,ocpp,drops,soak]
+                               [--soak-sessions N] [--soak-kwh LO-HI] [--rows core,ocpp,drops,soak,modules]
 
 1. Reaction time from a change on the pilot line (the car stops: C -> B; state E; a failed
    diode) and from an RCD trip to the contactor-open command, on the virtual ESP32 (tools/vm.py:
@@ -47,6 +47,15 @@ what the OCPP link costs the control loop, the heap and the flash.
    every session reaches the back end once, the energy within 0.5 % + 10 Wh of the world's truth,
    the journal under its bound, the live heap after each session flat. About 35 minutes of CPU
    per 10 sessions of 30 kWh.
+
+modules (only with --rows modules): the heap each firmware and driver module's objects take once
+   imported (module dictionary, classes, functions, module-level data), measured on the virtual
+   ESP32 by tests_host/modram.py: the modules are imported in dependency order (top-level imports
+   first, read from the sources), with gc.collect() before and after each, so that each one's
+   figure is its own; beside it the module's .mpy bytes for the ESP32 (tools/build.py, xtensawin).
+   Modules that main.py's imports do not load (they are imported inside a function, on first use)
+   are marked; the harness's fake machine/network/esp32 are imported first and not counted.
+   Takes seconds.
 
 Rows 1 and 2 run as parallel processes (one per row; each is asleep most of the time); rows 6 run
 one after the other. The whole run takes about 25 minutes without row 9, most of it row 8; row 9 takes two to three
@@ -255,6 +264,166 @@ def mpy_sizes():
             sizes[rel[:-3] + ".mpy"] = os.path.getsize(out)
     largest = sorted(sizes.items(), key=lambda kv: -kv[1])[:LARGEST]
     return {"files": len(sizes), "total": sum(sizes.values()), "largest": largest}
+
+
+# ---- modules: the heap each module's objects take, and its bytecode for the ESP32 ----
+
+MODRAM_HEAP = 512 * 1024  # the probe imports every module at once, lazy ones included
+
+
+def _module_name(rel):
+    """firmware/ocpp/dt.py -> firmware.ocpp.dt; firmware/__init__.py -> firmware."""
+    name = rel[:-3].replace("/", ".")
+    return name[:-len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _imports(path, known):
+    """The modules `path` imports when it is imported (top level, try and if included) and the
+    ones it imports only inside a function (on first use): two sets of names. A name in `known`
+    is a firmware/driver module; `from P import X` names P.X when that is a module, else P."""
+    import ast
+
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    top, lazy = set(), set()
+
+    def add(into, name):
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # a package's __init__ runs before its submodules
+            into.add(".".join(parts[:i]))
+
+    def visit(node, into):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                visit(child, lazy)
+                continue
+            if isinstance(child, ast.Import):
+                for a in child.names:
+                    add(into, a.name)
+            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
+                add(into, child.module)
+                for a in child.names:
+                    if child.module + "." + a.name in known:
+                        add(into, child.module + "." + a.name)
+            visit(child, into)
+
+    visit(tree, top)
+    return top, lazy - top
+
+
+def module_graph():
+    """{name: {"rel", "top", "lazy"}} for every device module (boot.py and main.py included as
+    scripts, under their file names)."""
+    import build
+
+    rels = [r for r in build.device_files() if r.endswith(".py")]
+    names = {(_module_name(r) if "/" in r else r): r for r in rels}
+    graph = {}
+    for name, rel in names.items():
+        top, lazy = _imports(os.path.join(ROOT, rel), names)
+        graph[name] = {"rel": rel, "top": top, "lazy": lazy}
+    return graph
+
+
+def import_order(graph):
+    """Device modules in dependency order (top-level imports first), ties by name; then whether
+    each one is loaded by importing main.py (boot) or only when a function first needs it."""
+    order, seen = [], set()
+
+    def visit(name):
+        if name in seen or name not in graph:
+            return
+        seen.add(name)
+        for dep in sorted(graph[name]["top"]):
+            visit(dep)
+        order.append(name)
+
+    for name in sorted(graph):
+        visit(name)
+    # What the modules import from outside (asyncio, json ...) goes first, as rows of its own:
+    # MicroPython's frozen Python packages (asyncio) take heap too, but are not the firmware's.
+    outside = sorted(set(d for m in graph.values() for d in m["top"] if d not in graph) - {"micropython"})
+    at_boot = set()
+    stack = ["boot.py", "main.py"]
+    while stack:
+        name = stack.pop()
+        if name in at_boot:
+            continue
+        at_boot.add(name)
+        stack += [d for d in graph.get(name, {"top": ()})["top"] if d in graph]
+    return outside, [m for m in order if not m.endswith(".py")], at_boot
+
+
+def module_ram():
+    """Run tests_host/modram.py on the virtual ESP32: {name: bytes} and the harness's bytes."""
+    graph = module_graph()
+    outside, order, at_boot = import_order(graph)
+    cmd, env = sim.vm_command("modram", outside + order, MODRAM_HEAP)
+    # In an empty directory: `-m` puts the working directory first on sys.path, and from the
+    # repository root firmware/*.py would be compiled into the heap instead of the frozen code.
+    with tempfile.TemporaryDirectory(prefix="evse-modram-") as empty:
+        p = subprocess.run(cmd, env=env, cwd=empty, capture_output=True, text=True, timeout=300)
+    if p.returncode or not p.stdout.rstrip().endswith("done"):
+        raise BenchFailed("modram: exit %d: %s" % (p.returncode, (p.stdout + p.stderr)[-800:]))
+    ram, harness, extra, stdlib = {}, 0, {}, {}
+    seen = set()
+    for line in p.stdout.splitlines():
+        words = line.split()
+        if words[0] == "HARNESS":
+            harness += int(words[2])
+        elif words[0] == "BASE":
+            seen = set(words[1:])
+        elif words[0] == "MOD" and words[1] in outside:
+            if set(words[3:]) - seen:  # it loaded a Python module (a built-in one is not in sys.modules)
+                stdlib[words[1]] = int(words[2])
+            seen = set(words[3:])
+        elif words[0] == "MOD":
+            ram[words[1]] = int(words[2])
+            now = set(words[3:])
+            others = sorted(now - seen - {words[1]})
+            if others:
+                extra[words[1]] = others  # stdlib (asyncio ...) or a missed dependency: counted here
+            seen = now
+    return {"ram": ram, "harness": harness, "extra": extra, "order": order, "stdlib": stdlib,
+            "lazy": sorted(m for m in order if m not in at_boot)}
+
+
+def module_sizes():
+    """The modules row: RAM per module (module_ram) beside its xtensawin .mpy bytes."""
+    import build
+
+    with tempfile.TemporaryDirectory(prefix="evse-bench-") as tmp:
+        try:
+            built = build.build("xtensawin", out=tmp, quiet=True)
+        except build.BuildError as e:
+            raise BenchFailed(str(e))
+    r = module_ram()
+    r["mpy"] = {_module_name(k[:-4] + ".py"): v["bytes"] for k, v in built["files"].items()
+                if k.endswith(".mpy")}
+    r["mpy_total"] = sum(r["mpy"].values())
+    return r
+
+
+def modules_table(m):
+    row = "%-30s %7s %10s  %s"
+    lines = ["modules: heap of each module's objects after import (virtual ESP32, gc before and after),",
+             "   bytecode for the ESP32 (mpy-cross -march=xtensawin .mpy), bytes; dependency order",
+             row % ("module", "RAM", "xtensawin", "")]
+    lazy = set(m["lazy"])
+    for name in m["order"]:
+        note = "on first use" if name in lazy else ""
+        if name in m["extra"]:
+            note = (note + "; " if note else "") + "with " + ", ".join(m["extra"][name])
+        lines.append(row % (name, m["ram"][name], m["mpy"].get(name, 0), note))
+    boot = [n for n in m["order"] if n not in lazy]
+    lines += [row % ("total, all %d modules" % len(m["order"]), sum(m["ram"].values()), m["mpy_total"], ""),
+              row % ("  imported with main.py", sum(m["ram"][n] for n in boot),
+                     sum(m["mpy"].get(n, 0) for n in boot), ""),
+              row % ("  on first use", sum(m["ram"][n] for n in lazy), sum(m["mpy"].get(n, 0) for n in lazy), ""),
+              "(imported first and not counted: the harness's fake machine/network/esp32, %d bytes; MicroPython's own"
+              % m["harness"],
+              " Python modules the firmware imports: %s)" % ", ".join("%s %d" % kv for kv in sorted(m["stdlib"].items()))]
+    return lines
 
 
 # ---- 6 to 8: the OCPP link (tests_host/bench_ocpp.py against tools/csms.py behind netproxy) ----
@@ -665,6 +834,8 @@ def table(r):
         lines += [""] + ocpp_table(r["ocpp"], h)
     if "drops" in r:
         lines += [""] + drops_table(r["drops"])
+    if "modules" in r:
+        lines += [""] + modules_table(r["modules"])
     if "soak" in r:
         import soak
 
@@ -786,11 +957,12 @@ def main(argv=None):
                    help="energy of each soak session, a random kWh in LO-HI (default 10-50)")
     p.add_argument("--rows", default="core,ocpp,drops,soak", metavar="LIST",
                    help="what to measure, comma-separated: core (rows 1-5), ocpp (rows 6-7, with the run of row 3), "
-                        "drops (row 8), soak (row 9); default all")
+                        "drops (row 8), soak (row 9), modules (RAM and ESP32 bytecode per module); "
+                        "default all but modules")
     a = p.parse_args(argv)
     rows = set(x.strip() for x in a.rows.split(",") if x.strip())
-    if not rows or rows - {"core", "ocpp", "drops", "soak"}:
-        p.error("--rows: expected a comma-separated list of core, ocpp, drops, soak, got %r" % a.rows)
+    if not rows or rows - {"core", "ocpp", "drops", "soak", "modules"}:
+        p.error("--rows: expected a comma-separated list of core, ocpp, drops, soak, modules, got %r" % a.rows)
     try:
         lo, hi = [float(x) for x in a.soak_kwh.split("-")]
         if not 0 < lo <= hi <= 200:
@@ -811,6 +983,8 @@ def main(argv=None):
              "trials": a.trials}
         if "core" in rows:
             r["mpy"] = mpy_sizes()
+        if "modules" in rows:
+            r["modules"] = module_sizes()
         if rows & {"core", "ocpp"}:
             r["heap"] = heap_figures(a.scenario)  # before the real-time part: it keeps a CPU busy
         if "drops" in rows:

@@ -110,6 +110,10 @@ class Options:
         self.reboot = reboot  # reboot(hard): restarts the board (machine.reset on the ESP32)
         self.updater = updater  # FirmwareManagement (update.Updater), or None
         self.diagnostics = diagnostics  # update.Diagnostics, or None
+        # Or a function making it at the first GetDiagnostics (station.py): an upload is not
+        # kept across a reboot, so until one is asked for, firmware/ocpp/update.py and http.py
+        # need not take the heap their module objects take (docs/benchmarks.md).
+        self.make_diagnostics = None
 
 
 class ChargePoint:
@@ -961,8 +965,20 @@ class ChargePoint:
         u.request(p["location"], when, p.get("retries", 1), p.get("retryInterval", 60), self.wall.now())
         return {}
 
-    async def _on_GetDiagnostics(self, p):
+    def _diagnostics(self):
+        """opts.diagnostics, made by opts.make_diagnostics when first needed; its task starts
+        then if the link's tasks run already (run() starts the ones that exist before)."""
         d = self.opts.diagnostics
+        if d is None and self.opts.make_diagnostics is not None:
+            d = self.opts.diagnostics = self.opts.make_diagnostics()
+            if self._reader_task is not None:
+                import asyncio
+
+                self._side.append(asyncio.create_task(d.run()))
+        return d
+
+    async def _on_GetDiagnostics(self, p):
+        d = self._diagnostics()
         if d is None:
             raise RpcError(rpc_mod.NOT_SUPPORTED, "no diagnostics on this board")
         start = stop = None

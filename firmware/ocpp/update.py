@@ -54,7 +54,10 @@ import struct
 from binascii import unhexlify
 
 from firmware import appslot, store
-from firmware.ocpp import ed25519, http
+from firmware.ocpp import http
+
+# firmware/ocpp/ed25519.py is imported where a signature or a key is checked: a board without
+# firmware_public_key (no Updater) that uploads diagnostics never needs it in RAM.
 
 MAGIC = b"EVBUNDLE"
 FORMAT = 1
@@ -235,6 +238,8 @@ async def scan(path, fs, public_key, target=None, pause=None, chunk=1024):
             raise BundleError("bundle size does not match its header")
         sig = f.read(SIG_LEN)
         ok = False
+        from firmware.ocpp import ed25519
+
         for ok in ed25519.verify_steps(public_key, whole.digest(), sig):
             if ok is None and pause is not None:
                 await pause()
@@ -266,6 +271,8 @@ def public_key_bytes(public_key_hex):
         k = unhexlify(public_key_hex)
     except Exception:
         k = b""
+    from firmware.ocpp import ed25519
+
     if len(k) != 32 or ed25519._decode(k) is None:
         raise ValueError("firmware public key must be 64 hex digits of an Ed25519 public key")
     return k
