@@ -56,7 +56,7 @@ def sim(tmp_path, *args):
     scn = tmp_path / "story.scn"
     scn.write_text(STORY)
     ev = tmp_path / "events.jsonl"
-    p = subprocess.run([sys.executable, SIM, "--scenario", str(scn), "--events", str(ev), "--heap", "64K", "--quiet"]
+    p = subprocess.run([sys.executable, SIM, "--scenario", str(scn), "--events", str(ev), "--quiet"]
                        + list(args), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     return [json.loads(line) for line in open(ev)], p.stdout + p.stderr

@@ -1,5 +1,5 @@
-"""Fuzzing the charger's OCPP-J input: the real firmware under the unix MicroPython port with
-`--heap 64K` (tools/sim.py), charging, against the development back end (tools/csms.py).
+"""Fuzzing the charger's OCPP-J input: the real firmware on the virtual ESP32 (tools/sim.py) in
+the board's whole 96 KB heap, charging, against the development back end (tools/csms.py).
 
 Issue requirement: at least 10,000 malformed, mistyped, oversize or unknown frames sent to the
 charger: no crash, no change of state, the right CallError each time.
@@ -870,7 +870,7 @@ def station(tmp_path_factory):
         out = open(os.path.join(tmp, "sim.out"), "w")
         err = open(os.path.join(tmp, "sim.err"), "w")
         proc = subprocess.Popen([sys.executable, SIM, "--csms", "ws://127.0.0.1:%d/ocpp" % c.port, "--id", CP,
-                                 "--heap", "64K", "--quiet", "--events", os.path.join(tmp, "ev.jsonl"),
+                                 "--quiet", "--events", os.path.join(tmp, "ev.jsonl"),
                                  "--scenario", os.path.join(tmp, "long.scn")], stdout=out, stderr=err, cwd=ROOT)
         try:
             st = Station(c, proc, tmp)

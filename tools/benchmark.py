@@ -236,7 +236,8 @@ def heap_figures(scenario):
 
 def meter_polls(polls):
     cmd, env = sim.vm_command("bench_meter", [polls], 256 * 1024)
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    with tempfile.TemporaryDirectory(prefix="evse-bench-") as tmp:  # (-m puts the cwd first on the path)
+        p = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
     if p.returncode or "done" not in p.stdout:
         raise BenchFailed("bench_meter: exit %d: %s" % (p.returncode, (p.stdout + p.stderr)[-500:]))
     rows = {}
