@@ -226,7 +226,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("path,value,message", BAD, ids=[b[0] + "=" + repr(b[1]) for b in BAD])
+@pytest.mark.parametrize("path,value,message", BAD, ids=[b[0] + "=" + ("(deleted)" if b[1] is _DELETE else repr(b[1])) for b in BAD])
 def test_validation_error_names_the_entry(path, value, message):
     d = raw()
     _set(d, path, value)
@@ -306,7 +306,7 @@ BAD_S0 = [
 
 
 @pytest.mark.parametrize("path,value,message", BAD_S0,
-                         ids=[b[0] + "=" + repr(b[1]) for b in BAD_S0])
+                         ids=[b[0] + "=" + ("(deleted)" if b[1] is _DELETE else repr(b[1])) for b in BAD_S0])
 def test_s0_validation_error_names_the_entry(path, value, message):
     d = _with_s0()
     _set(d, path, value)

@@ -4,7 +4,7 @@ what the OCPP link costs the control loop, the heap and the flash.
 
     python3 tools/benchmark.py [--trials N] [--seed N] [--json FILE] [--scenario FILE] [--drops N]
                                [--stall-seconds S] [--handshakes N] [--queued N] [--calls N]
-                               [--soak-sessions N] [--soak-kwh LO-HI] [--rows core,ocpp,drops,soak,modules]
+                               [--soak-sessions N] [--soak-kwh LO-HI] [--rows core,ocpp,drops,soak,modules,needs]
 
 1. Reaction time from a change on the pilot line (the car stops: C -> B; state E; a failed
    diode) and from an RCD trip to the contactor-open command, on the virtual ESP32 (tools/vm.py:
@@ -56,6 +56,11 @@ modules (only with --rows modules): the heap each firmware and driver module's o
    Modules that main.py's imports do not load (they are imported inside a function, on first use)
    are marked; the harness's fake machine/network/esp32 are imported first and not counted.
    Takes seconds.
+
+needs (only with --rows needs): per story (a session, an offline replay, an hour of charging, OCPP
+   and token scenarios: NEEDS), the smallest whole heap (1 KB steps, by bisection) the story
+   passes in on the virtual ESP32 (exit 0, no slow round given up for a MemoryError), and the peak
+   it reports in the default 96K. About 10 minutes on two CPUs.
 
 Rows 1 and 2 run as parallel processes (one per row; each is asleep most of the time); rows 6 run
 one after the other. The whole run takes about 25 minutes without row 9, most of it row 8; row 9 takes two to three
@@ -230,6 +235,68 @@ def heap_figures(scenario):
     out["bare"] = {"flash_bytes": bare_flash[-1]["bytes_written"], "flash_writes": bare_flash[-1]["writes"],
                    "charging_s": _charging_s(bare_evs)}
     return out
+
+
+# ---- needs: the smallest whole heap each story passes in ----
+
+NEEDS = (  # story, scenario under tests_host/scenarios, settings written to the flash
+    ("session", "normal_session.scn", None),
+    ("offline replay", "ocpp/offline.scn", None),
+    ("one hour of charging", "charge_1h.scn", None),
+    ("OCPP power cut in a replay", "ocpp/replay_power_cut.scn", None),
+    ("OCPP smart charging", "ocpp/smart_charging.scn", None),
+    ("tokens offline", "tokens/offline.scn", {"free_charging": False}),
+)
+NEED_LO = 48 * 1024  # bisection bounds of the whole heap, bytes
+NEED_STEP = 1024
+
+
+def _story(scn, settings, heap, tmp, name):
+    """(passed, heap event) of one run: passed = exit 0 and no slow round given up for memory."""
+    events = os.path.join(tmp, name + ".jsonl")
+    args = ["--scenario", os.path.join(sim.HOST, "scenarios", scn), "--heap", str(heap), "--quiet", "--events", events]
+    if settings is not None:
+        path = os.path.join(tmp, name + ".settings.json")
+        with open(path, "w") as f:
+            json.dump(settings, f)
+        args += ["--settings", path]
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sim.py")] + args, capture_output=True, text=True)
+    heap = None
+    if os.path.exists(events):
+        with open(events) as f:
+            for line in f:
+                e = json.loads(line)
+                if e["type"] == "heap":
+                    heap = e
+    return p.returncode == 0 and heap is not None and heap["out_of_memory"] == 0, heap
+
+
+def heap_need(story, scn, settings, hi):
+    """The smallest whole heap (NEED_STEP steps) the story passes in, by bisection below `hi`,
+    and the peak it reports at `hi`. Runs with the back end are timed by the network, so a
+    need can differ by a step from one run to the next."""
+    with tempfile.TemporaryDirectory(prefix="evse-need-") as tmp:
+        ok, top = _story(scn, settings, hi, tmp, "hi")
+        if not ok:
+            return {"story": story, "scenario": scn, "need": None, "peak": top and top["peak"], "at": hi}
+        lo = NEED_LO  # assumed to fail; checked below
+        if _story(scn, settings, lo, tmp, "lo")[0]:
+            return {"story": story, "scenario": scn, "need": lo, "peak": top["peak"], "at": hi}
+        while hi - lo > NEED_STEP:
+            mid = (lo + hi) // 2 // NEED_STEP * NEED_STEP
+            if _story(scn, settings, mid, tmp, "mid%d" % mid)[0]:
+                hi = mid
+            else:
+                lo = mid
+        return {"story": story, "scenario": scn, "need": hi, "peak": top["peak"], "at": sim.heap_bytes(HEAP)}
+
+
+def heap_needs():
+    import concurrent.futures
+
+    top = sim.heap_bytes(HEAP)
+    with concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as ex:
+        return list(ex.map(lambda n: heap_need(n[0], n[1], n[2], top), NEEDS))
 
 
 # ---- 5: meter polls ----
@@ -837,6 +904,12 @@ def table(r):
         lines += [""] + drops_table(r["drops"])
     if "modules" in r:
         lines += [""] + modules_table(r["modules"])
+    if "needs" in r:
+        nrow = "%-28s %-28s %9s %12s"
+        lines += ["", "needs: the smallest whole heap each story passes in (virtual ESP32), bytes",
+                  nrow % ("story", "scenario", "needs", "peak in %s" % HEAP)]
+        for n in r["needs"]:
+            lines.append(nrow % (n["story"], n["scenario"], n["need"] if n["need"] else "> %d" % n["at"], n["peak"]))
     if "soak" in r:
         import soak
 
@@ -958,12 +1031,13 @@ def main(argv=None):
                    help="energy of each soak session, a random kWh in LO-HI (default 10-50)")
     p.add_argument("--rows", default="core,ocpp,drops,soak", metavar="LIST",
                    help="what to measure, comma-separated: core (rows 1-5), ocpp (rows 6-7, with the run of row 3), "
-                        "drops (row 8), soak (row 9), modules (RAM and ESP32 bytecode per module); "
-                        "default all but modules")
+                        "drops (row 8), soak (row 9), modules (RAM and ESP32 bytecode per module), "
+                        "needs (the smallest heap per story); "
+                        "default all but modules and needs")
     a = p.parse_args(argv)
     rows = set(x.strip() for x in a.rows.split(",") if x.strip())
-    if not rows or rows - {"core", "ocpp", "drops", "soak", "modules"}:
-        p.error("--rows: expected a comma-separated list of core, ocpp, drops, soak, modules, got %r" % a.rows)
+    if not rows or rows - {"core", "ocpp", "drops", "soak", "modules", "needs"}:
+        p.error("--rows: expected a comma-separated list of core, ocpp, drops, soak, modules, needs, got %r" % a.rows)
     try:
         lo, hi = [float(x) for x in a.soak_kwh.split("-")]
         if not 0 < lo <= hi <= 200:
@@ -996,6 +1070,8 @@ def main(argv=None):
             r.update(loop_benches(a.trials, a.seed))
         if "ocpp" in rows:
             r["ocpp"] = ocpp_benches(a)  # one at a time: real time, with the back end in this process
+        if "needs" in rows:
+            r["needs"] = heap_needs()
         if "soak" in rows:
             import soak
 
