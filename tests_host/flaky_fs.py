@@ -34,17 +34,22 @@ class FlakyFS(outbox.FS):
         fs = self
 
         class W:
+            # MicroPython's files have no `closed`: W keeps its own (a cut write has closed f)
+            closed = False
+
             def write(self, data):
                 if fs._tick():
                     f.write(data if fs.mode == "after" else data[: len(data) // 2])
                     f.close()
+                    self.closed = True
                     raise PowerCut()
                 fs.bytes += len(data)
                 return f.write(data)
 
             def close(self):
-                if not f.closed:
+                if not self.closed:
                     f.close()
+                    self.closed = True
 
         return W()
 

