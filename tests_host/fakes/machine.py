@@ -78,6 +78,34 @@ _UID = b"\x24\x6f\x28\x12\x34\x56"
 _EPOCH_DAYS = 10957  # 1970-01-01 .. 2000-01-01, MicroPython's epoch on the ESP32
 
 
+# The virtual ESP32's CPU model (tests_host/cpumodel.py): on the chip these methods are C, so
+# their Python bodies here are not the firmware's work. @_hw pauses the counters inside them (the
+# call itself, made by the firmware's bytecode, still counts); an ADC conversion is charged as
+# ADC_READ_US of time that does not scale with the clock. Without `vesp` (other runtimes) it is
+# the identity.
+try:
+    import vesp as _vesp
+except ImportError:
+    _vesp = None
+
+
+def _hw(f):
+    if _vesp is None:
+        return f
+    enable = _vesp.enable
+
+    def paused(self, a=_MISSING):  # (no *args: the tick must allocate nothing, test_alloc.py)
+        was = enable(0)
+        try:
+            return f(self) if a is _MISSING else f(self, a)
+        finally:
+            enable(was)
+    return paused
+
+
+_MISSING = object()
+
+
 class ResetRequested(Exception):
     """Raised by reset()/soft_reset(); the simulator catches it and restarts the firmware."""
 
@@ -491,6 +519,7 @@ class Pin:
             ln.pull = pull
         _changed(pid, old, True)
 
+    @_hw
     def value(self, x=None):
         if x is None:
             return _level(self._id)
@@ -536,6 +565,7 @@ class Signal:
         self._pin = pin_obj if isinstance(pin_obj, Pin) else Pin(pin_obj)
         self._invert = 1 if invert else 0
 
+    @_hw
     def value(self, x=None):
         if x is None:
             return self._pin.value() ^ self._invert
@@ -593,6 +623,7 @@ class PWM:
             raise ValueError("frequency must be from 1Hz to 40MHz")
         self._freq = int(value)
 
+    @_hw
     def duty_u16(self, value=None):
         if value is None:
             return self._duty
@@ -672,11 +703,17 @@ class ADC:
             fn = _analog.get(self._pin)
             mv = fn(_now_us) if fn is not None else 0
         _now_us += ADC_READ_US
+        if _vesp is not None:
+            _vesp.enable(1)
+            _vesp.wait_us(ADC_READ_US)  # the conversion: the chip's time, whatever its clock
+            _vesp.enable(0)
         return min(max(int(mv * 1000), 0), _FULL_SCALE_MV[self._atten] * 1000)
 
+    @_hw
     def read_uv(self):
         return self._uv()
 
+    @_hw
     def read_u16(self):
         return self._uv() * 65535 // (_FULL_SCALE_MV[self._atten] * 1000)
 
@@ -731,6 +768,7 @@ class WDT:
         _wdt_timeout_us = timeout * 1000
         self.feed()
 
+    @_hw
     def feed(self):
         global _wdt_fed_us
         _check_wdt()
@@ -801,6 +839,7 @@ class UART:
     def deinit(self):
         _uarts.pop(self._id, None)
 
+    @_hw
     def write(self, buf):
         data = buf.encode() if isinstance(buf, str) else bytes(buf)
         dev = _uart_devs.get(self._id)
@@ -808,10 +847,12 @@ class UART:
             dev.feed(data)
         return len(data)
 
+    @_hw
     def any(self):
         dev = _uart_devs.get(self._id)
         return dev.pending() if dev is not None and hasattr(dev, "pending") else 0
 
+    @_hw
     def read(self, nbytes=None):
         dev = _uart_devs.get(self._id)
         data = dev.take(self._rxbuf if nbytes is None else nbytes) if dev is not None else b""
@@ -874,6 +915,7 @@ class SPI:
     def readinto(self, buf, write=0):
         buf[0:len(buf)] = self._xfer(bytes([write]) * len(buf))
 
+    @_hw
     def write(self, buf):
         self._xfer(buf)
 
