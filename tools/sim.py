@@ -254,7 +254,8 @@ def compile_for_sim():
             if rel.endswith(".json"):
                 shutil.copyfile(s, out)
                 continue
-            r = subprocess.run([cross, "-o", out, "-s", rel, s], capture_output=True, text=True)
+            # -march: @micropython.native functions (drivers/pilot.py) compile for the host's emitter
+            r = subprocess.run([cross, "-march=x64", "-o", out, "-s", rel, s], capture_output=True, text=True)
             if r.returncode:
                 sys.exit("mpy-cross %s: %s" % (rel, (r.stdout + r.stderr).strip()))
 

@@ -79,31 +79,16 @@ _EPOCH_DAYS = 10957  # 1970-01-01 .. 2000-01-01, MicroPython's epoch on the ESP3
 
 
 # The virtual ESP32's CPU model (tests_host/cpumodel.py): on the chip these methods are C, so
-# their Python bodies here are not the firmware's work. @_hw pauses the counters inside them (the
-# call itself, made by the firmware's bytecode, still counts); an ADC conversion is charged as
-# ADC_READ_US of time that does not scale with the clock. Without `vesp` (other runtimes) it is
-# the identity.
+# their Python bodies here are not the firmware's work. ADC.read_uv pauses the counters inside it
+# (the call itself, made by the firmware's bytecode, still counts) and charges the conversion as
+# ADC_READ_US of time that does not scale with the clock. The other fakes (Pin, PWM, UART) still
+# count their bodies: a wrapper through a closure allocates here, also under the IRQ's heap lock.
 try:
     import vesp as _vesp
 except ImportError:
     _vesp = None
 
 
-def _hw(f):
-    if _vesp is None:
-        return f
-    enable = _vesp.enable
-
-    def paused(self, a=_MISSING):  # (no *args: the tick must allocate nothing, test_alloc.py)
-        was = enable(0)
-        try:
-            return f(self) if a is _MISSING else f(self, a)
-        finally:
-            enable(was)
-    return paused
-
-
-_MISSING = object()
 
 
 class ResetRequested(Exception):
@@ -519,7 +504,6 @@ class Pin:
             ln.pull = pull
         _changed(pid, old, True)
 
-    @_hw
     def value(self, x=None):
         if x is None:
             return _level(self._id)
@@ -565,7 +549,6 @@ class Signal:
         self._pin = pin_obj if isinstance(pin_obj, Pin) else Pin(pin_obj)
         self._invert = 1 if invert else 0
 
-    @_hw
     def value(self, x=None):
         if x is None:
             return self._pin.value() ^ self._invert
@@ -623,7 +606,6 @@ class PWM:
             raise ValueError("frequency must be from 1Hz to 40MHz")
         self._freq = int(value)
 
-    @_hw
     def duty_u16(self, value=None):
         if value is None:
             return self._duty
@@ -703,19 +685,20 @@ class ADC:
             fn = _analog.get(self._pin)
             mv = fn(_now_us) if fn is not None else 0
         _now_us += ADC_READ_US
-        if _vesp is not None:
-            _vesp.enable(1)
-            _vesp.wait_us(ADC_READ_US)  # the conversion: the chip's time, whatever its clock
-            _vesp.enable(0)
         return min(max(int(mv * 1000), 0), _FULL_SCALE_MV[self._atten] * 1000)
 
-    @_hw
+    # (written out, not a decorator: a call through a closure allocates here, a C call on the chip does not)
     def read_uv(self):
-        return self._uv()
+        if _vesp is None:
+            return self._uv()
+        was = _vesp.enable(0)
+        v = self._uv()
+        _vesp.enable(was)
+        _vesp.wait_us(ADC_READ_US)  # the conversion: the chip's time, whatever its clock
+        return v
 
-    @_hw
     def read_u16(self):
-        return self._uv() * 65535 // (_FULL_SCALE_MV[self._atten] * 1000)
+        return self.read_uv() * 65535 // (_FULL_SCALE_MV[self._atten] * 1000)
 
     def read(self):
         return self._uv() * ((1 << self._bits) - 1) // (_FULL_SCALE_MV[self._atten] * 1000)
@@ -768,7 +751,6 @@ class WDT:
         _wdt_timeout_us = timeout * 1000
         self.feed()
 
-    @_hw
     def feed(self):
         global _wdt_fed_us
         _check_wdt()
@@ -839,7 +821,6 @@ class UART:
     def deinit(self):
         _uarts.pop(self._id, None)
 
-    @_hw
     def write(self, buf):
         data = buf.encode() if isinstance(buf, str) else bytes(buf)
         dev = _uart_devs.get(self._id)
@@ -847,12 +828,10 @@ class UART:
             dev.feed(data)
         return len(data)
 
-    @_hw
     def any(self):
         dev = _uart_devs.get(self._id)
         return dev.pending() if dev is not None and hasattr(dev, "pending") else 0
 
-    @_hw
     def read(self, nbytes=None):
         dev = _uart_devs.get(self._id)
         data = dev.take(self._rxbuf if nbytes is None else nbytes) if dev is not None else b""
@@ -915,7 +894,6 @@ class SPI:
     def readinto(self, buf, write=0):
         buf[0:len(buf)] = self._xfer(bytes([write]) * len(buf))
 
-    @_hw
     def write(self, buf):
         self._xfer(buf)
 
