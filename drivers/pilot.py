@@ -6,6 +6,14 @@ float, no allocation besides the returned 2-tuple; `measure()` avoids even that)
 """
 from machine import ADC, PWM, Pin
 
+try:
+    import micropython  # pyright: ignore[reportAssignmentType]
+except ImportError:  # CPython (host tests): @micropython.native is the identity there
+    class micropython:  # noqa: N801 - stands in for the module  # pyright: ignore[reportRedeclaration]
+        @staticmethod
+        def native(f):
+            return f
+
 FREQ_HZ = 1000
 _BIG = 1000000000  # beyond any microvolt reading, still a small int on the ESP32 (< 2**30)
 
@@ -47,6 +55,7 @@ class Pilot:
         """One reading of the pilot line in millivolts (the bench measures the duty with it)."""
         return self.to_line_mv(self._read())
 
+    @micropython.native  # the hottest loop of the control tick: native code on the ESP32 (xtensawin)
     def measure(self):
         """Sample both plateaus into self.high_mv / self.low_mv; allocates nothing."""
         read = self._read

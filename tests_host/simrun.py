@@ -7,7 +7,13 @@ writes its journal there, exactly as on the ESP32, where the working directory i
 
 Arguments (from tools/sim.py, which validates them first):
   simrun.py ROOT [--scenario FILE] [--events FILE] [--speed N|max] [--heap BYTES] [--quiet] [--tty]
-                 [--csms-control PORT] [--proxy-control PORT]
+                 [--csms-control PORT] [--proxy-control PORT] [--cpu MHZ]
+
+CPU (the virtual ESP32 only, tests_host/cpumodel.py): what the control tick, the slow round and
+each step of the link's asyncio tasks cost in ESP32 time is counted, and a `cpu` event at the end
+gives each one's steps, mean and worst ms at 160 and 240 MHz and its share of the CPU. With
+--cpu MHZ the virtual clock also advances by what the firmware's work at that clock overran
+each 10 ms step, so the next tick comes that much late, as on the chip.
 
 Heap: with --heap, every module of the firmware, the drivers, the fakes and the world is loaded
 first (on the ESP32 this bytecode is frozen into flash and takes no heap); then all free heap
@@ -225,7 +231,7 @@ def _purge_firmware():
 
 class Sim:
     def __init__(self, root_code, events_path=None, speed=None, quiet=False, heap=None, tty=False,
-                 csms_control=None, proxy_control=None, world=0, boot=True, fresh=None):
+                 csms_control=None, proxy_control=None, world=0, boot=True, fresh=None, cpu=None):
         self.code = root_code
         self.csms_control = csms_control  # port of tools/csms.py's control API
         self.proxy_control = proxy_control  # port of the network proxy's control (tests_host/netproxy.py)
@@ -271,6 +277,7 @@ class Sim:
         self._wall = SystemClock()
         self._wall0 = self._wall.ticks_ms()
         self._steps = 0
+        self.cpu = _cpu_meter(cpu)
         if boot:
             self._boot()
 
@@ -292,7 +299,7 @@ class Sim:
                "peak": self.heap.peak, "oom": self.out_of_memory, "bugs": self.bugs, "pos": self.pos,
                "wait_end": self.wait_end, "cut_after": self._cut_after,
                "flash": [self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing],
-               "machine": machine.hw_state()}
+               "machine": machine.hw_state(), "cpu": self.cpu.stats if self.cpu is not None else None}
         with open(self.fresh, "w") as f:
             f.write(json.dumps(doc)[:-1] + ', "world": ')
             snapshot.save(self.world, f)
@@ -323,6 +330,8 @@ class Sim:
         self.heap.peak = doc["peak"]
         self.out_of_memory = doc["oom"]
         self.bugs = doc["bugs"]
+        if self.cpu is not None and doc.get("cpu"):
+            self.cpu.stats = doc["cpu"]
         self._cut_after = tuple(doc["cut_after"]) if doc["cut_after"] else None
         self.flash = CountingFS()
         self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing = doc["flash"]
@@ -438,8 +447,10 @@ class Sim:
     def step(self):
         if not self.powered and self.T + STEP_MS >= self.restore_at and self.fresh and not self._resumed:
             raise PowerOn()
-        self.T += STEP_MS
-        self.clock.advance(STEP_MS)
+        # --cpu: the firmware's work since the last step overran the step by `late` ms.
+        ms = STEP_MS + (self.cpu.late_ms(STEP_MS) if self.cpu is not None else 0)
+        self.T += ms
+        self.clock.advance(ms)
         if not self.powered and self.T >= self.restore_at:
             self._resumed = False
             self.powered = True
@@ -447,18 +458,25 @@ class Sim:
             cause, self._restore_cause = self._restore_cause, None
             self._boot(cause)
         self.world.advance(self.T)
-        machine.hw_advance_ms(STEP_MS)
+        machine.hw_advance_ms(ms)
         if self.station is not None and machine.hw_wdt_expired():
             # The firmware stopped feeding its watchdog: the board resets, as a real one would.
             self.emit("reset", {"cause": "watchdog"})
             self._reset(machine.WDT_RESET)
         if self.station is not None:
+            cpu = self.cpu
+            if cpu is not None:
+                cpu.switch("tick")
             self.station.tick()
             self._steps += 1
             if self._steps % SERVICE_EVERY == 0:
+                if cpu is not None:
+                    cpu.switch("service")
                 self.station.service()
-                if self._steps % (SERVICE_EVERY * 10) == 0:
-                    self.heap.sample()
+            if cpu is not None:
+                cpu.switch(cpu.HARNESS)
+            if self._steps % (SERVICE_EVERY * 10) == 0:
+                self.heap.sample()
         if self._live_due:
             self._live_due = False
             self._resources()
@@ -605,7 +623,9 @@ class Sim:
         if body is None:
             body = {"action": action, "payload": payload, "timeout": 30}
         self._remotes += 1
-        asyncio.create_task(self._control_call(lineno, action, path, body))
+        task = asyncio.create_task(self._control_call(lineno, action, path, body))
+        if self.cpu is not None:
+            self.cpu.helpers.append(task)  # the harness's work, not the link's
 
     async def _control_call(self, lineno, action, path, body):
         # The back end acts while the firmware keeps running: this task talks to the control API
@@ -645,6 +665,8 @@ class Sim:
         finally:
             self._ctl_lock.release()
             self._remotes -= 1
+            if self.cpu is not None:
+                self.cpu.helpers.remove(asyncio.current_task())
         self.emit("remote", fields)
 
     async def settle_remotes(self):
@@ -662,6 +684,9 @@ class Sim:
             self.emit("heap", {"budget": self.heap.budget, "peak": self.heap.peak, "live": self.heap.settle(),
                                "world": self.heap.world, "out_of_memory": self.out_of_memory})
         self.emit("flash", {"bytes_written": self.flash.bytes, "writes": self.flash.writes, "used": self.flash.used})
+        if self.cpu is not None:
+            self.cpu.switch(self.cpu.HARNESS)
+            self.emit("cpu", self.cpu.report(self.T))
         lk = self.world.lock
         if lk is not None:
             self.emit("world", {"lock_both_on": lk.both_on, "lock_strokes": lk.strokes,
@@ -723,6 +748,21 @@ class Sim:
                 print("error:", str(e).replace("line 1: ", "").replace("line 0: ", ""))
 
 
+def _cpu_meter(mhz):
+    """The CPU model's meter on the virtual ESP32 (its `vesp` module), None elsewhere; it also
+    becomes asyncio's step hook, so that each step of each task is counted on its own."""
+    try:
+        import vesp
+    except ImportError:
+        return None
+    import asyncio
+    import cpumodel
+
+    meter = cpumodel.Meter(vesp, mhz)
+    asyncio.core.step_hook = meter.task_step
+    return meter
+
+
 def _exists(path):
     try:
         os.stat(path)
@@ -737,7 +777,7 @@ def main(argv):
         return 2
     code = argv[1]
     opts = {"--scenario": None, "--events": None, "--speed": None, "--heap": None, "--csms-control": None,
-            "--proxy-control": None, "--world": None, "--fresh": None}
+            "--proxy-control": None, "--world": None, "--fresh": None, "--cpu": None}
     quiet = False
     tty = False
     probe = False
@@ -789,7 +829,8 @@ def main(argv):
 async def _run(code, opts, speed, quiet, heap, tty, csms, proxy, actions, world):
     fresh = opts["--fresh"]
     resuming = fresh is not None and _exists(fresh)
-    sim = Sim(code, opts["--events"], speed, quiet, heap, tty, csms, proxy, world, boot=not resuming, fresh=fresh)
+    sim = Sim(code, opts["--events"], speed, quiet, heap, tty, csms, proxy, world, boot=not resuming, fresh=fresh,
+              cpu=int(opts["--cpu"]) if opts["--cpu"] else None)
     start, wait_end = sim.resume() if resuming else (0, None)
     try:
         if actions is None:

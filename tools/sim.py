@@ -113,7 +113,13 @@ def parse_args(argv):
                         "wrong-ca gives the board another CA, so it must refuse the server")
     p.add_argument("--flash", metavar="DIR", help="keep the board's flash in DIR between runs")
     p.add_argument("--quiet", action="store_true", help="do not print events")
+    p.add_argument("--cpu", type=int, choices=(160, 240), metavar="MHZ",
+                   help="esp32 runtime: advance the virtual clock by the firmware's CPU time on an ESP32 at MHZ "
+                        "(160 or 240) where it overruns a 10 ms step, so stalls delay the next tick (the `cpu` "
+                        "event at the end reports every task's cost, with or without this)")
     a = p.parse_args(argv)
+    if a.cpu and a.runtime != "esp32":
+        p.error("--cpu applies to the esp32 runtime only (the CPU model counts in the virtual ESP32)")
     if a.heap and a.runtime != "esp32":
         p.error("--heap applies to the esp32 runtime only (the other runtimes do not count the heap)")
     if a.csms and a.csms != "none" and not (a.csms.startswith("ws://") or a.csms.startswith("wss://")):
@@ -248,7 +254,8 @@ def compile_for_sim():
             if rel.endswith(".json"):
                 shutil.copyfile(s, out)
                 continue
-            r = subprocess.run([cross, "-o", out, "-s", rel, s], capture_output=True, text=True)
+            # -march: @micropython.native functions (drivers/pilot.py) compile for the host's emitter
+            r = subprocess.run([cross, "-march=x64", "-o", out, "-s", rel, s], capture_output=True, text=True)
             if r.returncode:
                 sys.exit("mpy-cross %s: %s" % (rel, (r.stdout + r.stderr).strip()))
 
@@ -369,6 +376,8 @@ def command(a):
         cmd += ["--speed", a.speed]
     if a.quiet:
         cmd += ["--quiet"]
+    if getattr(a, "cpu", None):
+        cmd += ["--cpu", str(a.cpu)]
     if getattr(a, "csms_control", None):
         cmd += ["--csms-control", str(a.csms_control)]
     if getattr(a, "proxy_control", None):
