@@ -357,7 +357,10 @@ class Sim:
         for k in fields:
             rec[k] = fields[k]
         if self.events is not None:
-            self.events.write(json.dumps(rec) + "\n")
+            # streamed: a whole line as one string could need a piece of heap that the firmware's
+            # data, not this harness, decides is there
+            json.dump(rec, self.events)
+            self.events.write("\n")
         if not self.quiet:
             self._print_event(t, kind, fields)
 
@@ -820,7 +823,11 @@ def main(argv):
         # What the world and this harness hold once built, before the first boot: tools/sim.py
         # adds it to the firmware's budget for -X heapsize. (The same steps as a run, so the same
         # bytes: the scenario parsed, the world and the harness built, the events file open.)
+        fresh = opts["--fresh"]
         sim = Sim(code, None, speed, True, heap, tty, csms, proxy, boot=False)
+        if fresh is not None and _exists(fresh):  # a boot after a power cut: the world as resumed
+            sim.fresh = fresh
+            sim.resume()
         print("world %d" % held())
         return 0
     return asyncio.run(_run(code, opts, speed, quiet, heap, tty, csms, proxy, actions, world))

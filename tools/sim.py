@@ -412,9 +412,12 @@ def world_bytes(cmd, env, flash):
     return int(last.split()[1])
 
 
-def full_command(a, flash):
-    """command() plus what depends on the run: the heap (esp32), the events file, the tty."""
+def full_command(a, flash, state):
+    """command() plus what depends on the run: the state file of the fresh interpreters, the heap
+    (esp32: probed again for each boot, since a resumed world may hold more than a new one), the
+    events file, the tty."""
     cmd, env = command(a)
+    cmd += ["--fresh", state]
     if a.runtime == "esp32":
         budget = heap_budget(a)
         world = world_bytes(cmd, env, flash)
@@ -453,11 +456,10 @@ RESTART = 75  # simrun's exit status when the board's power comes back (tests_ho
 def run(a, flash):
     """The board's life: a fresh interpreter for every boot after a power cut or reset, as a
     board's RAM starts empty (simrun saves the world and the run's state in between)."""
-    cmd, env = full_command(a, flash)
     state = tempfile.mkdtemp(prefix="evse-state-")
-    cmd += ["--fresh", os.path.join(state, "state.json")]
     try:
         while True:
+            cmd, env = full_command(a, flash, os.path.join(state, "state.json"))
             rc = subprocess.call(cmd, cwd=flash, env=env)
             if rc != RESTART:
                 return rc
