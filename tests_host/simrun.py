@@ -7,7 +7,11 @@ writes its journal there, exactly as on the ESP32, where the working directory i
 
 Arguments (from tools/sim.py, which validates them first):
   simrun.py ROOT [--scenario FILE] [--events FILE] [--speed N|max] [--heap BYTES] [--quiet] [--tty]
-                 [--csms-control PORT] [--proxy-control PORT]
+                 [--csms-control PORT] [--proxy-control PORT] [--littlefs IMAGE]
+
+Flash: the working directory, a host directory; with --littlefs, the ESP32's LittleFS v2 on a
+block device that counts erases (tests_host/lfs.py), its image the host file IMAGE, mounted and
+made the working directory before anything else (the host directory's files are copied in).
 
 Heap: with --heap, every module of the firmware, the drivers, the fakes and the world is loaded
 first (on the ESP32 this bytecode is frozen into flash and takes no heap); then all free heap
@@ -213,6 +217,9 @@ class _CountedFile:
         self._f.close()
 
 
+_FLASHDEV = None  # with --littlefs: the counting block device (tests_host/lfs.py), the world's
+
+
 def _purge_firmware():
     # A power cut loses RAM: boot.py and main.py run afresh. The firmware's and the drivers' modules
     # stay loaded, as frozen bytecode stays in a board's flash: they hold code and constants only
@@ -293,6 +300,8 @@ class Sim:
                "wait_end": self.wait_end, "cut_after": self._cut_after,
                "flash": [self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing],
                "machine": machine.hw_state()}
+        if _FLASHDEV is not None:
+            _FLASHDEV.flush()  # the erase counters outlive the interpreter with the image
         with open(self.fresh, "w") as f:
             f.write(json.dumps(doc)[:-1] + ', "world": ')
             snapshot.save(self.world, f)
@@ -662,6 +671,9 @@ class Sim:
             self.emit("heap", {"budget": self.heap.budget, "peak": self.heap.peak, "live": self.heap.settle(),
                                "world": self.heap.world, "out_of_memory": self.out_of_memory})
         self.emit("flash", {"bytes_written": self.flash.bytes, "writes": self.flash.writes, "used": self.flash.used})
+        if _FLASHDEV is not None:
+            _FLASHDEV.flush()
+            self.emit("wear", _FLASHDEV.report())
         lk = self.world.lock
         if lk is not None:
             self.emit("world", {"lock_both_on": lk.both_on, "lock_strokes": lk.strokes,
@@ -737,7 +749,7 @@ def main(argv):
         return 2
     code = argv[1]
     opts = {"--scenario": None, "--events": None, "--speed": None, "--heap": None, "--csms-control": None,
-            "--proxy-control": None, "--world": None, "--fresh": None}
+            "--proxy-control": None, "--world": None, "--fresh": None, "--littlefs": None}
     quiet = False
     tty = False
     probe = False
@@ -776,6 +788,15 @@ def main(argv):
     world = int(opts["--world"]) if opts["--world"] else 0
     csms = int(opts["--csms-control"]) if opts["--csms-control"] else None
     proxy = int(opts["--proxy-control"]) if opts["--proxy-control"] else None
+    if opts["--littlefs"]:
+        # The board's flash from here on, before the world reads board.json from it; in the probe
+        # run too, so that the device's and the mount's bytes count as the world's. The host
+        # directory's files go in at the run's first boot only (a resumed boot finds them there).
+        global _FLASHDEV
+        import lfs
+
+        fresh = opts["--fresh"]
+        _FLASHDEV = lfs.attach(opts["--littlefs"], copy=not (fresh is not None and _exists(fresh)))
     if probe:
         # What the world and this harness hold once built, before the first boot: tools/sim.py
         # adds it to the firmware's budget for -X heapsize. (The same steps as a run, so the same
