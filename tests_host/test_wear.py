@@ -122,3 +122,21 @@ print(e.erases[7], e.erases[9], e.stats[5])
     assert lines[0] == "3 1 2 1"  # 0x0f & 0xf3; one erase; two programs, the second over programmed bytes
     assert lines[1] == "1 1"  # the simple protocol erases the whole block first
     assert lines[2] == "1 1 1"
+
+
+def test_wear_benchmark_row(power_cut, monkeypatch):
+    """tools/benchmark.py's row 10 from the power-cut run's events (the row's own run is the hour
+    of charging, minutes long): the figures follow from the wear event."""
+    import benchmark
+
+    _flash, evs, _counters = power_cut
+    monkeypatch.setattr(benchmark, "_sim_events", lambda *a: evs)
+    w = benchmark.wear_figures(benchmark.SCENARIO)
+    ev = [e for e in evs if e["type"] == "wear"][0]
+    hours = w["charging_s"] / 3600
+    assert w["erases"] == ev["erases"] and w["worst_erases"] == ev["worst_erases"]
+    assert abs(w["per_hour"]["worst"] * hours - ev["worst_erases"]) < 1e-6
+    assert w["years_worst"] == benchmark.ENDURANCE / w["per_hour"]["worst"] / (benchmark.WEAR_HOURS_A_DAY * 365)
+    assert w["years_mean"] >= w["years_worst"]
+    text = "\n".join(benchmark.wear_table(w))
+    assert "worst block" in text and "years" in text
