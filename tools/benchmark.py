@@ -55,8 +55,8 @@ what the OCPP link costs the control loop, the heap and the flash.
    charging a day with ENDURANCE erase cycles per sector, from the worst block (the bound) and
    from the mean (perfect levelling). Both extrapolate the run's rates linearly: the worst
    block of one hour is LittleFS's superblock pair, which it stops rewriting so often once its
-   revision count reaches block_cycles (docs/benchmarks.md). About four to five minutes of one
-   CPU: not among the default rows.
+   revision count reaches block_cycles (docs/benchmarks.md). About two and a half minutes of
+   one CPU: not among the default rows.
 
 Rows 1 and 2 run as parallel processes (one per row; each is asleep most of the time); rows 6 run
 one after the other. The whole run takes about 25 minutes without row 9, most of it row 8; row 9 takes two to three
