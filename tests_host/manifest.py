@@ -15,6 +15,7 @@ module("network.py", base_path="fakes")
 # The simulated world and the harness that runs the firmware in it.
 package("world")
 module("simrun.py")
+module("lfs.py")
 module("control.py")
 module("boardsim.py")
 module("bench_reaction.py")

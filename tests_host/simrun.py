@@ -7,7 +7,7 @@ writes its journal there, exactly as on the ESP32, where the working directory i
 
 Arguments (from tools/sim.py, which validates them first):
   simrun.py ROOT [--scenario FILE] [--events FILE] [--speed N|max] [--heap BYTES] [--quiet] [--tty]
-                 [--csms-control PORT] [--proxy-control PORT] [--cpu MHZ]
+                 [--csms-control PORT] [--proxy-control PORT] [--cpu MHZ] [--littlefs IMAGE]
 
 CPU (the virtual ESP32 only, tests_host/cpumodel.py): what the control tick, the slow round and
 each step of the link's asyncio tasks cost in ESP32 time is counted, and a `cpu` event at the end
@@ -15,10 +15,15 @@ gives each one's steps, mean and worst ms at 160 and 240 MHz and its share of th
 --cpu MHZ the virtual clock also advances by what the firmware's work at that clock overran
 each 10 ms step, so the next tick comes that much late, as on the chip.
 
-Heap: with --heap, every module of the firmware, the drivers, the fakes and the world is loaded
-first (on the ESP32 this bytecode is frozen into flash and takes no heap); then all free heap
-above BYTES is taken by a ballast block, so the firmware's and the world's data must fit in
-BYTES or raise MemoryError. The `heap` event at the end reports the peak.
+Flash: the working directory, a host directory; with --littlefs, the ESP32's LittleFS v2 on a
+block device that counts erases (tests_host/lfs.py), its image the host file IMAGE, mounted and
+made the working directory before anything else (the host directory's files are copied in).
+
+Heap (see Heap): on the virtual ESP32 the interpreter's heap is the firmware's budget BYTES plus
+--world, what the world and this harness held before the first boot (tools/sim.py measures it
+with --probe); the `heap` event at the end reports the firmware's peak. --fresh FILE: every boot
+after a power cut or a reset runs in a fresh interpreter: the run saves its state in FILE and
+exits RESTART, and tools/sim.py starts it again, which resumes from FILE.
 
 Time: `T` is the firmware clock in ms since the first boot (the `t` of every event). Each step
 moves the world and the firmware 10 ms; at `--speed N` the loop sleeps so that N ms of virtual
@@ -219,6 +224,9 @@ class _CountedFile:
         self._f.close()
 
 
+_FLASHDEV = None  # with --littlefs: the counting block device (tests_host/lfs.py), the world's
+
+
 def _purge_firmware():
     # A power cut loses RAM: boot.py and main.py run afresh. The firmware's and the drivers' modules
     # stay loaded, as frozen bytecode stays in a board's flash: they hold code and constants only
@@ -300,6 +308,8 @@ class Sim:
                "wait_end": self.wait_end, "cut_after": self._cut_after,
                "flash": [self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing],
                "machine": machine.hw_state(), "cpu": self.cpu.stats if self.cpu is not None else None}
+        if _FLASHDEV is not None:
+            _FLASHDEV.flush()  # the erase counters outlive the interpreter with the image
         with open(self.fresh, "w") as f:
             f.write(json.dumps(doc)[:-1] + ', "world": ')
             snapshot.save(self.world, f)
@@ -690,6 +700,9 @@ class Sim:
         if self.cpu is not None:
             self.cpu.switch(self.cpu.HARNESS)
             self.emit("cpu", self.cpu.report(self.T))
+        if _FLASHDEV is not None:
+            _FLASHDEV.flush()
+            self.emit("wear", _FLASHDEV.report())
         lk = self.world.lock
         if lk is not None:
             self.emit("world", {"lock_both_on": lk.both_on, "lock_strokes": lk.strokes,
@@ -780,7 +793,7 @@ def main(argv):
         return 2
     code = argv[1]
     opts = {"--scenario": None, "--events": None, "--speed": None, "--heap": None, "--csms-control": None,
-            "--proxy-control": None, "--world": None, "--fresh": None, "--cpu": None}
+            "--proxy-control": None, "--world": None, "--fresh": None, "--cpu": None, "--littlefs": None}
     quiet = False
     tty = False
     probe = False
@@ -819,6 +832,15 @@ def main(argv):
     world = int(opts["--world"]) if opts["--world"] else 0
     csms = int(opts["--csms-control"]) if opts["--csms-control"] else None
     proxy = int(opts["--proxy-control"]) if opts["--proxy-control"] else None
+    if opts["--littlefs"]:
+        # The board's flash from here on, before the world reads board.json from it; in the probe
+        # run too, so that the device's and the mount's bytes count as the world's. The host
+        # directory's files go in at the run's first boot only (a resumed boot finds them there).
+        global _FLASHDEV
+        import lfs
+
+        fresh = opts["--fresh"]
+        _FLASHDEV = lfs.attach(opts["--littlefs"], copy=not (fresh is not None and _exists(fresh)))
     if probe:
         # What the world and this harness hold once built, before the first boot: tools/sim.py
         # adds it to the firmware's budget for -X heapsize. (The same steps as a run, so the same

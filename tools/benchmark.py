@@ -4,7 +4,7 @@ what the OCPP link costs the control loop, the heap and the flash.
 
     python3 tools/benchmark.py [--trials N] [--seed N] [--json FILE] [--scenario FILE] [--drops N]
                                [--stall-seconds S] [--handshakes N] [--queued N] [--calls N]
-                               [--soak-sessions N] [--soak-kwh LO-HI] [--rows core,ocpp,drops,soak,modules,needs]
+                               [--soak-sessions N] [--soak-kwh LO-HI] [--rows core,ocpp,drops,soak,modules,needs,wear]
 
 1. Reaction time from a change on the pilot line (the car stops: C -> B; state E; a failed
    diode) and from an RCD trip to the contactor-open command, on the virtual ESP32 (tools/vm.py:
@@ -61,6 +61,16 @@ needs (only with --rows needs): per story (a session, an offline replay, an hour
    and token scenarios: NEEDS), the smallest whole heap (1 KB steps, by bisection) the story
    passes in on the virtual ESP32 (exit 0, no slow round given up for a MemoryError), and the peak
    it reports in the default 96K. About 10 minutes on two CPUs.
+10. Flash wear on the real geometry: the hour of charging of row 3 (--scenario) with the board's
+   flash on MicroPython's LittleFS v2 as the ESP32 port makes and mounts it (512 blocks of 4096
+   bytes, tools/sim.py --flash-fs littlefs, tests_host/lfs.py): erases per hour of charging (all
+   blocks, the worst block, the mean over the partition), the bytes the firmware wrote against
+   the bytes programmed on the device, and years of flash life at WEAR_HOURS_A_DAY hours of
+   charging a day with ENDURANCE erase cycles per sector, from the worst block (the bound) and
+   from the mean (perfect levelling). Both extrapolate the run's rates linearly: the worst
+   block of one hour is LittleFS's superblock pair, which it stops rewriting so often once its
+   revision count reaches block_cycles (docs/benchmarks.md). About two and a half minutes of
+   one CPU: not among the default rows.
 
 Rows 1 and 2 run as parallel processes (one per row; each is asleep most of the time); rows 6 run
 one after the other. The whole run takes about 25 minutes without row 9, most of it row 8; row 9 takes two to three
@@ -297,6 +307,62 @@ def heap_needs():
     top = sim.heap_bytes(HEAP)
     with concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as ex:
         return list(ex.map(lambda n: heap_need(n[0], n[1], n[2], top), NEEDS))
+# ---- 10: flash wear on LittleFS ----
+
+ENDURANCE = 100000  # erase cycles per sector: the ESP32-WROOM's SPI NOR flash, the usual datasheet minimum
+WEAR_HOURS_A_DAY = 8
+
+
+def wear_figures(scenario):
+    """The charging scenario on the ESP32's LittleFS (tools/sim.py --flash-fs littlefs), with its
+    built-in back end as tools/sim.py runs by default."""
+    with tempfile.TemporaryDirectory(prefix="evse-bench-") as tmp:
+        t0 = time.monotonic()
+        evs = _sim_events(["--flash-fs", "littlefs", "--flash", os.path.join(tmp, "flash")], scenario, tmp, "wear")
+        wall = time.monotonic() - t0
+    wear = [e for e in evs if e["type"] == "wear"]
+    flash = [e for e in evs if e["type"] == "flash"]
+    if not wear or not flash:
+        raise BenchFailed("tools/sim.py --flash-fs littlefs reported no wear or flash event")
+    w = wear[-1]
+    out = {k: w[k] for k in ("blocks", "block_size", "erases", "worst_block", "worst_erases", "mean_erases",
+                             "blocks_erased", "used_blocks", "progs", "prog_bytes", "reads", "read_bytes",
+                             "setup_erases", "unerased_progs")}
+    out["firmware_bytes"] = flash[-1]["bytes_written"]
+    out["firmware_writes"] = flash[-1]["writes"]
+    out["charging_s"] = _charging_s(evs)
+    out["virtual_s"] = evs[-1]["t"] / 1000
+    out["wall_s"] = round(wall, 1)
+    out["scenario"] = os.path.basename(scenario)
+    hours = out["charging_s"] / 3600
+    if not hours or not out["worst_erases"]:
+        raise BenchFailed("no charging or no erases in %s" % out["scenario"])
+    day = WEAR_HOURS_A_DAY * 365
+    out["per_hour"] = {"erases": w["erases"] / hours, "worst": w["worst_erases"] / hours,
+                       "mean": w["erases"] / w["blocks"] / hours,
+                       "firmware_bytes": out["firmware_bytes"] / hours, "prog_bytes": w["prog_bytes"] / hours}
+    out["years_worst"] = ENDURANCE / out["per_hour"]["worst"] / day
+    out["years_mean"] = ENDURANCE / out["per_hour"]["mean"] / day
+    return out
+
+
+def wear_table(w):
+    ph = w["per_hour"]
+    return [
+        "10. flash wear: %s on LittleFS v2 as the ESP32 port makes it (%d blocks of %d bytes, tools/sim.py "
+        "--flash-fs littlefs)" % (w["scenario"], w["blocks"], w["block_size"]),
+        "erases per hour of charging: %.0f in all, worst block %.1f (block %d), mean %.2f per block; %d of %d blocks"
+        % (ph["erases"], ph["worst"], w["worst_block"], ph["mean"], w["blocks_erased"], w["blocks"]),
+        "   erased at least once, %d in use at the end (%.0f s of charging, %d erases, worst %d)"
+        % (w["used_blocks"], w["charging_s"], w["erases"], w["worst_erases"]),
+        "bytes per hour: the firmware wrote %.0f (%d writes), the device programmed %.0f (x%.1f) and erased %.0f"
+        % (ph["firmware_bytes"], w["firmware_writes"], ph["prog_bytes"], ph["prog_bytes"] / max(1, ph["firmware_bytes"]),
+           ph["erases"] * w["block_size"]),
+        "flash life at %d h of charging a day and %d erase cycles per sector: %.1f years from the worst block, %.0f"
+        % (WEAR_HOURS_A_DAY, ENDURANCE, w["years_worst"], w["years_mean"]),
+        "   from the mean (perfect levelling); reads %d (%d bytes); programs over unerased bytes %d; run %.0f s wall"
+        % (w["reads"], w["read_bytes"], w["unerased_progs"], w["wall_s"]),
+    ]
 
 
 # ---- 5: meter polls ----
@@ -910,6 +976,8 @@ def table(r):
                   nrow % ("story", "scenario", "needs", "peak in %s" % HEAP)]
         for n in r["needs"]:
             lines.append(nrow % (n["story"], n["scenario"], n["need"] if n["need"] else "> %d" % n["at"], n["peak"]))
+    if "wear" in r:
+        lines += [""] + wear_table(r["wear"])
     if "soak" in r:
         import soak
 
@@ -1032,12 +1100,12 @@ def main(argv=None):
     p.add_argument("--rows", default="core,ocpp,drops,soak", metavar="LIST",
                    help="what to measure, comma-separated: core (rows 1-5), ocpp (rows 6-7, with the run of row 3), "
                         "drops (row 8), soak (row 9), modules (RAM and ESP32 bytecode per module), "
-                        "needs (the smallest heap per story); "
-                        "default all but modules and needs")
+                        "needs (the smallest heap per story), wear (row 10); "
+                        "default all but modules, needs and wear")
     a = p.parse_args(argv)
     rows = set(x.strip() for x in a.rows.split(",") if x.strip())
-    if not rows or rows - {"core", "ocpp", "drops", "soak", "modules", "needs"}:
-        p.error("--rows: expected a comma-separated list of core, ocpp, drops, soak, modules, needs, got %r" % a.rows)
+    if not rows or rows - {"core", "ocpp", "drops", "soak", "modules", "needs", "wear"}:
+        p.error("--rows: expected a comma-separated list of core, ocpp, drops, soak, modules, needs, wear, got %r" % a.rows)
     try:
         lo, hi = [float(x) for x in a.soak_kwh.split("-")]
         if not 0 < lo <= hi <= 200:
@@ -1062,6 +1130,8 @@ def main(argv=None):
             r["modules"] = module_sizes()
         if rows & {"core", "ocpp"}:
             r["heap"] = heap_figures(a.scenario)  # before the real-time part: it keeps a CPU busy
+        if "wear" in rows:
+            r["wear"] = wear_figures(a.scenario)  # likewise
         if "drops" in rows:
             with tempfile.TemporaryDirectory(prefix="evse-bench-") as tmp:
                 r["drops"] = drops_run(a.drops, tmp)  # likewise

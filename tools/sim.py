@@ -3,7 +3,7 @@
 
     python3 tools/sim.py [--scenario FILE] [--events FILE] [--runtime esp32|micropython|cpython]
                          [--heap SIZE] [--speed N|max] [--board NAME] [--settings FILE]
-                         [--csms URL] [--id CHARGEBOXID] [--flash DIR] [--quiet]
+                         [--csms URL] [--id CHARGEBOXID] [--flash DIR] [--flash-fs dir|littlefs] [--quiet]
 
 Without --scenario it is interactive: type scenario lines (plug, ev-ready 16, unplug, ...) and
 watch the status line. The firmware runs on the virtual ESP32 by default (`--runtime esp32`:
@@ -25,6 +25,11 @@ heap beside it (about 40 KB are kept for Wi-Fi and TLS there).
 scenario) runs as fast as the machine can. Interactive mode defaults to --speed 1.
 --flash DIR keeps the board's flash (settings, journal) in DIR between runs; by default a fresh
 temporary flash is used and removed at the end.
+--flash-fs littlefs (esp32 runtime) puts the flash on MicroPython's LittleFS v2 with the ESP32
+port's geometry (512 blocks of 4096 bytes) over a block device that counts erases
+(tests_host/lfs.py): its image is DIR/littlefs.img, the files prepared in DIR are copied in at the
+start, and a `wear` event at the end reports erases (total, worst block, mean) and bytes
+programmed. The default `dir` is the host directory itself.
 Exit status: 0 when the scenario ran to its end, 2 for bad arguments or a bad scenario file,
 3 when the scenario could not be carried out (e.g. a verb whose part is not built yet), and the
 runtime's non-zero status when the firmware crashed.
@@ -112,6 +117,9 @@ def parse_args(argv):
                    help="built-in back end over wss:// with a self-signed CA (security profile 2); "
                         "wrong-ca gives the board another CA, so it must refuse the server")
     p.add_argument("--flash", metavar="DIR", help="keep the board's flash in DIR between runs")
+    p.add_argument("--flash-fs", dest="flash_fs", choices=("dir", "littlefs"), default="dir",
+                   help="dir: the flash is a host directory; littlefs: the ESP32's LittleFS v2 in an image "
+                        "file in it, counting erases (esp32 runtime)")
     p.add_argument("--quiet", action="store_true", help="do not print events")
     p.add_argument("--cpu", type=int, choices=(160, 240), metavar="MHZ",
                    help="esp32 runtime: advance the virtual clock by the firmware's CPU time on an ESP32 at MHZ "
@@ -120,6 +128,8 @@ def parse_args(argv):
     a = p.parse_args(argv)
     if a.cpu and a.runtime != "esp32":
         p.error("--cpu applies to the esp32 runtime only (the CPU model counts in the virtual ESP32)")
+    if a.flash_fs == "littlefs" and a.runtime != "esp32":
+        p.error("--flash-fs littlefs needs the esp32 runtime (tests_host/lfs.py is frozen into it)")
     if a.heap and a.runtime != "esp32":
         p.error("--heap applies to the esp32 runtime only (the other runtimes do not count the heap)")
     if a.csms and a.csms != "none" and not (a.csms.startswith("ws://") or a.csms.startswith("wss://")):
@@ -418,6 +428,8 @@ def full_command(a, flash, state):
     events file, the tty."""
     cmd, env = command(a)
     cmd += ["--fresh", state]
+    if getattr(a, "flash_fs", "dir") == "littlefs":
+        cmd += ["--littlefs", os.path.join(flash, LFS_IMAGE)]  # before the probe: it mounts it too
     if a.runtime == "esp32":
         budget = heap_budget(a)
         world = world_bytes(cmd, env, flash)
@@ -450,6 +462,7 @@ def main(argv=None):
             shutil.rmtree(flash, ignore_errors=True)
 
 
+LFS_IMAGE = "littlefs.img"  # --flash-fs littlefs: the image in the flash directory (tests_host/lfs.py)
 RESTART = 75  # simrun's exit status when the board's power comes back (tests_host/simrun.py)
 
 
