@@ -27,6 +27,8 @@ import os
 import vfs
 from array import array
 
+from pathx import exists
+
 BLOCK = 4096  # bytes: the ESP32 flash's erase sector, the partition's block size
 BLOCKS = 512  # 0x200000 bytes: the "vfs" partition of the default 4 MB layout
 MOUNT = "/flash"
@@ -41,21 +43,13 @@ IOCTL_INIT, IOCTL_DEINIT, IOCTL_SYNC, IOCTL_BLOCK_COUNT, IOCTL_BLOCK_SIZE, IOCTL
 EIO = 5
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 class Flash:
     """MicroPython's extended block protocol (readblocks/writeblocks with an offset, ioctl with
     erase) over the image file, counting reads, programs and erases per block."""
 
     def __init__(self, path):
         self.path = path
-        self.new = not _exists(path)
+        self.new = not exists(path)
         self._ff = memoryview(b"\xff" * BLOCK)  # an erased block
         # (one scratch block for the read-back before a program: no allocation per call but
         # two small memoryview slices, garbage)

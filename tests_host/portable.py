@@ -6,15 +6,9 @@ are checked against those in test_units_on_esp32.py."""
 import json
 import os
 
+from pathx import exists as _exists
+
 HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-
-
-def _exists(path):
-    try:
-        os.stat(str(path))
-        return True
-    except OSError:
-        return False
 
 
 def _getsize(path):

@@ -49,6 +49,7 @@ gc.collect()
 _FIRMWARE_OWN = _ALLOC() - _at_start
 
 import machine  # noqa: E402
+from pathx import exists  # noqa: E402
 from world import scenario  # noqa: E402
 from world.world import World  # noqa: E402
 
@@ -260,7 +261,7 @@ class Sim:
         self._resumed = False
         self.pos = 0  # the scenario action being carried out
         self.wait_end = None  # the virtual time the current `wait` ends at
-        self.events = open(events_path, "a" if fresh and _exists(fresh) else "w") if events_path else None
+        self.events = open(events_path, "a" if fresh and exists(fresh) else "w") if events_path else None
         self.station = None
         self.flash = None
         self.powered = True
@@ -779,14 +780,6 @@ def _cpu_meter(mhz):
     return meter
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
@@ -840,14 +833,14 @@ def main(argv):
         import lfs
 
         fresh = opts["--fresh"]
-        _FLASHDEV = lfs.attach(opts["--littlefs"], copy=not (fresh is not None and _exists(fresh)))
+        _FLASHDEV = lfs.attach(opts["--littlefs"], copy=not (fresh is not None and exists(fresh)))
     if probe:
         # What the world and this harness hold once built, before the first boot: tools/sim.py
         # adds it to the firmware's budget for -X heapsize. (The same steps as a run, so the same
         # bytes: the scenario parsed, the world and the harness built, the events file open.)
         fresh = opts["--fresh"]
         sim = Sim(code, None, speed, True, heap, tty, csms, proxy, boot=False)
-        if fresh is not None and _exists(fresh):  # a boot after a power cut: the world as resumed
+        if fresh is not None and exists(fresh):  # a boot after a power cut: the world as resumed
             sim.fresh = fresh
             sim.resume()
         print("world %d" % held())
@@ -857,7 +850,7 @@ def main(argv):
 
 async def _run(code, opts, speed, quiet, heap, tty, csms, proxy, actions, world):
     fresh = opts["--fresh"]
-    resuming = fresh is not None and _exists(fresh)
+    resuming = fresh is not None and exists(fresh)
     sim = Sim(code, opts["--events"], speed, quiet, heap, tty, csms, proxy, world, boot=not resuming, fresh=fresh,
               cpu=int(opts["--cpu"]) if opts["--cpu"] else None)
     start, wait_end = sim.resume() if resuming else (0, None)

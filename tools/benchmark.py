@@ -152,14 +152,16 @@ def firmware_version():
 def micropython_version():
     code = ("import sys; v = sys.implementation.version; "
             "print('%d.%d.%d%s (%s)' % (v[0], v[1], v[2], '-' + v[3] if v[3:] and v[3] else '', sys.version))")
-    out = subprocess.run([_venv.bin_path("micropython"), "-c", code], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+    import vm
+
+    out = subprocess.run([vm.build(), "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip() + ", the virtual ESP32 (tools/vm.py: 32-bit, single-precision floats, firmware frozen)"
 
 
 # ---- 1 and 2: the control loop in real time ----
 
 def start_loop_bench(mode, trials, seed, flash):
-    """bench_reaction.py MODE under the unix port, the flash dir as its working directory."""
+    """bench_reaction.py MODE on the virtual ESP32, the flash dir as its working directory."""
     sim.prepare_flash(flash, BOARD, None, None)
     with open(os.path.join(flash, "settings.json"), "w") as f:
         json.dump(SETTINGS, f)
