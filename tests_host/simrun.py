@@ -240,7 +240,7 @@ def _purge_firmware():
 
 class Sim:
     def __init__(self, root_code, events_path=None, speed=None, quiet=False, heap=None, tty=False,
-                 csms_control=None, proxy_control=None, world=0, boot=True, fresh=None, cpu=None):
+                 csms_control=None, proxy_control=None, world=0, boot=True, fresh=None, cpu=None, actions=None):
         self.code = root_code
         self.csms_control = csms_control  # port of tools/csms.py's control API
         self.proxy_control = proxy_control  # port of the network proxy's control (tests_host/netproxy.py)
@@ -282,11 +282,13 @@ class Sim:
         import asyncio
 
         self._ctl_buf = bytearray(16384)
+        self._requests = {}  # scenario line -> (action, path, body): see prepare
         self._ctl_lock = asyncio.Lock()
         self._wall = SystemClock()
         self._wall0 = self._wall.ticks_ms()
         self._steps = 0
         self.cpu = _cpu_meter(cpu)
+        self.prepare(actions)
         if boot:
             self._boot()
 
@@ -578,13 +580,8 @@ class Sim:
             self._cut_after = (cp.sent + args[0], args[1] if len(args) > 1 else 1000)
         elif verb == "net":
             self._net(lineno, args[0])
-        elif verb == "remote":
-            self._remote(lineno, args[0], args[1] if len(args) > 1 else {})
-        elif verb == "token":
-            body = {"idTag": args[0], "status": args[1] if len(args) > 1 else "Accepted"}
-            if len(args) > 2:
-                body["parentIdTag"] = args[2]
-            self._remote(lineno, "token", None, "/tokens", body)
+        elif verb in ("remote", "token"):
+            self._remote(lineno, verb, args)
         elif verb in ("limit", "stop", "clear-fault", "unlock"):
             self._command(lineno, verb, args)
         else:
@@ -628,20 +625,39 @@ class Sim:
         if reply != "ok":
             raise SimError("line %d: net %s: %s" % (lineno, what, reply))
 
-    def _remote(self, lineno, action, payload, path="/command", body=None):
+    @staticmethod
+    def _request(verb, args):
+        """(action, path, JSON body) of a back-end command of the scenario (remote, token)."""
+        if verb == "token":
+            body = {"idTag": args[0], "status": args[1] if len(args) > 1 else "Accepted"}
+            if len(args) > 2:
+                body["parentIdTag"] = args[2]
+            return "token", "/tokens", json.dumps(body).encode()
+        return args[0], "/command", json.dumps({"action": args[0], "payload": args[1] if len(args) > 1 else {},
+                                                "timeout": 30}).encode()
+
+    def prepare(self, actions):
+        """The back-end commands' requests, encoded before the first boot: they are the world's
+        (measured with it), not a few kilobytes taken from the firmware's heap when sent."""
+        for lineno, verb, args in actions or ():
+            if verb in ("remote", "token"):
+                self._requests[lineno] = self._request(verb, args)
+
+    def _remote(self, lineno, verb, args):
+        action = args[0] if verb == "remote" else "token"
         if self.csms_control is None:
             raise SimError("line %d: remote: no back end to send %s (the simulator was started with "
                            "--csms: send commands with that back end's own tools)" % (lineno, action))
         import asyncio
 
-        if body is None:
-            body = {"action": action, "payload": payload, "timeout": 30}
+        req = self._requests.pop(lineno, None) if lineno else None
+        action, path, data = req or self._request(verb, args)
         self._remotes += 1
-        task = asyncio.create_task(self._control_call(lineno, action, path, body))
+        task = asyncio.create_task(self._control_call(lineno, action, path, data))
         if self.cpu is not None:
             self.cpu.helpers.append(task)  # the harness's work, not the link's
 
-    async def _control_call(self, lineno, action, path, body):
+    async def _control_call(self, lineno, action, path, data):
         # The back end acts while the firmware keeps running: this task talks to the control API
         # (tools/csms.py) over asyncio streams, the firmware answers from its own tasks.
         import asyncio
@@ -649,11 +665,11 @@ class Sim:
         fields = {"action": action, "line": lineno}
         await self._ctl_lock.acquire()
         try:
-            data = json.dumps(body).encode()
             r, w = await asyncio.open_connection("127.0.0.1", self.csms_control)
             head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" \
                    "Connection: close\r\nContent-Length: %d\r\n\r\n" % (path, len(data))
-            w.write(head.encode() + data)
+            w.write(head.encode())
+            w.write(data)
             await w.drain()
             status = int((await r.readline()).split()[1])
             while (await r.readline()) not in (b"\r\n", b"\n", b""):
@@ -674,8 +690,8 @@ class Sim:
                 fields["result"] = answer["result"]
             elif "error" in answer or status >= 300:
                 fields["error"] = answer.get("error", {"status": status})
-        except (OSError, ValueError, IndexError) as e:
-            fields["error"] = {"description": "control API: %s" % e}
+        except (OSError, ValueError, IndexError, MemoryError) as e:  # the run's record says so
+            fields["error"] = {"description": "control API: %s: %s" % (type(e).__name__, e)}
         finally:
             self._ctl_lock.release()
             self._remotes -= 1
@@ -839,7 +855,7 @@ def main(argv):
         # adds it to the firmware's budget for -X heapsize. (The same steps as a run, so the same
         # bytes: the scenario parsed, the world and the harness built, the events file open.)
         fresh = opts["--fresh"]
-        sim = Sim(code, None, speed, True, heap, tty, csms, proxy, boot=False)
+        sim = Sim(code, None, speed, True, heap, tty, csms, proxy, boot=False, actions=actions)
         if fresh is not None and exists(fresh):  # a boot after a power cut: the world as resumed
             sim.fresh = fresh
             sim.resume()
@@ -852,7 +868,7 @@ async def _run(code, opts, speed, quiet, heap, tty, csms, proxy, actions, world)
     fresh = opts["--fresh"]
     resuming = fresh is not None and exists(fresh)
     sim = Sim(code, opts["--events"], speed, quiet, heap, tty, csms, proxy, world, boot=not resuming, fresh=fresh,
-              cpu=int(opts["--cpu"]) if opts["--cpu"] else None)
+              cpu=int(opts["--cpu"]) if opts["--cpu"] else None, actions=actions)
     start, wait_end = sim.resume() if resuming else (0, None)
     try:
         if actions is None:
