@@ -872,6 +872,8 @@ async def _run(code, opts, speed, quiet, heap, tty, csms, proxy, actions, world)
     start, wait_end = sim.resume() if resuming else (0, None)
     try:
         if actions is None:
+            if wait_end is not None:  # a typed `wait` the power came back in
+                await sim.run_until(wait_end)
             await sim.interactive()
         else:
             if wait_end is not None:  # power came back during this `wait`
