@@ -101,9 +101,11 @@ def virtual_esp32():
 def tests(args):
     step("pytest tests_host/ (%d workers; a line per finished test file)" % WORKERS)
     # loadfile: a file's tests share one worker, so a file's session fixtures (the scenario runs)
-    # run once; the files that run the simulator come first (tests_host/conftest.py).
+    # run once; in the order tests_host/conftest.py gives (the files that run the simulator first;
+    # xdist would otherwise sort them by their number of tests, and a file of one long test last).
     return subprocess.call([_venv.PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(WORKERS),
-                            "--dist", "loadfile", os.path.join(ROOT, "tests_host")] + args, cwd=ROOT) == 0
+                            "--dist", "loadfile", "--no-loadscope-reorder", os.path.join(ROOT, "tests_host")] + args,
+                           cwd=ROOT) == 0
 
 
 def main(args):
