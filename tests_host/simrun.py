@@ -308,7 +308,7 @@ class Sim:
         gc.collect()
         doc = {"T": self.T, "restore_at": self.restore_at, "cause": self._restore_cause, "steps": self._steps,
                "peak": self.heap.peak, "oom": self.out_of_memory, "bugs": self.bugs, "pos": self.pos,
-               "wait_end": self.wait_end, "cut_after": self._cut_after,
+               "wait_end": self.wait_end, "cut_after": self._cut_after, "net": self._net_mode,
                "flash": [self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing],
                "machine": machine.hw_state(), "cpu": self.cpu.stats if self.cpu is not None else None}
         if _FLASHDEV is not None:
@@ -346,6 +346,7 @@ class Sim:
         if self.cpu is not None and doc.get("cpu"):
             self.cpu.stats = doc["cpu"]
         self._cut_after = tuple(doc["cut_after"]) if doc["cut_after"] else None
+        self._net_mode = doc["net"]
         self.flash = CountingFS()
         self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing = doc["flash"]
         self.powered = False
@@ -444,6 +445,7 @@ class Sim:
     _hold_since = None  # real tick since which virtual time waits on the network
     _async = False  # the firmware runs asyncio tasks (the back-end link): yield to them every step
     _link_task = None
+    _net_mode = "up"  # what the scenario last made the network proxy (`net`)
     _restore_cause = None
 
     def _reset(self, cause):
@@ -520,7 +522,10 @@ class Sim:
         if cp is not None or self._remotes:
             wall = self._wall
             # (not while the firmware's answer waits on the charger itself: UnlockConnector)
-            while (self._remotes and not (cp is not None and cp.local_wait)) or (cp is not None and cp.busy()):
+            # (nor on the link through a half-open network, which the scenario made and which
+            # passes nothing: no answer is coming, so virtual time runs on at once)
+            link_wait = cp is not None and self._net_mode != "half-open" and cp.busy()
+            while (self._remotes and not (cp is not None and cp.local_wait)) or link_wait:
                 if self._cut_due(cp):
                     break
                 # One wait holds virtual time for at most HOLD_MS in all: beyond, the network
@@ -530,6 +535,7 @@ class Sim:
                 elif wall.ticks_diff(wall.ticks_ms(), self._hold_since) >= HOLD_MS:
                     break
                 await asyncio.sleep(0.001)
+                link_wait = cp is not None and self._net_mode != "half-open" and cp.busy()
             else:
                 self._hold_since = None
         self.step()
@@ -624,6 +630,8 @@ class Sim:
             raise SimError("line %d: net %s: the network proxy does not answer (%s)" % (lineno, what, e))
         if reply != "ok":
             raise SimError("line %d: net %s: %s" % (lineno, what, reply))
+        if what in ("up", "down", "half-open"):
+            self._net_mode = what
 
     @staticmethod
     def _request(verb, args):
