@@ -212,7 +212,7 @@ def check(i, rc, output, evs, db, plan, wall):
         "truth_wh": round(sum(t for t, _ in per_plug)), "told_wh": sum(x for _, x in per_plug),
         "worst_energy_error": worst, "journal_max": max(journal) if journal else None, "journal_bound": bound,
         "heap_live": [min(live), max(live)] if live else None, "heap_spread": spread,
-        "heap_peak": heap[-1]["peak"] if heap else None,
+        "heap_peak": heap[-1]["peak"] if heap else None, "heap_budget": heap[-1]["budget"] if heap else None,
         "flash_written": flash[-1]["bytes_written"] if flash else None,
         "virtual_h": round(evs[-1]["t"] / 3600000, 1) if evs else 0, "wall_s": round(wall),
         "failures": fails,
@@ -251,6 +251,7 @@ def summarize(sessions, runs):
     total["heap_spread"] = max(r["heap_spread"] for r in runs) if runs else None
     peaks = [r["heap_peak"] for r in runs if r["heap_peak"] is not None]
     total["heap_peak"] = max(peaks) if peaks else None
+    total["heap_budget"] = max((r["heap_budget"] or 0) for r in runs) or None
     total["failures"] = [f for r in runs for f in r["failures"]]
     return total
 
@@ -265,7 +266,7 @@ def table(s):
         % (s["truth_wh"], s["told_wh"], 100 * s["worst_energy_error"]),
         "journal: at most %s bytes (bound %s)" % (s["journal_max"], s["journal_bound"]),
         "heap: live after a session %s bytes (a reboot measures from a new base); within a boot it moved "
-        "by at most %s bytes; peak %s of 65536" % (s["heap_live"], s["heap_spread"], s["heap_peak"]),
+        "by at most %s bytes; peak %s of %s" % (s["heap_live"], s["heap_spread"], s["heap_peak"], s["heap_budget"]),
         "time: %.1f h of virtual time in %d s of CPU-bound runs" % (s["virtual_h"], s["wall_s"]),
     ]
     for f in s["failures"]:
