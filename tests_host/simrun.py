@@ -318,13 +318,11 @@ class Sim:
             snapshot.save(self.world, f)
             f.write("}")
 
-    def resume(self):
-        """In the fresh interpreter: the state self.save() left, power still off; the next step
-        boots. Returns the scenario position (action index, end of its wait)."""
+    def resume(self, doc):
+        """In the fresh interpreter: the state self.save() left (`doc`, read_state), power still
+        off; the next step boots. Returns the scenario position (action index, end of its wait)."""
         from world import snapshot
 
-        with open(self.fresh) as f:
-            doc = json.load(f)
         classes = {}
         for name in list(sys.modules):
             if name.startswith("world."):
@@ -804,6 +802,14 @@ def _cpu_meter(mhz):
     return meter
 
 
+def read_state(path):
+    """The state a run saved at a power cut, read before the harness builds anything: the
+    document is garbage once the world is restored, and where it lay, under all that is built
+    after it, it leaves one hole the new boot can use, not holes between the world's objects."""
+    with open(path) as f:
+        return json.load(f)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
@@ -863,10 +869,12 @@ def main(argv):
         # adds it to the firmware's budget for -X heapsize. (The same steps as a run, so the same
         # bytes: the scenario parsed, the world and the harness built, the events file open.)
         fresh = opts["--fresh"]
+        state = read_state(fresh) if fresh is not None and exists(fresh) else None
         sim = Sim(code, None, speed, True, heap, tty, csms, proxy, boot=False, actions=actions)
-        if fresh is not None and exists(fresh):  # a boot after a power cut: the world as resumed
+        if state is not None:  # a boot after a power cut: the world as resumed
             sim.fresh = fresh
-            sim.resume()
+            sim.resume(state)
+            state = None
         print("world %d" % held())
         return 0
     return asyncio.run(_run(code, opts, speed, quiet, heap, tty, csms, proxy, actions, world))
@@ -875,9 +883,11 @@ def main(argv):
 async def _run(code, opts, speed, quiet, heap, tty, csms, proxy, actions, world):
     fresh = opts["--fresh"]
     resuming = fresh is not None and exists(fresh)
+    state = read_state(fresh) if resuming else None
     sim = Sim(code, opts["--events"], speed, quiet, heap, tty, csms, proxy, world, boot=not resuming, fresh=fresh,
               cpu=int(opts["--cpu"]) if opts["--cpu"] else None, actions=actions)
-    start, wait_end = sim.resume() if resuming else (0, None)
+    start, wait_end = sim.resume(state) if resuming else (0, None)
+    state = None
     try:
         if actions is None:
             if wait_end is not None:  # a typed `wait` the power came back in
