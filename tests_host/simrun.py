@@ -322,6 +322,7 @@ class Sim:
         """In the fresh interpreter: the state self.save() left (`doc`, read_state), power still
         off; the next step boots. Returns the scenario position (action index, end of its wait)."""
         from world import snapshot
+        from world.snapshot import fresh
 
         classes = {}
         for name in list(sys.modules):
@@ -332,26 +333,26 @@ class Sim:
                     if isinstance(v, type):
                         classes[k] = v
         snapshot.load(self.world, doc["world"], classes)
-        machine.hw_set_state(doc["machine"])
-        self.T = doc["T"]
+        machine.hw_set_state(fresh(doc["machine"]))
+        self.T = fresh(doc["T"])
         self.clock.set(self.T)
-        self.restore_at = doc["restore_at"]
-        self._restore_cause = doc["cause"]
-        self._steps = doc["steps"]
-        self.heap.peak = doc["peak"]
-        self.out_of_memory = doc["oom"]
-        self.bugs = doc["bugs"]
+        self.restore_at = fresh(doc["restore_at"])
+        self._restore_cause = fresh(doc["cause"])
+        self._steps = fresh(doc["steps"])
+        self.heap.peak = fresh(doc["peak"])
+        self.out_of_memory = fresh(doc["oom"])
+        self.bugs = fresh(doc["bugs"])
         if self.cpu is not None and doc.get("cpu"):
-            self.cpu.stats = doc["cpu"]
-        self._cut_after = tuple(doc["cut_after"]) if doc["cut_after"] else None
-        self._net_mode = doc["net"]
+            self.cpu.stats = fresh(doc["cpu"])
+        self._cut_after = tuple(fresh(doc["cut_after"])) if fresh(doc["cut_after"]) else None
+        self._net_mode = fresh(doc["net"])
         self.flash = CountingFS()
-        self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing = doc["flash"]
+        self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing = fresh(doc["flash"])
         self.powered = False
         self._resumed = True
         if self.speed:
             self._wall0 = self._wall.ticks_add(self._wall.ticks_ms(), -int(self.T // self.speed))
-        return doc["pos"], doc["wait_end"]
+        return fresh(doc["pos"]), fresh(doc["wait_end"])
 
     # ---- events ----
 

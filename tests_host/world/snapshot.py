@@ -88,9 +88,25 @@ def _into(obj, doc, classes, made):
         setattr(obj, name, _value(sv, live, classes, made))
 
 
+def fresh(v):
+    """A JSON value of the loaded document as new objects (a str or a big int taken as it is would
+    keep a piece of the document alive in the middle of the heap it leaves when it is freed)."""
+    if isinstance(v, str):
+        return "%s" % v if v else v
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, int):
+        return v if -(1 << 30) <= v < (1 << 30) else v + 0
+    if isinstance(v, list):
+        return [fresh(x) for x in v]
+    if isinstance(v, dict):
+        return {fresh(k): fresh(x) for k, x in v.items()}
+    return v
+
+
 def _value(sv, live, classes, made):
     if not isinstance(sv, dict):
-        return sv
+        return fresh(sv)
     if "f" in sv:
         return struct.unpack("<d", binascii.unhexlify(sv["f"]))[0]
     if "ba" in sv:
