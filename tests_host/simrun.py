@@ -344,7 +344,7 @@ class Sim:
         self.bugs = fresh(doc["bugs"])
         if self.cpu is not None and doc.get("cpu"):
             self.cpu.stats = fresh(doc["cpu"])
-        self._cut_after = tuple(fresh(doc["cut_after"])) if fresh(doc["cut_after"]) else None
+        self._cut_after = tuple(fresh(doc["cut_after"])) if doc["cut_after"] else None
         self._net_mode = fresh(doc["net"])
         self.flash = CountingFS()
         self.flash.bytes, self.flash.writes, self.flash.capacity, self.flash.failing = fresh(doc["flash"])
@@ -523,8 +523,8 @@ class Sim:
             # (not while the firmware's answer waits on the charger itself: UnlockConnector)
             # (nor on the link through a half-open network, which the scenario made and which
             # passes nothing: no answer is coming, so virtual time runs on at once)
-            link_wait = cp is not None and self._net_mode != "half-open" and cp.busy()
-            while (self._remotes and not (cp is not None and cp.local_wait)) or link_wait:
+            while (self._remotes and not (cp is not None and cp.local_wait)) or \
+                    (cp is not None and self._net_mode != "half-open" and cp.busy()):
                 if self._cut_due(cp):
                     break
                 # One wait holds virtual time for at most HOLD_MS in all: beyond, the network
@@ -534,7 +534,6 @@ class Sim:
                 elif wall.ticks_diff(wall.ticks_ms(), self._hold_since) >= HOLD_MS:
                     break
                 await asyncio.sleep(0.001)
-                link_wait = cp is not None and self._net_mode != "half-open" and cp.busy()
             else:
                 self._hold_since = None
         self.step()
