@@ -23,6 +23,8 @@ Non-blocking and allocation-free: the control tick steps it; nothing sleeps.
 """
 from machine import Pin
 
+from drivers.ticks import diff as _diff
+
 LOCKED = "locked"
 UNLOCKED = "unlocked"
 MOVING = "moving"
@@ -32,14 +34,6 @@ _REST = 0
 _PULSE = 1  # motor: one output on
 _SETTLE = 2  # outputs as they stay (motor: both off); then the feedback is read
 _PAUSE = 3  # not confirmed: outputs off until the next attempt
-
-_MASK = 0x3FFFFFFF  # ticks_ms wrap, as firmware/clock.py
-_HALF = 0x20000000
-
-
-def _diff(a, b):
-    return ((a - b + _HALF) & _MASK) - _HALF
-
 
 class Lock:
     def __init__(self, cfg):

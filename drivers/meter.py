@@ -30,6 +30,7 @@ meter that signs its currents by direction), so only the energy is held to 0 and
 from drivers import board
 from drivers import meter_models
 from drivers import modbus
+from drivers import ticks
 
 _SLOTS = {"volts_dv": 0, "amps_ma": 3, "power_w": 6, "energy_wh": 7}  # staging slot per value
 VALUES = ("volts_dv", "amps_ma", "power_w", "energy_wh")  # the readings a model must give
@@ -40,15 +41,11 @@ S0_MODEL = "s0"  # the pulse-input meter (drivers/s0.py), not a register map
 _DIV_BITS = 8  # binary places kept before a divisor is applied (see _scale_plan)
 _SAT = modbus.SATURATED
 
-_MASK = 0x3FFFFFFF  # MicroPython's ticks period - 1 (small-int arithmetic, no allocation)
-_HALF = 0x20000000
-
 
 class TickClock:
     """The Modbus master's clock: ticks_ms() is the now_ms of the latest Meter.poll, so the
-    meter runs on the caller's time (virtual in tests and the simulator). The wrap arithmetic is
-    MicroPython's ticks arithmetic (period 2**30, as every clock here), done with masks so it
-    stays in small ints on the 32-bit ESP32 and allocates nothing."""
+    meter runs on the caller's time (virtual in tests and the simulator), with drivers/ticks.py's
+    wrap arithmetic."""
 
     def __init__(self, clock=None):
         self.now = clock.ticks_ms() if clock is not None else 0
@@ -56,11 +53,8 @@ class TickClock:
     def ticks_ms(self):
         return self.now
 
-    def ticks_diff(self, a, b):
-        return ((a - b + _HALF) & _MASK) - _HALF
-
-    def ticks_add(self, a, ms):
-        return (a + ms) & _MASK
+    ticks_diff = staticmethod(ticks.diff)
+    ticks_add = staticmethod(ticks.add)
 
 
 def model_spec(model):

@@ -13,6 +13,7 @@ import math
 from machine import Pin
 
 from drivers.analog import AnalogIn
+from drivers.ticks import diff as _ticks_diff
 
 CONVERT_MS = 750           # DS18B20 12-bit conversion time
 DS_STALE_MS = 5000         # a DS18B20 value older than this is not reported
@@ -20,12 +21,6 @@ MIN_DECI = -550            # plausible range; outside it the sensor is treated a
 MAX_DECI = 1500
 ADC_MAX_MV = 3100          # the 11 dB ESP32 ADC saturates about here: cannot tell from open
 _T25 = 298.15
-_PERIOD = 1 << 30          # MicroPython ticks period
-_HALF = _PERIOD >> 1
-
-
-def _ticks_diff(a, b):
-    return ((a - b + _HALF) % _PERIOD) - _HALF
 
 
 def ntc_deci_celsius(mv, supply_mv, series_ohms, r25, beta):

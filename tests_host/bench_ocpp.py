@@ -280,8 +280,8 @@ class Stall:
         print("outbox", cp.outbox.pending(), cp.outbox.dropped)
         for e in cp.errors:
             print("note", e)
-        cp.abort()
-        link.cancel()
+        link.cancel()  # its tasks and connection end with it (ChargePoint.run)
+        await asyncio.sleep(0)
 
 
 # ---- the simulator (virtual time) ----

@@ -1,7 +1,7 @@
 """A charger on virtual time with hand-set inputs, for unit and property tests."""
 from firmware import charger as chg
 from firmware import settings as settings_mod
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 
 LEVEL = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0, "F": -12000, "gap": 7500}
 

@@ -43,7 +43,8 @@ gc.collect()
 _at_start = _ALLOC()
 import asyncio  # noqa: E402
 from drivers import board as _board  # noqa: E402,F401
-from firmware.clock import SystemClock, VirtualClock  # noqa: E402
+from firmware.clock import SystemClock  # noqa: E402
+from vclock import VirtualClock  # noqa: E402
 from firmware.ocpp import outbox as _outbox  # noqa: E402,F401
 gc.collect()
 _FIRMWARE_OWN = _ALLOC() - _at_start
@@ -434,8 +435,7 @@ class Sim:
         """RAM is gone: the firmware's tasks stop and its connection drops without a goodbye."""
         cp = getattr(self.station, "ocpp", None) if self.station is not None else None
         if cp is not None:
-            cp.abort()
-            self._link_task.cancel()
+            self._link_task.cancel()  # its tasks and connection end with it (ChargePoint.run)
             self._link_task = None
         self.station = None
 

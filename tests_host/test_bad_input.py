@@ -107,7 +107,7 @@ def test_out_of_service_outputs(tmp_path, monkeypatch):
     """On CPython with the fakes: relay pin at its open level, pilot at -12 V (PWM duty 0)."""
     import machine
     from firmware import station
-    from firmware.clock import VirtualClock
+    from vclock import VirtualClock
 
     machine.hw_reset()
     broken = broken_board(tmp_path, lambda p: p["relay"].update({"pinn": 5}))
@@ -155,7 +155,7 @@ def test_unknown_meter_model_in_the_board_profile_names_it(tmp_path):
 
 from drivers import board as board_mod  # noqa: E402
 from firmware import station as station_mod  # noqa: E402
-from firmware.clock import VirtualClock  # noqa: E402
+from vclock import VirtualClock  # noqa: E402
 
 HOSTILE = [
     # (id, file content, what the message must say; {cap} is the file's cap)

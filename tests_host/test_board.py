@@ -9,7 +9,7 @@ import pytest
 
 import machine
 from drivers import board
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 from drivers.board import BoardError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -453,7 +453,7 @@ SMOKE = r"""
 import sys
 import machine
 from drivers import board
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 try:
     from drivers import meter
 except ImportError:
@@ -517,7 +517,7 @@ print("SMOKE OK")
 @pytest.mark.skipif(not os.path.exists(MICROPYTHON), reason="no micropython binary")
 def test_smoke_on_real_micropython():
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join([os.path.join(ROOT, "tests_host", "fakes"), ROOT])
+    env["MICROPYPATH"] = os.pathsep.join([os.path.join(ROOT, "tests_host", "fakes"), ROOT, os.path.join(ROOT, "tests_host")])
     r = subprocess.run([MICROPYTHON, "-X", "heapsize=256K", "-c", SMOKE], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr

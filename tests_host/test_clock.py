@@ -1,5 +1,6 @@
 """Clock arithmetic wraps like MicroPython's ticks."""
-from firmware.clock import SystemClock, VirtualClock
+from firmware.clock import SystemClock
+from vclock import VirtualClock
 
 PERIOD = 1 << 30
 

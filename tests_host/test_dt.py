@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 from firmware.ocpp import dt
 
 UTC = datetime.timezone.utc

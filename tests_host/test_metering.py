@@ -1,5 +1,5 @@
 """The lifetime energy register: never backwards, survives reboots, believes only plausible readings."""
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 from firmware.metering import Metering, REBASE_AFTER
 
 

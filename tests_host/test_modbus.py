@@ -14,7 +14,7 @@ import pytest
 import machine
 from drivers import meter, meter_models, modbus
 from drivers.modbus import Master, Request
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 from world.modbus_meter import MeterSlave, crc16 as slave_crc, with_crc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1129,7 +1129,7 @@ import gc
 import machine
 from drivers import meter, modbus
 from world.modbus_meter import MeterSlave
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 
 truth = {"volts": [230.1, 231.2, 229.3], "amps": [16.0, 15.5, 0.25], "import_wh": 12345.6}
 MODELS = ("sdm630", "sdm120", "sdm72d", "sdm230", "dtsu666", "ddsu666")

@@ -13,7 +13,7 @@ from drivers.mfrc522 import Mfrc522, crc_a as drv_crc_a
 from drivers.pn532 import Pn532, frame as pn532_cmd_frame
 from drivers.reader import Reader, ReaderError, id_tag, make_reader
 from drivers.wiegand import Wiegand
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 from world import card as wc
 from world.card import (ACK, ERROR_FRAME, NACK, Mfrc522Chip, Picc, Pn532Chip, WiegandSender,
                         pn532_frame, wiegand_bits)

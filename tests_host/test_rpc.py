@@ -28,7 +28,7 @@ from jsonschema import Draft4Validator, FormatChecker
 from ocpp import messages as ocpp_messages
 from ocpp.messages import Call, CallResult, MessageType
 
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 from firmware.ocpp import rpc, schemas
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -9,7 +9,7 @@ import pytest
 
 import machine
 from drivers import meter, s0
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 from world.s0 import S0Source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -355,7 +355,7 @@ import gc
 import micropython
 import machine
 from drivers import meter
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 
 
 def through_the_fake():

@@ -704,7 +704,7 @@ for s in ("2026-02-29T00:00:00Z", "nonsense", "2026-11-22T10:00:00+1"):
     except ValueError as e:
         out.append([s, str(e)])
 
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 c = VirtualClock(2 ** 30 - 3000)
 w = dt.WallClock(c, floor=1000)
 c.advance(2500)
@@ -751,7 +751,8 @@ for x in out:
 def run_script(runtime, tmp_path, name):
     script = tmp_path / "smart_check.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, MICROPYPATH=ROOT, PYTHONPATH=ROOT)
+    path = os.pathsep.join([ROOT, os.path.join(ROOT, "tests_host")])
+    env = dict(os.environ, MICROPYPATH=path, PYTHONPATH=path)
     r = subprocess.run([runtime, str(script), str(tmp_path / name)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from firmware import appslot, journal, store
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 from firmware.ocpp import ed25519, http, update
 from flaky_fs import FlakyFS, PowerCut
 
@@ -995,7 +995,7 @@ def mp_update_run(tmp_path, keys, web, budget, more, name):
     for rel in ("firmware/__init__.py", "firmware/store.py", "firmware/clock.py", "firmware/appslot.py",
                 "firmware/ocpp/__init__.py", "firmware/ocpp/ws.py", "firmware/ocpp/http.py",
                 "firmware/ocpp/ed25519.py", "firmware/ocpp/update.py", "drivers/__init__.py",
-                "drivers/untrusted.py", "drivers/jsonfile.py"):
+                "drivers/untrusted.py", "drivers/jsonfile.py", "drivers/ticks.py"):
         dst = lib / (rel[:-3] + ".mpy")
         if not dst.exists():
             os.makedirs(dst.parent, exist_ok=True)

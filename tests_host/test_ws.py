@@ -24,7 +24,7 @@ import traceback
 
 import pytest
 
-from firmware.clock import VirtualClock
+from vclock import VirtualClock
 from firmware.ocpp import ws as W
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -246,11 +246,13 @@ def servers(certs):
 CLIENT = r'''
 import sys
 sys.path.insert(0, sys.argv[1])
+sys.path.insert(1, sys.argv[1] + "/tests_host")
 import asyncio
 import json
 import random
 import time
-from firmware.clock import SystemClock, VirtualClock
+from firmware.clock import SystemClock
+from vclock import VirtualClock
 from firmware.ocpp import ws as W
 
 with open(sys.argv[3]) as f:  # a file: MicroPython dies on an argument over 255 bytes

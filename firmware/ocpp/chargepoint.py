@@ -195,7 +195,6 @@ class ChargePoint:
         self._reset_at = None  # tick of a soft Reset that stopped a transaction
         self._reader_task = None  # the link's tasks while it runs
         self._side = ()
-        self._aborted = False
         self._healthy_since = None  # tick since which a trial firmware has been healthy
         self._confirmed = False
         self._synced_at = 0  # epoch at the first time sync of this boot
@@ -1044,7 +1043,15 @@ class ChargePoint:
         for part in (self.opts.updater, self.opts.diagnostics):
             if part is not None:
                 self._side.append(asyncio.create_task(part.run()))
-        await self._sender()
+        try:
+            await self._sender()
+        finally:
+            # Cancelled (the simulator's power cut): the tasks it started end with it, and the
+            # connection drops unannounced.
+            self._reader_task.cancel()
+            for t in self._side:
+                t.cancel()
+            self.link.abort()
 
     def may_stall(self):
         """Whether a TLS handshake may start now. On the ESP32 one holds the CPU for about a
@@ -1052,21 +1059,6 @@ class ChargePoint:
         behind it, and a closing may wait (3 s allowed). README: "Stalls and the safety path"."""
         c = self.charger
         return c is not None and not c.contactor
-
-    def abort(self):
-        """The board lost power (simulator): the tasks stop, the connection drops unannounced.
-        The caller cancels the task running `run()`."""
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-        for t in self._side:
-            t.cancel()
-        if self.link is not None:
-            self.link.abort()
-        self._aborted = True
-        # RAM is gone: let go of everything, whatever task may still hold this object.
-        self.st = self.charger = self.outbox = self.config = self.profiles = self.rpc = None
-        self.opts = self.link = self.tokens = self._rxbuf = self._txbuf = None
-        self._triggers = self._notices = self._status = self._reported = None
 
     async def _reader(self):
         while True:
@@ -1090,7 +1082,7 @@ class ChargePoint:
 
     async def _sender(self):
         sleep = self.clock.sleep_ms
-        while not self._aborted:
+        while True:
             try:
                 sent = await self._send_one()
             except RpcError as e:
