@@ -139,6 +139,7 @@ _inputs = {}
 _outputs = {}
 _analog = {}
 _pwm_analog = {}  # ADC pin -> (PWM pin, source with high_mv, low_mv): see hw_set_analog_pwm
+_wiring = 0  # bumped when the ADC wiring above changes: an ADC re-reads it then (ADC._plan)
 _uart_devs = {}
 _spi_devs = {}
 _i2c_devs = {}
@@ -276,6 +277,8 @@ def hw_reset(cause=PWRON_RESET, keep_world=True):
     else:
         for d in (_inputs, _outputs, _analog, _pwm_analog, _uart_devs, _spi_devs, _i2c_devs):
             d.clear()
+        global _wiring
+        _wiring += 1
         _set_now(0)
         _rtc_set_us = 0
     for fn in _reset_hooks:
@@ -305,6 +308,8 @@ def hw_on_output(pin, fn):
 
 
 def hw_set_analog(pin, fn):
+    global _wiring
+    _wiring += 1
     pid = _pin_id(pin)
     _pwm_analog.pop(pid, None)
     if fn is None:
@@ -317,7 +322,9 @@ def hw_set_analog_pwm(pin, pwm_pin, source):
     """The ADC at `pin` reads source.high_mv while the output `pwm_pin` is high and
     source.low_mv while it is low, at the virtual microsecond of each reading (the control
     pilot). The same as hw_set_analog(pin, fn) with an fn that looks at hw_level(pwm_pin), but
-    without Python calls per reading: the pilot driver takes 64 readings every 10 ms tick."""
+    without Python calls per reading: the pilot driver takes 68 readings every 10 ms tick."""
+    global _wiring
+    _wiring += 1
     pid = _pin_id(pin)
     _analog.pop(pid, None)
     if source is None:
@@ -592,6 +599,7 @@ class PWM:
         self._freq = 5000
         self._duty = 32768
         self._invert = False
+        self._tune()
         self.init(freq=freq, duty_u16=duty_u16, duty_ns=duty_ns, invert=invert)
 
     def init(self, *, freq=None, duty_u16=None, duty_ns=None, invert=None):
@@ -599,6 +607,7 @@ class PWM:
             self.freq(freq)
         if invert is not None:
             self._invert = bool(invert)
+            self._tune()
         if duty_u16 is not None:
             self.duty_u16(duty_u16)
         if duty_ns is not None:
@@ -624,6 +633,7 @@ class PWM:
         if value is None:
             return self._duty
         self._duty = min(max(int(value), 0), 65535)
+        self._tune()
 
     def duty_ns(self, value=None):
         period_ns = 1000000000 // self._freq
@@ -643,16 +653,13 @@ class PWM:
     def _level_now(self):
         return 1 if self._high(_now_mod + _adc_us) else 0
 
-    _thr_duty = None
+    def _tune(self):
+        # The phase threshold of _high, ceil(duty * 1e6 / 65535), worked out once per duty.
+        self._thr = (self._pin_duty() * 1000000 + 65534) // 65535
 
     def _high(self, us):
         """High at time `us` (mod 1 s): during the first duty/65535 of each period (65535 is
-        steady high, 0 steady low). The threshold on the phase, ceil(duty * 1e6 / 65535), is
-        worked out once per duty: small ints only (see _adc_us)."""
-        d = self._pin_duty()
-        if d != self._thr_duty:
-            self._thr_duty = d
-            self._thr = (d * 1000000 + 65534) // 65535
+        steady high, 0 steady low). Small ints only (see _adc_us)."""
         return (us % 1000000) * self._freq % 1000000 < self._thr
 
 
@@ -674,6 +681,7 @@ class ADC:
         if self._pin not in _ADC_PINS:
             raise ValueError("invalid Pin for ADC")
         self._atten = ADC.ATTN_0DB
+        self._cap = _FULL_SCALE_MV[0] * 1000  # microvolts at full scale
         self._bits = 12
         self.init(sample_ns=sample_ns, atten=atten)
 
@@ -688,44 +696,56 @@ class ADC:
         if atten not in (0, 1, 2, 3):
             raise ValueError("invalid attenuation")
         self._atten = atten
+        self._cap = _FULL_SCALE_MV[atten] * 1000
 
     def width(self, bits):
         if bits not in (9, 10, 11, 12):
             raise ValueError("invalid bit-width")
         self._bits = bits
 
-    def _uv(self):
-        global _adc_us
+    _wired = -1  # the _wiring this ADC's plan was made for
+
+    def _plan(self):
+        """What this pin reads: the PWM line and source (hw_set_analog_pwm), else a function
+        (hw_set_analog) or nothing; worked out again only after the wiring changed."""
+        self._wired = _wiring
         p = _pwm_analog.get(self._pin)
-        if p is not None:
-            ln = _lines.get(p[0])
-            pwm = ln.pwm if ln is not None else None
-            if pwm is not None:  # PWM._level_now, inline
-                high = pwm._high(_now_mod + _adc_us)
+        self._pline = _lines[p[0]] if p is not None else None
+        self._src = p[1] if p is not None else None
+        self._pwm_pin = p[0] if p is not None else None
+        self._fn = _analog.get(self._pin)
+
+    def read_uv(self):
+        global _adc_us
+        # The chip's CPU model (_vesp) counts the conversion's time, not this fake's Python; the
+        # body is written out, not a decorator or a helper: 68 reads a control tick come here.
+        was = _vesp.enable(0) if _vesp is not None else 0
+        if self._wired != _wiring:
+            self._plan()
+        ln = self._pline
+        if ln is not None:
+            pwm = ln.pwm
+            if pwm is not None:  # PWM._high, inline
+                high = ((_now_mod + _adc_us) % 1000000) * pwm._freq % 1000000 < pwm._thr
             else:
-                high = _level(p[0])
-            mv = p[1].high_mv if high else p[1].low_mv
+                high = _level(self._pwm_pin)
+            mv = self._src.high_mv if high else self._src.low_mv
         else:
-            fn = _analog.get(self._pin)
+            fn = self._fn
             mv = fn(_now()) if fn is not None else 0
         _adc_us += ADC_READ_US
-        return min(max(int(mv * 1000), 0), _FULL_SCALE_MV[self._atten] * 1000)
-
-    # (written out, not a decorator: a call through a closure allocates here, a C call on the chip does not)
-    def read_uv(self):
-        if _vesp is None:
-            return self._uv()
-        was = _vesp.enable(0)
-        v = self._uv()
-        _vesp.enable(was)
-        _vesp.wait_us(ADC_READ_US)  # the conversion: the chip's time, whatever its clock
-        return v
+        uv = int(mv * 1000)
+        cap = self._cap
+        if _vesp is not None:
+            _vesp.enable(was)
+            _vesp.wait_us(ADC_READ_US)  # the conversion: the chip's time, whatever its clock
+        return cap if uv > cap else (uv if uv > 0 else 0)
 
     def read_u16(self):
         return self.read_uv() * 65535 // (_FULL_SCALE_MV[self._atten] * 1000)
 
     def read(self):
-        return self._uv() * ((1 << self._bits) - 1) // (_FULL_SCALE_MV[self._atten] * 1000)
+        return self.read_uv() * ((1 << self._bits) - 1) // (_FULL_SCALE_MV[self._atten] * 1000)
 
 
 # ---------------------------------------------------------------- Timer, WDT, RTC
