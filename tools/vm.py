@@ -4,6 +4,8 @@
     python3 tools/vm.py            # build if stale, print the interpreter's path
     python3 tools/vm.py --esp32 MICROPYTHON_DIR [--board ESP32_GENERIC]
                                    # the frozen ESP32 image (needs ESP-IDF: not on this machine)
+    python3 tools/vm.py --frozen-size
+                                   # the bytes manifest.py adds to an image's frozen data
 
 The virtual ESP32 is what the simulator, the scenario tests and the benchmark run by default. It
 is built from the pinned MicroPython release in third_party/ (see third_party/README.md) as the
@@ -24,6 +26,13 @@ From Python: `interpreter()` builds when stale and returns the binary's path.
 FROZEN_MANIFEST=<repo>/manifest.py` in a full MicroPython v1.28.0 checkout with ESP-IDF sourced
 (the trimmed source here has no ports/esp32, and ESP-IDF cannot be installed on this machine).
 The image is ports/esp32/build-BOARD/firmware.bin; write it with tools/flash.py.
+
+--frozen-size freezes the port's manifest alone and then with `manifest.py`, the bytecode compiled
+for xtensawin (the ESP32's native code included), compiles each frozen_content.c for 32 bits, and
+prints the difference of their data (.rodata and .data: bytecode, qstr strings, constant tables,
+the raw-code structures with 4-byte pointers, as on the chip). That is what the firmware takes of
+the image's flash; it is more than the sum of the .mpy files (tools/build.py), which pack the
+same code tighter.
 
 Exit status: 0 built (the path is printed); 1 the build failed (the compiler's last lines are
 printed); 2 bad arguments.
@@ -173,6 +182,30 @@ def interpreter():
     return build()
 
 
+def _frozen_data(manifest, build_dir):
+    """Bytes of .rodata and .data in the frozen_content.o of `manifest` (see --frozen-size)."""
+    obj = os.path.join(build_dir, "frozen_content.o")
+    _run(["make", "-C", "ports/unix", "-j%d" % max(2, os.cpu_count() or 2)] + MAKE_ARGS[:1] + [
+        "MICROPY_PY_BTREE=0", "MICROPY_PY_FFI=0", "MICROPY_USE_READLINE=0", "MICROPY_PY_THREAD=0",
+        "BUILD=" + build_dir, "COPT=-Os -DNDEBUG", "LDFLAGS_EXTRA=-m32 -no-pie",
+        "CFLAGS_EXTRA=-m32 -fno-pie -DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT",
+        "FROZEN_MANIFEST=" + manifest, "MPY_CROSS_FLAGS=-march=xtensawin", obj], SRC)
+    out = subprocess.run(["size", "-A", obj], capture_output=True, text=True, check=True).stdout
+    return sum(int(f[1]) for f in (line.split() for line in out.splitlines())
+               if len(f) == 3 and (f[0].startswith(".rodata") or f[0].startswith(".data")))
+
+
+def frozen_size():
+    """What manifest.py adds to the frozen data of an image: {"port": B, "with_firmware": B, "firmware": B}."""
+    build(quiet=True)  # the source tree, extracted and patched
+    port = os.path.join(VM, "port-manifest.py")
+    with open(port, "w") as f:
+        f.write('include("$(PORT_DIR)/boards/manifest.py")\n')
+    a = _frozen_data(port, os.path.join(VM, "build-frozen-port"))
+    b = _frozen_data(os.path.join(ROOT, "manifest.py"), os.path.join(VM, "build-frozen-firmware"))
+    return {"port": a, "with_firmware": b, "firmware": b - a}
+
+
 def esp32_command(micropython_dir, board):
     return ["make", "-C", os.path.join(micropython_dir, "ports", "esp32"), "BOARD=" + board,
             "FROZEN_MANIFEST=" + os.path.join(ROOT, "manifest.py")]
@@ -182,8 +215,14 @@ def main(argv):
     p = argparse.ArgumentParser(prog="tools/vm.py", description="Build the virtual ESP32 (or the ESP32 image).")
     p.add_argument("--esp32", metavar="MICROPYTHON_DIR", help="a full MicroPython v1.28.0 checkout, ESP-IDF sourced")
     p.add_argument("--board", default="ESP32_GENERIC")
+    p.add_argument("--frozen-size", action="store_true", help="the bytes manifest.py adds to an image's frozen data")
     a = p.parse_args(argv)
     try:
+        if a.frozen_size:
+            r = frozen_size()
+            print("frozen data: port manifest %d B, with manifest.py %d B: the firmware %d B" %
+                  (r["port"], r["with_firmware"], r["firmware"]))
+            return 0
         if a.esp32:
             if not os.path.isdir(os.path.join(a.esp32, "ports", "esp32")):
                 p.error("--esp32 %s: no ports/esp32 there (the trimmed source in third_party/ has none)" % a.esp32)
