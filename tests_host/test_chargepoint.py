@@ -87,6 +87,7 @@ class FakeLink:
         self.yield_in_send = False  # a send that suspends, like a WebSocket write + drain
         self.answer_ms = 0  # virtual time an answer frame takes to write (a slow socket)
         self.fail_next_send = None  # an exception the next send raises (connection lost)
+        self.reconnects = []  # (reason, password, frames the back end had then)
 
     def start(self):
         self.started = True
@@ -94,6 +95,12 @@ class FakeLink:
     def abort(self):
         self.aborted = True
         self.connected = False
+
+    async def reconnect(self, reason):
+        """ws.Link.reconnect: down, then up again with the password as it is now."""
+        self.reconnects.append((reason, self.password, len(self.b.backend.frames)))
+        self.down(reason)
+        self.up()
 
     async def send(self, text):
         if self.yield_in_send:
@@ -1405,6 +1412,28 @@ async def test_get_configuration(tmp_path):
     assert len(ans["configurationKey"]) == 1
     ans = await b.cs("GetConfiguration", {"key": ["HeartbeatInterval"] * (most + 1)})
     assert ans[0] == 4 and ans[2] == rpc_mod.OCCURENCE
+
+
+@aio
+async def test_a_new_authorization_key_reconnects_with_it_once_the_answer_is_out(tmp_path):
+    """Security whitepaper A01: ChangeConfiguration(AuthorizationKey) is answered Accepted, then
+    the charger disconnects and connects with the new key; the change is logged without the key.
+    A rejected key changes nothing and keeps the connection."""
+    b = await Bench.start(tmp_path)
+    key = "0123456789abcdef0123456789abcdef"
+    uid = "cs%d" % (b._uid + 1)
+    assert (await b.ok("ChangeConfiguration", {"key": "AuthorizationKey", "value": key}))["status"] == "Accepted"
+    await b.run(1000)
+    [(reason, password, seen)] = b.link.reconnects
+    assert password == key and "AuthorizationKey" in reason
+    answered = [i for i, f in enumerate(b.backend.frames) if f[0] == 3 and f[1] == uid]
+    assert answered and answered[0] < seen  # the answer went out on the old connection
+    assert b.link.connected
+    assert any("AuthorizationKey changed" in e for e in b.cp.errors)
+    assert not any(key in e for e in b.cp.errors)
+    assert (await b.ok("ChangeConfiguration", {"key": "AuthorizationKey", "value": "short"}))["status"] == "Rejected"
+    await b.run(1000)
+    assert len(b.link.reconnects) == 1 and b.link.password == key
 
 
 @aio

@@ -743,6 +743,26 @@ def test_backoff_exact_schedule_with_seeded_random():
     assert b.ceiling_ms() == 1000
 
 
+def test_query_string_follows_the_charge_box_id_and_no_key_sends_no_authorization(servers):
+    """OCPP-J 3.1.1: the charge box id ends the path; an endpoint's query string comes after it.
+    With no AuthorizationKey (None or "", security profile 0) there is no Authorization header at
+    all, not `Basic` of "id:"."""
+    async def go(url, cbid, password):
+        ws = await W.connect(url, cbid, VirtualClock(), password=password)
+        await ws.close(1000)
+
+    base = "ws://127.0.0.1:%d" % servers.echo
+    asyncio.run(go(base + "/ocpp?site=7&x=a", "cp q", ""))
+    asyncio.run(go(base + "/ocpp/?site=8", "cp-none", None))
+    asyncio.run(go(base + "/ocpp?site=9", "cp-key", "0123456789abcdef0123456789abcdef"))
+    assert servers.record("/ocpp/cp%20q?site=7&x=a", "auth") is None
+    assert servers.record("/ocpp/cp-none?site=8", "auth") is None
+    assert servers.record("/ocpp/cp-key?site=9", "auth") == \
+        "Basic " + base64.b64encode(b"cp-key:0123456789abcdef0123456789abcdef").decode()
+    with pytest.raises(ValueError, match="fragment"):
+        asyncio.run(go(base + "/ocpp#x", "cp", None))
+
+
 def test_password_never_in_errors_tracebacks_or_reprs(servers):
     link = W.Link("ws://127.0.0.1:%d/raw/401" % servers.raw, "cp-inproc", VirtualClock(), password=PASSWORD)
 
@@ -771,3 +791,34 @@ def test_connected_is_false_when_nothing_answers():
         await link.stop()
 
     asyncio.run(go())
+
+
+def test_reconnect_closes_cleanly_and_connects_again_with_the_new_password(servers):
+    """Link.reconnect (a new AuthorizationKey, whitepaper A01): a close handshake (1000), then a
+    new connection that carries the password as it is now."""
+    old, new = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+    path = "/ocpp/cp-rekey"
+    slept = []
+
+    async def go():
+        link = W.Link("ws://127.0.0.1:%d/ocpp" % servers.echo, "cp-rekey", VirtualClock(), password=old,
+                      sleep_ms=lambda ms: slept.append(ms) or asyncio.sleep(0.001))
+        link.start()
+        for _ in range(500):
+            if link.connected:
+                break
+            await asyncio.sleep(0.01)
+        assert link.connected and servers.record(path, "auth") == "Basic " + base64.b64encode(
+            ("cp-rekey:" + old).encode()).decode()
+        link.password = new
+        await link.reconnect("AuthorizationKey changed")
+        for _ in range(500):
+            if link.connected and link.attempts == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert link.connected and link.attempts == 2
+        await link.stop()
+
+    asyncio.run(go())
+    assert servers.record(path, "auth") == "Basic " + base64.b64encode(("cp-rekey:" + new).encode()).decode()
+    assert slept and slept[0] <= 1000  # the backoff starts over: within a second

@@ -194,6 +194,7 @@ class ChargePoint:
         self._pending_tx_profile = None  # a RemoteStart's TxProfile, installed once the transaction has its id
         self._reset_at = None  # tick of a soft Reset that stopped a transaction
         self._reader_task = None  # the link's tasks while it runs
+        self._relink = None  # why the link must reconnect once the current answer is out
         self._side = ()
         self._healthy_since = None  # tick since which a trial firmware has been healthy
         self._confirmed = False
@@ -702,7 +703,11 @@ class ChargePoint:
         elif key == "WebSocketPingInterval" and self.link is not None:
             self.link.ping_interval_s = value
         elif key == "AuthorizationKey" and self.link is not None:
+            # Whitepaper A01: answered Accepted, then a new connection with the new key (the
+            # sender reconnects once the answer is out); logged, never with the key (A01.FR.11/12).
             self.link.password = value
+            self._relink = "AuthorizationKey changed"
+            self._note("AuthorizationKey changed: reconnecting with the new key")
         elif key == "HeartbeatInterval":
             self._hb_s = value
         elif key == "MessageTimeout" and self.rpc is not None:  # fix (test_chargepoint), see _on_up
@@ -1108,6 +1113,10 @@ class ChargePoint:
             # "The Charge Point SHALL first send the TriggerMessage response, before sending the
             # requested message"; a slow write let the triggered message overtake the answer.
             return False
+        if self._relink is not None:  # the answer that asked for it is out
+            why, self._relink = self._relink, None
+            await link.reconnect(why)
+            return True
         now = self.clock.ticks_ms()
         if not self.accepted:
             if self._boot_due is not None and self.clock.ticks_diff(now, self._boot_due) < 0:

@@ -1,9 +1,10 @@
 """WebSocket client for OCPP-J 1.6 (RFC 6455) over asyncio streams.
 
 - `connect(url, charge_box_id, clock, ...)` opens one connection and returns a `WebSocket`:
-  the URL is the endpoint + "/" + the percent-encoded charge box id, the subprotocol must be
-  `ocpp1.6`, the server's Sec-WebSocket-Accept is checked, HTTP basic auth (user = charge box id,
-  password = AuthorizationKey) is sent when a password is given (security profiles 1 and 2), and
+  the URL is the endpoint + "/" + the percent-encoded charge box id (OCPP-J 3.1.1), a query
+  string of the endpoint after it; the subprotocol must be `ocpp1.6`, the server's
+  Sec-WebSocket-Accept is checked, HTTP basic auth (user = charge box id, password =
+  AuthorizationKey) is sent when a password is set, none when it is empty (security profile 0), and
   `wss://` checks the server certificate against the configured CA and the host name (profile 2).
 - `WebSocket`: text messages in and out (client frames masked, fragments reassembled up to
   `max_size`, a bigger message is refused with close code 1009 and never buffered), pings
@@ -211,7 +212,8 @@ async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DE
                   timeout_ms=10000, buf=None, piece=None, ctx=None):
     """Open an OCPP-J 1.6 WebSocket to `url` + "/" + charge box id; returns a `WebSocket`.
 
-    `password`: the AuthorizationKey (str or bytes) for HTTP basic auth, or None. `ca`: the CA
+    `password`: the AuthorizationKey (str or bytes) for HTTP basic auth; None or empty: no
+    Authorization header. `ca`: the CA
     certificate that must have signed a wss:// server's certificate (PEM or DER, bytes or str,
     or a file path); wss:// refuses to run without one. `buf`: the receive buffer (see the
     module's docstring; default: one of `max_size` bytes); `piece`: the send buffer (default:
@@ -221,10 +223,14 @@ async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DE
     tls, host, port, path = parse_url(url)
     if tls and ca is None and ctx is None:
         raise ValueError("wss:// needs the CA certificate of the back end (ca=...)")
+    if "#" in path:
+        raise ValueError("a ws:// URL has no fragment (RFC 6455 section 3)")
+    q = path.find("?")
+    path, query = (path, "") if q < 0 else (path[:q], path[q:])
     if not path.endswith("/"):
         path += "/"
-    path += quote(charge_box_id)
-    auth = None if password is None else _basic_auth(charge_box_id, password)
+    path += quote(charge_box_id) + query
+    auth = _basic_auth(charge_box_id, password) if password else None
     ws = WebSocket(clock, max_size, buf, piece)
     where = "%s:%d" % (host, port)
     try:
@@ -759,6 +765,14 @@ class Link:
             except BaseException:
                 pass
             self._task = None
+
+    async def reconnect(self, reason):
+        """Close the connection (close handshake) and connect again within a second, with the
+        password as it is now (a new AuthorizationKey: security whitepaper A01)."""
+        self.backoff.reset()
+        ws = self.ws
+        if ws is not None:
+            await ws.close(1000, reason)
 
     async def send(self, text):
         ws = self.ws
