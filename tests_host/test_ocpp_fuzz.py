@@ -39,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import csms  # noqa: E402
+from frame_head import answered_id  # noqa: E402
 
 SIM = os.path.join(ROOT, "tools", "sim.py")
 CP = "FUZZ1"
@@ -344,7 +345,7 @@ class _Gen:
             else:  # an unterminated string
                 t = "[2,\"%s" % self.word()
             if _strictly_invalid(t) and not _csms_key_is_unreadable_id(t):
-                return t, (UNREADABLE, FORMATION)
+                return t, (answered_id(t), FORMATION)
 
     def not_array(self, i):
         v = self.r.choice((self.junk_object(), {}, {"0": 2, "1": "x"}, self.word(), 42, -1.5, 0, None, True, False,
@@ -948,17 +949,21 @@ def test_fuzz_frames(station):
 
 # Frames that troubled the charger in exploration, each with the answer the spec gives.
 EDGE = (
-    # MicroPython's json.loads is lenient: these are not JSON (RFC 8259), so FormationViolation "-1".
-    ('[2,"e1","FuzzAction",{},]', (UNREADABLE, FORMATION), "trailing comma in the array"),
-    ('[2,"e2","GetConfiguration",{"key":["HeartbeatInterval"],}]', (UNREADABLE, FORMATION),
+    # MicroPython's json.loads is lenient: these are not JSON (RFC 8259), so FormationViolation,
+    # by the id the frame's head names (rpc.py; "-1" when it names none).
+    ('[2,"e1","FuzzAction",{},]', ("e1", FORMATION), "trailing comma in the array"),
+    ('[2,"e2","GetConfiguration",{"key":["HeartbeatInterval"],}]', ("e2", FORMATION),
      "trailing comma in the payload (the same with Reset {\"type\":\"Soft\",} reboots the charger)"),
     ('[02,"e3","FuzzAction",{}]', (UNREADABLE, FORMATION), "leading zero"),
-    ('[2,"e4","RemoteStopTransaction",{"transactionId":1.}]', (UNREADABLE, FORMATION), "number ending in a dot"),
-    ('[2,"e5\tx","FuzzAction",{}]', (UNREADABLE, FORMATION), "raw control character in a string"),
-    ('[2,"e6","FuzzAction",{"a":"\\q"}]', (UNREADABLE, FORMATION), "invalid escape"),
+    ('[2,"e4","RemoteStopTransaction",{"transactionId":1.}]', ("e4", FORMATION), "number ending in a dot"),
+    ('[2,"e5\tx","FuzzAction",{}]', (UNREADABLE, FORMATION), "raw control character in the id"),
+    ('[2,"e6","FuzzAction",{"a":"\\q"}]', ("e6", FORMATION), "invalid escape"),
+    ('[2,"e11","DataTransfer",{"vendorId":"v","data":"\\udc00"}]', ("e11", FORMATION), "escaped lone surrogate"),
+    ('[2,"e12","DataTransfer",{"vendorId":"v","data":' + "[" * 300 + "]" * 300 + "}]", ("e12", FORMATION),
+     "300-deep nesting"),
     # A character outside the BMP, escaped as a surrogate pair: MicroPython's str can not hold it
     # (it would be echoed as CESU-8, which is not UTF-8), so rpc.scan_json refuses \uD800-\uDFFF
-    # escapes as not readable: FormationViolation with the unreadable id.
+    # escapes as not readable: FormationViolation, with "-1" when they are in the id itself.
     ('[2,"e7\\ud83d\\ude00","FuzzAction",{}]', (UNREADABLE, FORMATION), "surrogate pair escape in the id"),
     ('[2,"e8\U0001F600","FuzzAction",{}]', ("e8\U0001F600", NOT_IMPLEMENTED), "raw non-BMP character in the id"),
     # RFC 3339 5.7: the day must exist in its month.

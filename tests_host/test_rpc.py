@@ -28,6 +28,7 @@ from jsonschema import Draft4Validator, FormatChecker
 from ocpp import messages as ocpp_messages
 from ocpp.messages import Call, CallResult, MessageType
 
+from frame_head import answered_id
 from vclock import VirtualClock
 from firmware.ocpp import rpc, schemas
 
@@ -222,7 +223,11 @@ CASES = [
     # (frame, (kind, id, code)); kind REFUSE = answered with that CallError
     ("", (rpc.REFUSE, "-1", "FormationViolation")),
     ("not json", (rpc.REFUSE, "-1", "FormationViolation")),
-    ('[2,"1","Heartbeat",{}', (rpc.REFUSE, "-1", "FormationViolation")),
+    ('[2,"1","Heartbeat",{}', (rpc.REFUSE, "1", "FormationViolation")),  # not JSON, but its id reads
+    ('[2,"d1","DataTransfer",{"vendorId":"v","data":' + "[" * 300 + "]" * 300 + "}]",
+     (rpc.REFUSE, "d1", "FormationViolation")),  # deeper than the decoder goes: still by its id
+    ('[2,"s1","DataTransfer",{"vendorId":"v","data":"\\ud800"}]', (rpc.REFUSE, "s1", "FormationViolation")),
+    ('[ 2 , "s2" ,"Heartbeat",{"a":1,}]', (rpc.REFUSE, "s2", "FormationViolation")),
     ('{"a":1}', (rpc.REFUSE, "-1", "FormationViolation")),
     ("[]", (rpc.REFUSE, "-1", "FormationViolation")),
     ("42", (rpc.REFUSE, "-1", "FormationViolation")),
@@ -311,7 +316,7 @@ def _profile_frame(limit):
     ('[2,"9","ReserveNow",{"connectorId":1,"expiryDate":"2026-01-01T00:00:00Z","idTag":"A","reservationId":1e999}]',
      "TypeConstraintViolation", "reservationId: expected integer"),
     # NaN and Infinity are not JSON (RFC 8259), though CPython's json.loads takes them: the frame
-    # is not read at all, so its id is unknown ("-1")
+    # is not read, and answered by the id its head names
     (_profile_frame("NaN"), "FormationViolation", "not JSON"),
     (_profile_frame("-Infinity"), "FormationViolation", "not JSON"),
     # every connectorId of OCPP 1.6 is >= 0 (section 6); the schemas only say "integer"
@@ -326,7 +331,7 @@ def test_numbers_out_of_any_range_are_refused_with_the_right_code(frame, code, w
     if code is None:
         assert m[0] == rpc.CALL, m
     else:
-        assert m == (rpc.REFUSE, "-1" if code == "FormationViolation" else "9", code, what), m
+        assert m == (rpc.REFUSE, "9", code, what), m
 
 
 def test_answers_are_held_to_the_same_number_rules():
@@ -551,7 +556,7 @@ def random_frames(n, seed, big=(8200, 12000)):
                 json.loads(f)
                 continue
             except ValueError:
-                out.append((f, rpc.REFUSE, "-1", "FormationViolation"))
+                out.append((f, rpc.REFUSE, answered_id(f), "FormationViolation"))
         elif k == 1:  # valid JSON, not an array
             f = json.dumps(rnd.choice([{}, {"a": [1]}, 1, 2.5, "s", None, True]))
             out.append((f, rpc.REFUSE, "-1", "FormationViolation"))
@@ -587,7 +592,7 @@ def random_frames(n, seed, big=(8200, 12000)):
         elif k == 9:  # truncated valid frame
             f = json.dumps([2, uid, "Reset", {"type": "Hard"}])
             f = f[:rnd.randint(0, len(f) - 1)]
-            out.append((f, rpc.REFUSE, "-1", "FormationViolation"))
+            out.append((f, rpc.REFUSE, answered_id(f), "FormationViolation"))
         else:  # a payload of a supported action, mutated
             a = rnd.choice(sorted(SUPPORTED))
             p = example(roots[a], roots[a], rnd.random() < 0.5)
@@ -955,7 +960,7 @@ def test_strict_json_refuses_what_is_not(text):
 
 def test_a_malformed_reset_is_never_executed():
     m = rpc.parse('[2,"x","Reset",{"type":"Soft",}]', supported=("Reset",))
-    assert m == (rpc.REFUSE, "-1", "FormationViolation", "not JSON")
+    assert m == (rpc.REFUSE, "x", "FormationViolation", "not JSON")  # answered by its id, never run
 
 
 def test_out_of_memory_while_decoding_answers_by_the_frames_head(monkeypatch):

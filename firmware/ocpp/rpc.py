@@ -23,8 +23,11 @@ CallError decisions (spec = ocpp-j-1.6-specification, errata = ocpp-j-1.6-errata
   element count, an id/action that is not a string, a payload that is neither an object nor
   null: FormationViolation ("not conform the PDU structure"). null payloads are read as {}
   (spec 4.2.1 allows both notations).
-- The unique id is echoed when element 1 is a string. When it can not be read the id is "-1":
-  OCPP-J 1.6 says nothing; "-1" is the convention OCPP-J 2.0.1 (section 4.2.3) made explicit.
+- The unique id is echoed when element 1 is a string. A frame that is not JSON the charger
+  accepts (a trailing comma, 300-deep nesting, an escaped lone surrogate) is still answered by
+  its id when its head reads `[2,"<id>"`: the sender can match the error to its call. When the id
+  can not be read it is "-1": OCPP-J 1.6 says nothing; "-1" is the convention OCPP-J 2.0.1
+  (section 4.2.3) made explicit.
 - Unique id longer than 36 characters (spec 4.1.4 table 3, named as a CallError case in 4.2.3):
   FormationViolation, with the id echoed unchanged so the sender can match it.
 - Message type number not 2, 3 or 4 (spec 4.1.3: "it SHALL ignore the message payload"):
@@ -380,6 +383,14 @@ def _peek_action(text, uid):
         return None
 
 
+def _not_json(text, why):
+    """The refusal of a frame that is not JSON the charger accepts: by its id when the head
+    names one."""
+    uid = _peek_call_id(text)
+    return (REFUSE, UNREADABLE_ID if uid is None else uid, FORMATION,
+            NOT_UTF8 if why == NOT_UTF8 else "not JSON")
+
+
 def _loads(text):
     try:
         return json.loads(text)  # MicroPython reads a memoryview in place
@@ -401,7 +412,7 @@ def parse(text, supported=None, max_size=MAX_FRAME, checked=False, size=None):
         if not checked:
             why = json_error(text)
             if why is not None:
-                return (REFUSE, UNREADABLE_ID, FORMATION, NOT_UTF8 if why == NOT_UTF8 else "not JSON")
+                return _not_json(text, why)
         m = _loads(text)
     except MemoryError:
         # A long string in the payload needs one block that a fragmented heap may not have. The
@@ -409,7 +420,7 @@ def parse(text, supported=None, max_size=MAX_FRAME, checked=False, size=None):
         # action alone says so (the payload does not matter then).
         return _no_memory(text, supported)
     except Exception:
-        return (REFUSE, UNREADABLE_ID, FORMATION, "not JSON")
+        return _not_json(text, None)
     if type(m) is not list or not m:
         return (REFUSE, UNREADABLE_ID, FORMATION, "not a non-empty JSON array")
     n = len(m)
@@ -625,7 +636,7 @@ class Rpc:
                     break
                 await asyncio.sleep(0)  # a long frame must not hold the control task back
             if why is not None:
-                m = (REFUSE, UNREADABLE_ID, FORMATION, NOT_UTF8 if why == NOT_UTF8 else "not JSON")
+                m = _not_json(text, why)
                 self.refused += 1
                 await self.send(error_frame(m[1], m[2], m[3]))
                 return m
