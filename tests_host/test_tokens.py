@@ -4,6 +4,8 @@ the back end's commands, stopping by the same token or its group, late rejection
 CPython; the same flows run end to end on MicroPython in test_token_scenarios.py."""
 import asyncio
 
+import pytest
+
 from test_chargepoint import PAID, Bench, aio  # noqa: F401 (aio is a decorator)
 
 from firmware import auth
@@ -158,6 +160,38 @@ async def test_late_rejection_stops_the_session_deauthorized(tmp_path):
     stop = b.backend.sent("StopTransaction")[0]
     assert stop["reason"] == "DeAuthorized"
     assert b.cp.tokens.cache.lookup("STRANGER")[0] == "Invalid"  # learnt from StartTransaction.conf
+
+
+@pytest.mark.parametrize("answer", [
+    {"idTagInfo": {"status": "Acepted"}},  # not in the enum
+    {"idTagInfo": {"status": "Accepted", "parentIdTag": "P" * 21}},  # too long
+    {"idTagInfo": {"status": "Accepted"}, "extra": 1},  # a property the schema does not have
+    {},  # idTagInfo missing
+    "CallError",
+], ids=["bad-enum", "long-parent", "extra-property", "empty", "call-error"])
+@aio
+async def test_an_answer_that_fails_its_schema_or_a_call_error_accepts_nobody(tmp_path, answer):
+    """The back end answered Authorize, but not with a valid Authorize.conf (or with a CallError):
+    it is reachable, so the offline rules (AllowOfflineTxForUnknownId here) do not apply and the
+    token is refused; nothing starts."""
+    b = await Bench.start(tmp_path, **PAID)
+    await config(b, "AllowOfflineTxForUnknownId", "true")
+    if answer == "CallError":
+        b.backend.errors["Authorize"] = "InternalError"
+    else:
+        b.backend.hold.add("Authorize")
+    b.cp.tokens.present("ODD1")
+    await b.run(200)
+    if answer != "CallError":
+        b.backend.answer_held(0, answer)
+    await b.run(500)
+    out = b.cp.tokens.last
+    assert out["id_tag"] == "ODD1" and out["result"] == "refused", out
+    assert "back end" in out["reason"] and "offline" not in out["reason"]
+    assert not b.st.charger.authorized
+    await b.plug()
+    await b.run(2000)
+    assert not b.st.charger.session and b.backend.sent("StartTransaction") == []
 
 
 @aio

@@ -15,7 +15,7 @@ charger.stop(Local) with the stopper's idTag in StopTransaction.
 """
 from firmware import auth
 from firmware import charger as chg
-from firmware.ocpp.rpc import RpcError
+from firmware.ocpp.rpc import CLOSED, TIMEOUT, RpcError
 
 LIST_FILE = "auth-list.bin"
 CACHE_FILE = "auth-cache.bin"
@@ -123,9 +123,14 @@ class Tokens:
         try:
             res = await cp._call("Authorize", {"idTag": tag}, AUTHORIZE_TIMEOUT_MS)
         except RpcError as e:
+            self._asking = None
+            if e.code != TIMEOUT and e.code != CLOSED:
+                # The back end answered, with a CallError or an Authorize.conf that fails its
+                # schema: it is reachable, so the offline rules do not apply, and an answer that
+                # can not be read accepts nobody.
+                return self._out(tag, REFUSED, "the back end's answer to Authorize: %s" % e.code)
             # No answer: decide as offline (3.5.4: a Charge Point that can not reach the
             # Central System uses its local information).
-            self._asking = None
             if purpose == "stop":
                 return self._out(tag, REFUSED, "no answer from the back end: %s" % e.code)
             verdict = auth.decide(tag, cp.wall.now(), False, cp.config, self._list(), self._cache())
