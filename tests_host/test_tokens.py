@@ -261,6 +261,25 @@ async def test_stop_by_a_card_whose_group_only_the_back_end_knows(tmp_path):
     assert [a["idTag"] for a in b.backend.sent("Authorize")] == ["DRV1", "DRV2"]
 
 
+@aio
+async def test_the_group_from_start_transaction_conf_counts_for_stopping(tmp_path):
+    """A remote start sends no Authorize (AuthorizeRemoteTxRequests false): the parentIdTag the
+    back end gives in StartTransaction.conf is the session's group, as Authorize.conf's would be."""
+    b = await Bench.start(tmp_path, **PAID)
+    b.backend.id_tags["DRV1"] = {"status": "Accepted", "parentIdTag": "FLEET"}
+    b.backend.id_tags["DRV2"] = {"status": "Accepted", "parentIdTag": "FLEET"}
+    await config(b, "AuthorizationCacheEnabled", "false")
+    await b.plug()
+    assert (await b.ok("RemoteStartTransaction", {"idTag": "DRV1"}))["status"] == "Accepted"
+    await b.run(3000)
+    assert b.backend.sent("Authorize") == [] and [s["idTag"] for s in b.backend.sent("StartTransaction")] == ["DRV1"]
+    assert b.st.charger.session and b.cp._tx["group"] == "FLEET"
+    out = await present(b, "DRV2", 1000)
+    assert out["result"] == "stopping" and "FLEET" in out["reason"]
+    await b.run(1000)
+    assert b.backend.sent("StopTransaction")[0]["idTag"] == "DRV2"
+
+
 # ------------------------------------------------------------------ the back end's commands
 
 @aio

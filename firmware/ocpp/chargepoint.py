@@ -1339,6 +1339,8 @@ class ChargePoint:
         info = res.get("idTagInfo") or {}
         tx = self._tx
         c = self.charger
+        if tx is not None and payload.get("idTag") == tx["tag"] and info.get("parentIdTag"):
+            tx["group"] = info["parentIdTag"]  # stopping by group counts it as Authorize.conf's (3.10)
         if info.get("status") == "Accepted" or tx is None or not c.session or c.id_tag is None \
                 or payload.get("idTag") != tx["tag"]:
             return
