@@ -1621,6 +1621,22 @@ def _profile(limit, purpose="TxDefaultProfile", pid=1, level=0):
 
 
 @aio
+async def test_composite_schedule_without_a_profile_is_the_limit_the_charger_applies(tmp_path):
+    """5.7 / errata: with no profile installed GetCompositeSchedule is Accepted and tells the
+    limit the charger applies by itself (here the board's 32 A; in W with its three phases)."""
+    b = await Bench.start(tmp_path)
+    comp = await b.ok("GetCompositeSchedule", {"connectorId": 1, "duration": 600})
+    assert comp["status"] == "Accepted"
+    assert comp["chargingSchedule"]["chargingRateUnit"] == "A" and comp["chargingSchedule"]["duration"] == 600
+    assert comp["chargingSchedule"]["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 32}]
+    comp = await b.ok("GetCompositeSchedule", {"connectorId": 0, "duration": 600, "chargingRateUnit": "W"})
+    assert comp["chargingSchedule"]["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 32 * 230 * 3}]
+    b.st.charger.limits.claim("settings", 160)  # a lower limit of the charger's own
+    comp = await b.ok("GetCompositeSchedule", {"connectorId": 1, "duration": 600})
+    assert comp["chargingSchedule"]["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 16}]
+
+
+@aio
 async def test_set_charging_profile_lowers_the_offer_and_composite_schedule(tmp_path):
     b = await Bench.start(tmp_path)
     await b.charge()

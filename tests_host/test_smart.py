@@ -71,7 +71,10 @@ def rejected(p, connector_id, profile, tx_id=None, now=T0, reason=""):
 def test_nothing_installed_means_no_limit(sp):
     assert sp.limit(T0) == (None, None)
     assert sp.limit(T0, tx_start=T0) == (None, None)
-    assert sp.composite(1, 3600, "A", T0) is None
+    # the charger's own limit (here none given: NO_LIMIT_A), never Rejected for want of a profile
+    assert sp.composite(1, 3600, "A", T0) == {"startSchedule": dt.iso(T0), "duration": 3600, "chargingRateUnit": "A",
+                                              "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 80}]}
+    assert sp.composite(1, 3600, "A", T0, own_da=160)["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 16}]
     assert sp.installed() == []
 
 
@@ -542,12 +545,12 @@ def test_composite_of_the_spec_example_over_a_day(sp):
                    periods=((0, 11000, 3), (28800, 6000, 3), (72000, 11000, 3))))
     assert sp.composite(0, DAY, "W", MON) == {
         "startSchedule": "2026-11-23T00:00:00Z", "duration": DAY, "chargingRateUnit": "W", "chargingSchedulePeriod": [
-            {"startPeriod": 0, "limit": 11000}, {"startPeriod": 28800, "limit": 6000},
-            {"startPeriod": 72000, "limit": 11000}]}
+            {"startPeriod": 0, "limit": 11000, "numberPhases": 3}, {"startPeriod": 28800, "limit": 6000, "numberPhases": 3},
+            {"startPeriod": 72000, "limit": 11000, "numberPhases": 3}]}
     assert sp.composite(1, DAY, None, MON + 6 * H) == {
         "startSchedule": "2026-11-23T06:00:00Z", "duration": DAY, "chargingRateUnit": "A", "chargingSchedulePeriod": [
-            {"startPeriod": 0, "limit": 15.9}, {"startPeriod": 2 * H, "limit": 8.6},
-            {"startPeriod": 14 * H, "limit": 15.9}]}
+            {"startPeriod": 0, "limit": 15.9, "numberPhases": 3}, {"startPeriod": 2 * H, "limit": 8.6, "numberPhases": 3},
+            {"startPeriod": 14 * H, "limit": 15.9, "numberPhases": 3}]}
 
 
 def test_composite_merges_purposes_from_now(sp):
@@ -574,7 +577,7 @@ def test_composite_merges_purposes_from_now(sp):
 def test_composite_in_watts_converts_amps_with_the_phases(sp):
     ok(sp, 1, prof(start=T0, periods=((0, 16), (600, 10, 1))))
     assert sp.composite(1, 1200, "W", T0)["chargingSchedulePeriod"] == [
-        {"startPeriod": 0, "limit": 11040}, {"startPeriod": 600, "limit": 2300}]
+        {"startPeriod": 0, "limit": 11040}, {"startPeriod": 600, "limit": 2300, "numberPhases": 1}]
 
 
 def test_composite_fills_gaps_and_takes_the_local_limit(sp):
@@ -584,21 +587,29 @@ def test_composite_fills_gaps_and_takes_the_local_limit(sp):
     assert sched["chargingSchedulePeriod"] == [
         {"startPeriod": 0, "limit": 80}, {"startPeriod": 600, "limit": 10},
         {"startPeriod": 1200, "limit": 80}]
-    assert sp.composite(1, 1800, "A", T0, max_amps=32)["chargingSchedulePeriod"] == [
+    assert sp.composite(1, 1800, "A", T0, own_da=320)["chargingSchedulePeriod"] == [
         {"startPeriod": 0, "limit": 32}, {"startPeriod": 600, "limit": 10},
         {"startPeriod": 1200, "limit": 32}]
-    assert sp.composite(1, 1800, "A", T0, max_amps=6)["chargingSchedulePeriod"] == [
+    assert sp.composite(1, 1800, "A", T0, own_da=60)["chargingSchedulePeriod"] == [
         {"startPeriod": 0, "limit": 6}]
 
 
-def test_composite_is_none_when_nothing_applies(sp):
+def test_composite_without_a_profile_in_force_is_the_charger_limit(sp):
     ok(sp, 1, prof(start=T0 + 600, periods=((0, 10),)))
     ok(sp, 1, prof(pid=2, level=1, purpose="TxProfile", periods=((0, 6),)), tx_id=3)
-    assert sp.composite(1, 600, "A", T0) is None          # starts after the window
+    assert sp.composite(1, 600, "A", T0, own_da=320)["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 32}]                  # the profile starts after the window
     assert sp.composite(1, 601, "A", T0)["chargingSchedulePeriod"][-1] == {
         "startPeriod": 600, "limit": 10}
     assert sp.composite(2, 3600, "A", T0) is None         # unknown connector
     assert sp.composite(1, 0, "A", T0) is None
+
+
+def test_composite_keeps_number_phases_and_splits_where_they_change(sp):
+    ok(sp, 1, prof(start=T0, periods=((0, 16, 3), (600, 16, 1), (1200, 16))))
+    assert sp.composite(1, 1800, "A", T0)["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 16, "numberPhases": 3}, {"startPeriod": 600, "limit": 16, "numberPhases": 1},
+        {"startPeriod": 1200, "limit": 16}]
 
 
 def test_composite_is_bounded(sp):

@@ -926,8 +926,13 @@ class ChargePoint:
         if cid > 1:
             return {"status": "Rejected"}
         tx = self._tx
+        own = None  # what the charger allows by itself: every claim but the profiles' own
+        claims = self.charger.limits.claims()
+        for name in claims:
+            if name != CLAIM and (own is None or claims[name] < own):
+                own = claims[name]
         sched = self.profiles.composite(cid, p["duration"], p.get("chargingRateUnit"), self.wall.now(),
-                                        tx["t0"] if tx is not None else None)
+                                        tx["t0"] if tx is not None else None, self._phases, own_da=own)
         if sched is None:
             return {"status": "Rejected"}
         start = sched.pop("startSchedule")  # errata 3.57: only as scheduleStart

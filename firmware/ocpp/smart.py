@@ -7,7 +7,7 @@
     p.tx_ended()                                   # the transaction ended: its TxProfiles go
     p.resume(tx_id)                                # at boot: keep only TxProfiles of tx_id
     p.limit(now, tx_start) -> (deci_amps or None, seconds until it changes or None)
-    p.composite(connector_id, duration, unit, now, tx_start) -> chargingSchedule or None
+    p.composite(connector_id, duration, unit, now, tx_start, phases, own_da=...) -> chargingSchedule or None
 
 Times are integer epoch seconds (firmware.ocpp.dt). A transaction is "running" for limit() and
 composite() when tx_start (its start, epoch seconds) is given: only then do TxProfiles apply and
@@ -349,7 +349,8 @@ class Profiles:
     # ---- evaluation
 
     def _at(self, t, tx_start, unit, phases, volts):
-        """(limit at epoch t in tenths of unit or None, next epoch it may change or None)."""
+        """(limit at epoch t in tenths of unit or None, next epoch it may change or None,
+        numberPhases of the period that sets the limit or 0)."""
         best = [None, None, None]  # per purpose: [profile, period]
         nxt = None
         for r in self._p:
@@ -366,40 +367,42 @@ class Profiles:
                                                          and r[_CONN] > b[0][_CONN]):
                 best[k] = [r, per]
         v = None
+        nph = 0
         for b in (best[0], best[2] or best[1]):
             if b is not None:
                 x = _conv(b[0], b[1], unit, phases, volts)
                 if v is None or x < v:
                     v = x
-        return v, nxt
+                    nph = b[1][2]
+        return v, nxt, nph
 
     def limit(self, now, tx_start=None, phases=3, volts=230):
         """(limit on connector 1 at epoch `now` in deci-amps or None = no limit, seconds until it
         changes or None = never; after many unchanged steps, a time to look again)."""
-        v, nxt = self._at(now, tx_start, "A", phases, volts)
+        v, nxt, _ = self._at(now, tx_start, "A", phases, volts)
         i = 0
         while nxt is not None and i < _LOOKAHEAD:
-            v2, n2 = self._at(nxt, tx_start, "A", phases, volts)
+            v2, n2, _ = self._at(nxt, tx_start, "A", phases, volts)
             if v2 != v:
                 break
             nxt = n2
             i += 1
         return v, (None if nxt is None else nxt - now)
 
-    def composite(self, connector_id, duration, unit, now, tx_start=None, phases=3, volts=230,
-                  max_amps=None):
+    def composite(self, connector_id, duration, unit, now, tx_start=None, phases=3, volts=230, own_da=None):
         """chargingSchedule of GetCompositeSchedule.conf over [now, now + duration), or None when
-        no profile applies in it or the connector is unknown (answer Rejected)."""
-        if connector_id not in (0, 1) or duration <= 0 or not self._p:
+        the connector is unknown (answer Rejected). `own_da`: what the charger itself allows
+        (hardware, cable, settings ... in deci-amps; None: NO_LIMIT_A), the limit wherever no
+        profile sets a lower one, also when none is installed. A period keeps the numberPhases of
+        the profile period that sets its limit."""
+        if connector_id not in (0, 1) or duration <= 0:
             return None
         unit = unit or "A"
-        scale = 10 if unit == "A" else 10 * volts * phases
-        cap = None if max_amps is None else int(max_amps * scale)
-        free = cap if cap is not None else NO_LIMIT_A * scale
+        own = (NO_LIMIT_A * 10) if own_da is None else own_da
+        cap = own if unit == "A" else own * volts * phases
         end = now + duration
         out = []
         last = None
-        seen = False
         t = now
         i = 0
         while t < end:
@@ -407,23 +410,20 @@ class Profiles:
                 end = t
                 break
             i += 1
-            v, nxt = self._at(t, tx_start, unit, phases, volts)
-            if v is None:
-                v = free
-            else:
-                seen = True
-                if cap is not None and cap < v:
-                    v = cap
-            if v != last:
+            v, nxt, nph = self._at(t, tx_start, unit, phases, volts) if self._p else (None, None, 0)
+            if v is None or cap < v:
+                v, nph = cap, 0
+            if (v, nph) != last:
                 if len(out) == _MAX_OUT:
                     end = t
                     break
-                out.append({"startPeriod": t - now, "limit": _dec(v)})
-                last = v
+                per = {"startPeriod": t - now, "limit": _dec(v)}
+                if nph:
+                    per["numberPhases"] = nph
+                out.append(per)
+                last = (v, nph)
             if nxt is None:
                 break
             t = nxt
-        if not seen:
-            return None
         return {"startSchedule": dt.iso(now), "duration": end - now, "chargingRateUnit": unit,
                 "chargingSchedulePeriod": out}
