@@ -12,7 +12,7 @@ from firmware import store
 
 # key: (type, default, minimum, maximum, flags, help)
 SCHEMA = {
-    "free_charging": (bool, True, None, None, "", "Charge without authorization (private wallbox)."),
+    "free_charging": (bool, None, None, None, "", "Charge without authorization (a private wallbox); null: yes without a back end (ocpp_url empty), no with one."),
     "max_current_a": (float, 32.0, 6.0, 80.0, "", "Installer's current limit for this station, in A."),
     "ventilation_allowed": (bool, False, None, None, "", "Allow charging in state D (vehicle asks for ventilation)."),
     "overcurrent_margin_a": (float, 2.0, 0.5, 10.0, "", "Current above the offer tolerated before an overcurrent fault."),
@@ -67,9 +67,9 @@ def check(key, value):
     """Return the value converted to the key's type, or raise SettingsError naming the problem."""
     if key not in SCHEMA:
         raise SettingsError("unknown setting %s" % _show(key))
-    t, _default, lo, hi, _flags, _help = SCHEMA[key]
+    t, default, lo, hi, _flags, _help = SCHEMA[key]
     if t is bool:
-        ok = value is True or value is False
+        ok = value is True or value is False or (value is None and default is None)
     elif t is float:
         ok = (type(value) is int or type(value) is float) and value is not True and value is not False
         if ok:
@@ -134,7 +134,12 @@ class Settings:
         self._cross_check(self._v)
 
     def get(self, key):
-        return self._v[key]
+        v = self._v[key]
+        if v is None and key == "free_charging":
+            # Not set: a charger connected to an operator charges authorized drivers only; a
+            # wallbox with no back end charges whoever plugs in.
+            return not self._v["ocpp_url"]
+        return v
 
     def update(self, values):
         """Validate every value first; apply all or none."""

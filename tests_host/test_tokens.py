@@ -106,6 +106,33 @@ async def test_expired_and_blocked_tokens_never_start(tmp_path):
     assert not b.st.charger.authorized
 
 
+@aio
+async def test_with_a_back_end_a_car_waits_for_a_token_unless_free_charging_is_set(tmp_path):
+    """free_charging unset (null) and an ocpp_url: an operator's charger, so a car plugged in
+    charges only once a token is accepted, and the card presented after plugging in starts the
+    session (it is not taken for a stop)."""
+    b = await Bench.start(tmp_path, free_charging=None)
+    assert b.st.settings.get("free_charging") is False
+    await b.plug()
+    await b.run(3000)
+    assert not b.st.charger.session and b.backend.sent("StartTransaction") == []
+    out = await present(b, "LATE1", 1000)
+    assert out["result"] == "accepted", out
+    await b.run(3000)
+    assert b.st.charger.session and [s["idTag"] for s in b.backend.sent("StartTransaction")] == ["LATE1"]
+
+
+def test_free_charging_unset_means_free_only_without_a_back_end():
+    from firmware import settings as settings_mod
+
+    assert settings_mod.Settings().get("free_charging") is True
+    op = {"ocpp_url": "ws://csms.example/ocpp", "charge_box_id": "CP1"}
+    assert settings_mod.Settings(op).get("free_charging") is False
+    assert settings_mod.Settings(dict(op, free_charging=True)).get("free_charging") is True
+    assert settings_mod.Settings({"free_charging": False}).get("free_charging") is False
+    assert settings_mod.Settings(dict(op, free_charging=None)).changed() == op  # null is the default: not written
+
+
 # ------------------------------------------------------------------ offline
 
 @aio

@@ -93,7 +93,7 @@ def _settings_table():
     for key, (t, default, lo, hi, flags, help_text) in settings_mod.SCHEMA.items():
         lines.append("| `%s` | %s | %s | %s | %s | %s | %s |" % (
             key,
-            _TYPES.get(t, t.__name__),
+            _TYPES.get(t, t.__name__) + (" or null" if t is bool and default is None else ""),
             _json(default),
             "" if lo is None else _json(lo),
             "" if hi is None else _json(hi),

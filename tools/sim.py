@@ -271,7 +271,10 @@ def compile_for_sim():
 
 
 def ocpp_settings(flash, url, charge_box_id, ca_pem=None):
-    """Point the board at a back end: ocpp_url and charge_box_id merged into its settings.json."""
+    """Point the board at a back end: ocpp_url and charge_box_id merged into its settings.json.
+    A real board with a back end charges authorized drivers only (free_charging unset); the
+    simulated one charges freely unless the settings say `"free_charging": false`, so that a
+    scenario can plug a car in and charge without a token."""
     path = os.path.join(flash, "settings.json")
     doc = {}
     if os.path.exists(path):
@@ -284,6 +287,8 @@ def ocpp_settings(flash, url, charge_box_id, ca_pem=None):
             return
     doc["ocpp_url"] = url
     doc["charge_box_id"] = charge_box_id
+    if doc.get("free_charging") is None:
+        doc["free_charging"] = True
     if ca_pem is not None:
         with open(os.path.join(flash, "ca.pem"), "w") as f:
             f.write(ca_pem)
