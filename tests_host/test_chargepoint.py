@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import os
+import sys
 
 import jsonschema
 import pytest
@@ -216,7 +217,8 @@ _BENCHES = []
 class Bench:
     def __init__(self, root, settings=None, profile=PROFILE, reboot=True, fs=None):
         self.root = str(root)
-        s = {"ocpp_url": "ws://csms.test/ocpp", "charge_box_id": "CP1"}
+        # free_charging: as tools/sim.py has it; PAID turns it off (unset, a back end turns it off)
+        s = {"ocpp_url": "ws://csms.test/ocpp", "charge_box_id": "CP1", "free_charging": True}
         s.update(settings or {})
         with open(os.path.join(self.root, "settings.json"), "w") as f:
             json.dump(s, f)
@@ -1292,6 +1294,32 @@ async def test_remote_stop(tmp_path):
     stop = b.backend.sent("StopTransaction")[0]
     assert stop["reason"] == "Remote" and stop["transactionId"] == tid and stop["idTag"] == "CARD1"
     assert (await b.ok("RemoteStopTransaction", {"transactionId": tid}))["status"] == "Rejected"
+
+
+@aio
+async def test_a_new_session_after_a_remote_stop_with_the_car_plugged_goes_through_preparing(tmp_path):
+    """4.9: from Finishing only F1 Available, F2 Preparing (a new authorization), F8, F9. A remote
+    stop leaves the car plugged in (Finishing); the driver's card starts a new transaction, and
+    the back end sees Finishing -> Preparing -> SuspendedEV/Charging, every step in the table."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import csms
+
+    b = await Bench.start(tmp_path, **PAID)
+    b.cp.tokens.present("CARD1")
+    await b.run(500)
+    await b.charge()
+    tid = b.cp.outbox.transaction_id(b.cp._tx["n"])
+    assert (await b.ok("RemoteStopTransaction", {"transactionId": tid}))["status"] == "Accepted"
+    await b.run(1000)
+    assert b.backend.statuses()[-1][0] == "Finishing"
+    b.cp.tokens.present("CARD1")
+    await b.run(3000)
+    assert b.st.charger.session and len(b.backend.sent("StartTransaction")) == 2
+    seq = [s for s, _ in b.backend.statuses()]
+    i = seq.index("Finishing")
+    assert seq[i + 1] == "Preparing", seq
+    pairs = [(a, c) for a, c in zip(seq, seq[1:]) if a != c]
+    assert all(c in csms.STATUS_TRANSITIONS[a] for a, c in pairs), pairs
 
 
 # ============================================================================== Reset (5.14)

@@ -83,6 +83,7 @@ FINISHING = "Finishing"
 RESERVED = "Reserved"
 UNAVAILABLE = "Unavailable"
 FAULTED = "Faulted"
+_IN_SESSION = (CHARGING, SUSPENDED_EV, SUSPENDED_EVSE)
 
 _UNITS = {"Energy.Active.Import.Register": "Wh", "Power.Active.Import": "W", "Current.Import": "A",
           "Current.Offered": "A", "Voltage": "V"}
@@ -495,6 +496,9 @@ class ChargePoint:
         flash = self.st.flash_fault
         for k in (0, 1):
             status, code = self._derive_cp() if k == 0 else self._derive()
+            rep = self._reported[k]
+            if k == 1 and rep is not None and rep[0] == FINISHING and status in _IN_SESSION:
+                status = PREPARING  # 4.9: Finishing leads to a new session only through F2 Preparing
             vendor = None
             if code == "NoError" and flash is not None:
                 code, vendor = "OtherError", flash  # the flash is full or failing (station._flash_check)
