@@ -1209,6 +1209,41 @@ async def test_remote_start_with_a_car_arriving_in_time(tmp_path):
 
 
 @aio
+async def test_remote_start_with_local_pre_authorize_needs_no_authorize_for_a_known_id(tmp_path):
+    """5.11 with AuthorizeRemoteTxRequests true: "as if in response to a local action", so with
+    LocalPreAuthorize an idTag the local list or the cache accepts starts without Authorize.req;
+    an unknown one is asked about (and the answer is learnt)."""
+    b = await Bench.start(tmp_path, **PAID)
+    for key, value in (("AuthorizeRemoteTxRequests", "true"), ("LocalPreAuthorize", "true"),
+                       ("LocalAuthListEnabled", "true")):
+        assert (await b.ok("ChangeConfiguration", {"key": key, "value": value}))["status"] == "Accepted"
+    assert (await b.ok("SendLocalList", {"listVersion": 1, "updateType": "Full", "localAuthorizationList": [
+        {"idTag": "LISTED", "idTagInfo": {"status": "Accepted"}}]}))["status"] == "Accepted"
+    await b.plug()
+    b.act("ev-ready", 16)
+    assert (await b.ok("RemoteStartTransaction", {"idTag": "LISTED", "connectorId": 1}))["status"] == "Accepted"
+    assert await b.until(lambda: b.st.charger.contactor, 5000)
+    assert b.backend.sent("Authorize") == []
+    assert b.backend.sent("StartTransaction")[0]["idTag"] == "LISTED"
+    await b.unplug()
+    await b.run(2000)
+    # an idTag neither the list nor the cache knows: Authorize.req first, and the cache learns it
+    await b.plug()
+    b.act("ev-ready", 16)
+    assert (await b.ok("RemoteStartTransaction", {"idTag": "NEW1", "connectorId": 1}))["status"] == "Accepted"
+    assert await b.until(lambda: b.st.charger.contactor, 5000)
+    assert b.backend.sent("Authorize") == [{"idTag": "NEW1"}]
+    assert b.cp.tokens.cache.lookup("NEW1")[0] == "Accepted"
+    await b.unplug()
+    await b.run(2000)
+    await b.plug()
+    b.act("ev-ready", 16)
+    assert (await b.ok("RemoteStartTransaction", {"idTag": "NEW1", "connectorId": 1}))["status"] == "Accepted"
+    assert await b.until(lambda: b.st.charger.contactor, 5000)
+    assert b.backend.sent("Authorize") == [{"idTag": "NEW1"}]  # from the cache this time
+
+
+@aio
 async def test_remote_start_authorizes_first_when_configured(tmp_path):
     b = await Bench.start(tmp_path, **PAID)
     await b.ok("ChangeConfiguration", {"key": "AuthorizeRemoteTxRequests", "value": "true"})

@@ -773,7 +773,7 @@ class ChargePoint:
         if prof is not None:
             if prof.get("chargingProfilePurpose") != "TxProfile":
                 return {"status": "Rejected"}
-        if self.config.get("AuthorizeRemoteTxRequests"):
+        if self.config.get("AuthorizeRemoteTxRequests") and not self.tokens.pre_authorized(tag):
             self._authorizing = (tag, prof)
         else:
             self._remote_authorized(tag, prof)
@@ -1152,6 +1152,7 @@ class ChargePoint:
             tag, prof = self._authorizing
             self._authorizing = None
             res = await self._call("Authorize", {"idTag": tag})
+            self.tokens.learn(tag, res["idTagInfo"])
             if res["idTagInfo"]["status"] == "Accepted":
                 self._remote_authorized(tag, prof)
             return True

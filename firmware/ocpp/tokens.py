@@ -111,6 +111,13 @@ class Tokens:
             cp.wait_for_car()  # ConnectionTimeOut: card first, the car must follow in time
         return self._out(tag, ACCEPTED, "from %s" % source, group, tariff)
 
+    def pre_authorized(self, tag):
+        """A remote start with AuthorizeRemoteTxRequests (5.11: "as if in response to a local
+        action"): True when LocalPreAuthorize lets the local list or the cache accept `tag`, so
+        that no Authorize.req is needed."""
+        cp = self.cp
+        return auth.decide(tag, cp.wall.now(), True, cp.config, self._list(), self._cache())[0] == "accept"
+
     # ---- the back end -----------------------------------------------------------------------
 
     def waiting(self):
