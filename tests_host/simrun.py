@@ -618,8 +618,8 @@ class Sim:
 
     def _net(self, lineno, what):
         if self.proxy_control is None:
-            raise SimError("line %d: net: the simulator runs without its network proxy (it needs the "
-                           "built-in back end: leave out --csms)" % lineno)
+            raise SimError("line %d: net: the simulator runs without its network proxy (it needs a "
+                           "back end: the built-in one or --csms URL)" % lineno)
         import control
 
         try:

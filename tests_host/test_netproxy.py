@@ -368,3 +368,26 @@ def test_control_client_against_csms_and_proxy(runtime, tmp_path):
         assert ended == ["ConnectionClosedError"]
         assert p.stats()["drops"] == 1
         assert c.invalid_frames() == []
+
+
+def test_net_verbs_work_with_a_back_end_given_by_url(tmp_path):
+    """tools/sim.py --csms URL puts its network proxy in front of that back end (here a
+    tools/csms.py of its own, standing for anyone's central system): `net down` takes the link
+    away and `net up` brings it back, and the session made offline reaches the back end once."""
+    import csms
+
+    scn = tmp_path / "offline.scn"
+    scn.write_text("wait 10s\nnet down\nplug\nev-ready 16 3\nwait 1m\nunplug\nwait 10s\nnet up\nwait 1m\n")
+    events = tmp_path / "ev.jsonl"
+    with csms.CsmsThread(port=0, control_port=0, db=str(tmp_path / "csms.db")) as c:
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sim.py"), "--csms",
+                            "ws://127.0.0.1:%d/ocpp?site=7" % c.port, "--id", "ANY-1", "--scenario", str(scn),
+                            "--events", str(events), "--quiet"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        links = [json.loads(line) for line in events.read_text().splitlines()]
+        links = [e.get("link") for e in links if e["type"] == "ocpp" and e.get("link") in ("up", "down")]
+        assert links[:3] == ["up", "down", "up"], links
+        sessions = c.sessions("ANY-1")
+    assert len(sessions) == 1, sessions
+    t = sessions[0]
+    assert (t["reason"], t["start_count"], t["stop_count"]) == ("EVDisconnected", 1, 1), t

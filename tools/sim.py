@@ -109,7 +109,8 @@ def parse_args(argv):
                    help="energy meter for this run, replacing the board profile's: a Modbus model "
                         "(sdm630, sdm120, sdm230, sdm72d, dtsu666, ddsu666), s0, or none")
     p.add_argument("--csms", metavar="URL",
-                   help="OCPP back end to use instead of the built-in one (ws://... or wss://...), or 'none'")
+                   help="OCPP back end to use instead of the built-in one (ws://...; reached through the "
+                        "simulator's network proxy, so the scenario's `net` verbs work), or 'none'")
     p.add_argument("--id", metavar="CHARGEBOXID", default=DEFAULT_ID, help="charge box id (default %s)" % DEFAULT_ID)
     p.add_argument("--csms-db", metavar="FILE",
                    help="SQLite file of the built-in back end (default: a temporary one, summarised at the end)")
@@ -458,8 +459,7 @@ def main(argv=None):
         if a.csms == "none":
             return run(a, flash)
         if a.csms:
-            ocpp_settings(flash, a.csms, a.id)
-            return run(a, flash)
+            return with_proxy(a, flash)
         return with_backend(a, flash, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -485,6 +485,24 @@ def run(a, flash):
         return 130
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def with_proxy(a, flash):
+    """--csms URL: the board reaches that back end through the simulator's network proxy
+    (tests_host/netproxy.py), so that the scenario verbs `net down|up|half-open|drop` work with
+    any back end as with the built-in one. The board's ocpp_url names the proxy; the back end
+    sees the same path, charge box id and frames (and a Host header naming 127.0.0.1)."""
+    from urllib.parse import urlsplit
+
+    sys.path.insert(0, HOST)
+    import netproxy
+
+    u = urlsplit(a.csms)
+    path = (u.path or "/") + ("?" + u.query if u.query else "")
+    with netproxy.Proxy(u.hostname, u.port or 80) as proxy:
+        ocpp_settings(flash, "ws://127.0.0.1:%d%s" % (proxy.port, path), a.id)
+        a.proxy_control = proxy.control_port
+        return run(a, flash)
 
 
 def with_backend(a, flash, work):
