@@ -1601,6 +1601,60 @@ async def test_reservation_for_the_parent_id_tag(tmp_path):
 
 
 @aio
+async def test_at_a_reservation_an_unknown_id_tag_is_asked_about_before_it_is_refused(tmp_path):
+    """5.13: with a reservation for a parentIdTag, the group of an idTag neither the local list
+    nor the cache knows is learnt from Authorize.req, for a card and for a RemoteStartTransaction;
+    only then is it refused or let in."""
+    b = await Bench.start(tmp_path, **PAID)
+    await b.ok("ChangeConfiguration", {"key": "AuthorizationCacheEnabled", "value": "false"})
+    b.backend.id_tags["STRANGER"] = {"status": "Accepted", "parentIdTag": "OTHER"}
+    b.backend.id_tags["KID1"] = {"status": "Accepted", "parentIdTag": "FLEET"}
+    b.backend.id_tags["KID2"] = {"status": "Accepted", "parentIdTag": "FLEET"}
+    assert (await _reserve(b, tag="CARD1", parent="FLEET"))["status"] == "Accepted"
+    # a remote start for another group: asked, then Rejected
+    assert (await b.ok("RemoteStartTransaction", {"idTag": "STRANGER", "connectorId": 1}))["status"] == "Rejected"
+    assert b.backend.sent("Authorize") == [{"idTag": "STRANGER"}]
+    # a card of the reservation's group: asked, then let in
+    b.cp.tokens.present("KID1")
+    await b.run(1000)
+    assert b.backend.sent("Authorize")[-1] == {"idTag": "KID1"}
+    assert b.cp.tokens.last["result"] == "accepted", b.cp.tokens.last
+    await b.charge()
+    start = b.backend.sent("StartTransaction")[0]
+    assert (start["idTag"], start["reservationId"]) == ("KID1", 7)
+
+
+@aio
+async def test_a_remote_start_of_the_reserved_group_learnt_from_authorize_is_accepted(tmp_path):
+    b = await Bench.start(tmp_path, **PAID)
+    await b.ok("ChangeConfiguration", {"key": "AuthorizationCacheEnabled", "value": "false"})
+    b.backend.id_tags["KID2"] = {"status": "Accepted", "parentIdTag": "FLEET"}
+    assert (await _reserve(b, tag="CARD1", parent="FLEET"))["status"] == "Accepted"
+    assert (await b.ok("RemoteStartTransaction", {"idTag": "KID2", "connectorId": 1}))["status"] == "Accepted"
+    assert b.backend.sent("Authorize") == [{"idTag": "KID2"}]
+    await b.charge()
+    assert b.backend.sent("StartTransaction")[0]["reservationId"] == 7
+
+
+@aio
+async def test_a_car_plugged_in_without_identification_leaves_the_connector_reserved(tmp_path):
+    b = await Bench.start(tmp_path)  # free charging too: a reservation holds it back (5.13)
+    assert (await _reserve(b, tag="CARD1"))["status"] == "Accepted"
+    await b.run(300)
+    await b.plug()
+    b.act("ev-ready", 16)
+    await b.run(3000)
+    assert not b.st.charger.session
+    assert b.backend.statuses(1)[-1] == ("Reserved", "NoError")
+    assert ("Preparing", "NoError") not in b.backend.statuses(1)
+    b.cp.tokens.present("CARD1")
+    assert await b.until(lambda: b.st.charger.contactor, 5000)
+    await b.run(300)
+    seq = [x for x, _ in b.backend.statuses(1)]
+    assert seq[seq.index("Reserved"):][:2] == ["Reserved", "Preparing"]  # G2: the reserved identity
+
+
+@aio
 async def test_reservation_expires(tmp_path):
     b = await Bench.start(tmp_path)
     assert (await _reserve(b, secs=30))["status"] == "Accepted"

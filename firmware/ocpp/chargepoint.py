@@ -497,8 +497,8 @@ class ChargePoint:
         for k in (0, 1):
             status, code = self._derive_cp() if k == 0 else self._derive()
             rep = self._reported[k]
-            if k == 1 and rep is not None and rep[0] == FINISHING and status in _IN_SESSION:
-                status = PREPARING  # 4.9: Finishing leads to a new session only through F2 Preparing
+            if k == 1 and rep is not None and (rep[0] == FINISHING or rep[0] == RESERVED) and status in _IN_SESSION:
+                status = PREPARING  # 4.9: Finishing and Reserved lead to a session only through Preparing (F2, G2)
             vendor = None
             if code == "NoError" and flash is not None:
                 code, vendor = "OtherError", flash  # the flash is full or failing (station._flash_check)
@@ -530,6 +530,8 @@ class ChargePoint:
         if connected:
             if c._stopped:
                 return FINISHING, "NoError"
+            if self._reservation is not None and not c.authorized:
+                return RESERVED, "NoError"  # 5.13: a car without identification keeps it Reserved
             return PREPARING, "NoError"
         if self._auth_at is not None:
             return PREPARING, "NoError"
@@ -765,8 +767,12 @@ class ChargePoint:
                 or not c.inp.journal_ok:  # (a session can not start while its start can not be recorded)
             return {"status": "Rejected"}
         group = self.tokens.group_of(tag)
-        if self._reservation is not None and not self.reservation_matches(tag, group):
-            return {"status": "Rejected"}
+        r = self._reservation
+        if r is not None and not self.reservation_matches(tag, group):
+            if group is None and r["parent"] and self.tokens.online():
+                group = await self.tokens.learn_group(tag)  # 5.13: learn its parentIdTag first
+            if not self.reservation_matches(tag, group):
+                return {"status": "Rejected"}
         if not self.st.billing.may_charge(group, self.wall.now())[0]:  # outside sharing hours
             return {"status": "Rejected"}
         prof = p.get("chargingProfile")
@@ -776,7 +782,7 @@ class ChargePoint:
         if self.config.get("AuthorizeRemoteTxRequests") and not self.tokens.pre_authorized(tag):
             self._authorizing = (tag, prof)
         else:
-            self._remote_authorized(tag, prof)
+            self._remote_authorized(tag, prof, group)
         return {"status": "Accepted"}
 
     def wait_for_car(self):
@@ -789,13 +795,16 @@ class ChargePoint:
         self.queue("StatusNotification", {"connectorId": 0, "status": s[0] if s else AVAILABLE,
                                           "errorCode": "LocalListConflict"})
 
-    def _remote_authorized(self, tag, prof):
+    def _remote_authorized(self, tag, prof, group=None):
         c = self.charger
         if c.session or c.faults.any() or not c.available:
             return
         c.authorize(tag)
-        group = self.tokens.group_of(tag)
-        self.st.billing.authorized(tag, group, self.st.billing.may_charge(group, self.wall.now())[1])
+        if group is None:
+            group = self.tokens.group_of(tag)
+        tariff = self.st.billing.may_charge(group, self.wall.now())[1]
+        self.tokens.authorized = (tag, group, tariff)  # the session's group and tariff when it starts
+        self.st.billing.authorized(tag, group, tariff)
         if prof is not None:
             self._pending_tx_profile = prof
         if c.vs not in ("B", "C", "D"):
@@ -1152,9 +1161,10 @@ class ChargePoint:
             tag, prof = self._authorizing
             self._authorizing = None
             res = await self._call("Authorize", {"idTag": tag})
-            self.tokens.learn(tag, res["idTagInfo"])
-            if res["idTagInfo"]["status"] == "Accepted":
-                self._remote_authorized(tag, prof)
+            info = res["idTagInfo"]
+            self.tokens.learn(tag, info)
+            if info["status"] == "Accepted":
+                self._remote_authorized(tag, prof, info.get("parentIdTag"))
             return True
         if await self._send_outbox(now):
             return True

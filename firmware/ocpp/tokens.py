@@ -98,6 +98,9 @@ class Tokens:
         if group is None:
             group = self.group_of(tag)  # an answer without parentIdTag: what the list/cache say
         if cp._reservation is not None and not cp.reservation_matches(tag, group):
+            if group is None and cp._reservation["parent"] and source != "back end" and self._online():
+                self._asking = (tag, "start")  # 5.13: its parentIdTag may be the reservation's
+                return self._out(tag, WAITING, "asking the back end for the token's group (reserved)")
             return self._out(tag, REFUSED, "the connector is reserved for another driver")
         ok, tariff = cp.st.billing.may_charge(group, cp.wall.now())  # sharing windows, the tariff
         if not ok:
@@ -110,6 +113,20 @@ class Tokens:
         if c.vs not in ("B", "C", "D"):
             cp.wait_for_car()  # ConnectionTimeOut: card first, the car must follow in time
         return self._out(tag, ACCEPTED, "from %s" % source, group, tariff)
+
+    async def learn_group(self, tag):
+        """5.13: the parentIdTag of `tag` from an Authorize.req (learnt into the cache as any
+        answer); None when the back end gives none, does not accept the token or does not answer."""
+        try:
+            res = await self.cp._call("Authorize", {"idTag": tag}, AUTHORIZE_TIMEOUT_MS)
+        except RpcError:
+            return None
+        info = res["idTagInfo"]
+        self.learn(tag, info)
+        return info.get("parentIdTag") if info.get("status") == "Accepted" else None
+
+    def online(self):
+        return self._online()
 
     def pre_authorized(self, tag):
         """A remote start with AuthorizeRemoteTxRequests (5.11: "as if in response to a local
