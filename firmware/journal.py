@@ -6,8 +6,10 @@
   reader take a record in two bounded reads; the CRC and the final newline prove it complete.
   `frame(body)` makes the line, `read_framed(f, off)` reads one back.
 - `Appender`: appends lines so that a line torn by a power cut never swallows the next one:
-  until a line is known complete, the next one starts with a newline. Readers skip the torn line
-  and go on; nothing is ever rewritten to repair it.
+  until a line is known complete, the next one starts with b"!\\n", which ends the torn line
+  without completing it. Readers skip the torn line and go on; nothing is ever rewritten to
+  repair it. A record's header, body and newline are three writes: the body is written from the
+  JSON text itself, never copied (a 1 KB copy is what a fragmented heap lacks).
 - `Journal`: JSON records as framed lines in two generations, `PATH` (current) and `PATH.1`
   (older). Appends go to the current one; `rotate()` renames it over the older one (one atomic
   rename), so the flash it takes is bounded by what the owner lets a generation hold, and no
@@ -15,6 +17,7 @@
 """
 import json
 
+from firmware import loads
 from firmware import store
 
 try:
@@ -26,13 +29,29 @@ MAX_BODY = 8192  # longest framed record (bytes)
 _HDR = 14  # "CCCCCCCC LLLL "
 
 
+def utf8(text):
+    """The UTF-8 bytes of `text` without a copy where the runtime allows it (MicroPython: a str
+    is its own buffer; a 1 KB copy is what a fragmented heap lacks), else encoded (CPython)."""
+    try:
+        return memoryview(text)
+    except TypeError:
+        return text.encode()
+
+
+def header(body):
+    """The head of the line that holds the record whose body is `body` (bytes)."""
+    return ("%08x %04x " % (crc32(body) & 0xFFFFFFFF, len(body))).encode()
+
+
 def frame(body):
-    """The line that holds one record whose body is `body` (bytes)."""
-    return ("%08x %04x " % (crc32(body) & 0xFFFFFFFF, len(body))).encode() + body + b"\n"
+    """The whole line of the record `body` (bytes): header, body, newline."""
+    return header(body) + body + b"\n"
 
 
-def read_framed(f, off):
-    """Read the record at byte `off` of `f` (opened "rb", positioned there).
+def read_framed(f, off, buf=None):
+    """Read the record at byte `off` of `f` (opened "rb", positioned there), into `buf` (a
+    bytearray) when it is big enough: the body returned is then a view of it, valid until the
+    next read.
 
     Returns (body bytes or None when the bytes there are not a record, bytes consumed); consumed
     is -1 at the clean end of the file and -2 when the file ends inside a line (a torn tail).
@@ -47,9 +66,14 @@ def read_framed(f, off):
         except ValueError:
             n = 0
         if 0 < n <= MAX_BODY:
-            b = f.read(n + 1)
-            if b and len(b) == n + 1 and b[n] == 10 and crc32(memoryview(b)[:n]) & 0xFFFFFFFF == crc:
-                return b[:n], _HDR + n + 1
+            if buf is not None and n < len(buf):  # into the caller's buffer: no block of heap
+                b = memoryview(buf)[:n + 1]
+                k = f.readinto(b)
+            else:
+                b = f.read(n + 1)
+                k = len(b) if b else 0
+            if k == n + 1 and b[n] == 10 and crc32(memoryview(b)[:n]) & 0xFFFFFFFF == crc:
+                return memoryview(b)[:n], _HDR + n + 1
     # Not a record (torn by a power cut, or damaged): skip to the end of its line, in bounded reads.
     f.seek(off)
     m = 0
@@ -64,20 +88,46 @@ def read_framed(f, off):
 
 class Appender:
     """Appends lines to files. A line is known complete once its file was closed; until then
-    (a power cut, a failed write) the next append starts with a newline, so that a torn line
-    ends there and is skipped by readers instead of swallowing the next record."""
+    (a power cut, a failed write) the next append starts with b"!\\n", so that a torn line
+    ends there, incomplete, and is skipped by readers instead of swallowing the next record."""
 
     def __init__(self, fs):
         self.fs = fs
         self.nl = False  # the last line may be torn (set from a read of the file's end at boot)
 
-    def append(self, path, line):
-        if self.nl:
-            line = b"\n" + line
+    def append_encoded(self, path, enc, n):
+        """Append the record held by `enc` (firmware/encoder.py, `n` bytes): its CRC is worked
+        out from the pieces, then the header, the pieces and the newline are written."""
+        crc = 0
+        for p in enc.pieces():
+            crc = crc32(p, crc)
+        head = ("%08x %04x " % (crc & 0xFFFFFFFF, n)).encode()
+        nl = self.nl
         self.nl = True
         f = self.fs.open(path, "ab")
         try:
-            f.write(line)
+            f.write(b"!\n" + head if nl else head)
+            for p in enc.pieces():
+                f.write(p)
+            f.write(b"\n")
+        finally:
+            f.close()
+        self.fs.sync()
+        self.nl = False
+
+    def append(self, path, body):
+        """Append one record whose body is `body` (bytes, or a text's `utf8()`): header, body and
+        newline in three writes, so that no copy of the body is made. After a torn line the next
+        append starts with b"!\\n": a torn line that lacks only its newline is not made whole
+        by it (that record's put never returned: reviving it later could duplicate it)."""
+        head = header(body)
+        nl = self.nl
+        self.nl = True
+        f = self.fs.open(path, "ab")
+        try:
+            f.write(b"!\n" + head if nl else head)
+            f.write(body)
+            f.write(b"\n")
         finally:
             f.close()
         self.fs.sync()
@@ -118,7 +168,7 @@ class Journal:
                 off += n
                 if body is not None:
                     try:
-                        rec = json.loads(body)
+                        rec = loads(body)
                     except ValueError:
                         rec = None
                     if type(rec) is dict:
@@ -138,7 +188,7 @@ class Journal:
     def append(self, record):
         """Append one record (durable when it returns)."""
         self.size()  # (also learns whether the file ends in a torn line)
-        self._app.append(self.path, frame(store.dumps(record).encode()))
+        self._app.append(self.path, utf8(store.dumps(record)))
         self._count += 1
 
     def rotate(self):

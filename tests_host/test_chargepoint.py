@@ -103,6 +103,10 @@ class FakeLink:
         self.down(reason)
         self.up()
 
+    async def send_json(self, value):
+        """ws.Link.send_json: the same frame, as the link would encode it."""
+        await self.send(json.dumps(value, separators=(",", ":")))
+
     async def send(self, text):
         if self.yield_in_send:
             await asyncio.sleep(0)

@@ -992,7 +992,7 @@ def mp_update_run(tmp_path, keys, web, budget, more, name):
     root = str(tmp_path / name / "app")
     install_v1(root)
     lib = tmp_path / "lib"
-    for rel in ("firmware/__init__.py", "firmware/store.py", "firmware/clock.py", "firmware/appslot.py",
+    for rel in ("firmware/__init__.py", "firmware/store.py", "firmware/encoder.py", "firmware/clock.py", "firmware/appslot.py",
                 "firmware/ocpp/__init__.py", "firmware/ocpp/ws.py", "firmware/ocpp/http.py",
                 "firmware/ocpp/ed25519.py", "firmware/ocpp/update.py", "drivers/__init__.py",
                 "drivers/untrusted.py", "drivers/jsonfile.py", "drivers/ticks.py"):

@@ -229,7 +229,7 @@ SIM_TREES = (
     (HOST, os.path.join(SIM_BUILD, "host"), False),
 )
 APP_PARTS = ("boot.py", "main.py", "firmware", "drivers")
-HOST_PARTS = ("simrun.py", "boardsim.py", "bench_reaction.py", "bench_meter.py", "control.py", "world")
+HOST_PARTS = ("simrun.py", "vclock.py", "pathx.py", "boardsim.py", "bench_reaction.py", "bench_meter.py", "control.py", "world")
 
 
 def _sources(src, app):

@@ -118,13 +118,15 @@ class Options:
 
 
 class ChargePoint:
-    def __init__(self, station, opts, fs=None, link=None, rxbuf=None, txbuf=None):
+    def __init__(self, station, opts, fs=None, link=None, rxbuf=None, txbuf=None, txenc=None):
         # The link's receive buffer (firmware/ocpp/ws.py): best allocated by the caller before
         # anything else, while the heap is in one piece (station.start does).
         if rxbuf is None and link is None:
             rxbuf = bytearray(rpc_mod.MAX_FRAME)
         self._rxbuf = rxbuf
         self._txbuf = txbuf  # its send buffer (ws.PIECE bytes), or the Link makes one
+        # (link encoder, outbox encoder) made at boot (firmware/encoder.py), or they make their own
+        self._txenc = txenc[0] if txenc is not None else None
         self._boot_id = rpc_mod.random_hex()  # tells this boot's provisional timestamps from older ones
         self.st = station
         self.charger = station.charger
@@ -143,7 +145,8 @@ class ChargePoint:
         cfg = self.config
         self.outbox = outbox_mod.Outbox(_join(root, OUTBOX_DIR), fs=outbox_mod.FS() if fs is None else fs,
                                         clock=self.clock, attempts=cfg.get("TransactionMessageAttempts"),
-                                        retry_interval_s=cfg.get("TransactionMessageRetryInterval"))
+                                        retry_interval_s=cfg.get("TransactionMessageRetryInterval"),
+                                        enc=txenc[1] if txenc is not None else None)
         self.profiles = smart.Profiles(_join(root, PROFILES_FILE), fs,
                                        max_stack_level=cfg.get("ChargeProfileMaxStackLevel"),
                                        max_periods=cfg.get("ChargingScheduleMaxPeriods"),
@@ -1032,7 +1035,7 @@ class ChargePoint:
 
         # Fix (test_chargepoint): MessageTimeout (errata 3.82) was not applied: always 30 s.
         self.rpc = Rpc(self.link.send, self.clock, self._handle, SUPPORTED,
-                       timeout_ms=self.config.get("MessageTimeout") * 1000)
+                       timeout_ms=self.config.get("MessageTimeout") * 1000, send_json=self.link.send_json)
         self.st._send("ocpp", {"link": "up", "url": self.opts.url})
 
     def _on_down(self, reason):
@@ -1055,7 +1058,8 @@ class ChargePoint:
             self.link = ws.Link(self.opts.url, self.opts.charge_box_id, self.clock, self.config.get("AuthorizationKey"),
                                 self.opts.ca, self.config.get("WebSocketPingInterval"),
                                 sleep_ms=self.clock.sleep_ms, stable_ms=STABLE_MS,
-                                backoff=ws.Backoff(1000, BACKOFF_CAP_MS), buf=self._rxbuf, piece=self._txbuf)
+                                backoff=ws.Backoff(1000, BACKOFF_CAP_MS), buf=self._rxbuf, piece=self._txbuf,
+                                enc=self._txenc)
         self.link.tls_gate = self.may_stall
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
@@ -1235,8 +1239,8 @@ class ChargePoint:
         self.sent += 1
         try:
             return await self.rpc.call(action, payload, timeout_ms)
-        except RpcError:
-            raise
+        except (RpcError, MemoryError):
+            raise  # (MemoryError: the sender notes it and tries again later; the link is fine)
         except Exception as e:
             # Fix (test_chargepoint): ws.Link.send raises ClosedError (or OSError) when the
             # connection breaks during the write. That escaped _send_outbox (the message stayed

@@ -21,7 +21,8 @@ Files (all in one directory, all access through the injectable `fs`):
                      CCCCCCCC LLLL [seq,"Action",tx,{payload}]\\n
                  (firmware/journal.py's framed records: C = CRC-32 of the JSON, L = its length.)
                  A line torn by a power cut fails them and is skipped (the next append first
-                 writes a newline, so a torn tail never swallows a record: journal.Appender).
+                 ends it with b"!\\n", so a torn tail never swallows a record nor is completed:
+                 journal.Appender).
     state.json   {"h": head, "d": dropped, "x": [[tx, transactionId], ...], "s": S}, replaced
                  atomically (store.write_json: temporary file + rename). `head` is the ack
                  pointer: every message with seq < head is confirmed or dropped; every record
@@ -90,6 +91,8 @@ accordingly).
 import json
 
 from firmware import journal
+from firmware import loads
+from firmware.encoder import Encoder
 from firmware import store
 from firmware.ocpp import dumps as _dumps
 from firmware.clock import SystemClock
@@ -97,6 +100,34 @@ from firmware.clock import SystemClock
 START = "StartTransaction"
 STOP = "StopTransaction"
 
+def _not_json(v, depth):
+    """None when `v` is made of what JSON holds (objects with string keys, arrays, strings,
+    finite numbers, booleans, null, at most 16 deep), else what is wrong. Allocates nothing."""
+    t = type(v)
+    if t is str or t is int or t is bool or v is None:
+        return None
+    if t is float:
+        return None if v - v == 0 else "a number that is not finite"
+    if depth >= 16:
+        return "nested more than 16 deep"
+    if t is dict:
+        for k in v:
+            if type(k) is not str:
+                return "a key that is not a string"
+            why = _not_json(v[k], depth + 1)
+            if why is not None:
+                return why
+        return None
+    if t is list or t is tuple:
+        for x in v:
+            why = _not_json(x, depth + 1)
+            if why is not None:
+                return why
+        return None
+    return "a %s" % t.__name__
+
+
+ENCODER_BYTES = 1536  # a record's JSON (firmware/encoder.py): all measurands' MeterValues take 1.2 KB
 MAX_BODY = journal.MAX_BODY  # hard limit of one record's JSON (bytes); max_bytes may only be lower
 _MAX_WAIT = 0x0FFFFFFF  # longest retry wait in ms (~74 h), safe for ticks_add on every port
 
@@ -125,14 +156,14 @@ def _valid(rec):
             and (rec[2] is None or type(rec[2]) is int))
 
 
-def _next(f, off):
+def _next(f, off, buf=None):
     """The record at byte `off` of `f` (positioned there): (record or None, bytes consumed), see
-    journal.read_framed."""
-    body, n = journal.read_framed(f, off)
+    journal.read_framed (`buf`: its read buffer)."""
+    body, n = journal.read_framed(f, off, buf)
     if body is None:
         return None, n
     try:
-        rec = json.loads(body)
+        rec = loads(body)
     except ValueError:
         rec = None
     return (rec if _valid(rec) else None), n
@@ -140,7 +171,7 @@ def _next(f, off):
 
 class Outbox:
     def __init__(self, path, fs=None, clock=None, attempts=3, retry_interval_s=60,
-                 seg_records=64, max_bytes=4096, capacity=20000, max_tx=16, auto_compact=True):
+                 seg_records=64, max_bytes=4096, capacity=20000, max_tx=16, auto_compact=True, enc=None):
         if not 0 < max_bytes <= MAX_BODY:
             raise ValueError("outbox: max_bytes must be 1..%d, got %r" % (MAX_BODY, max_bytes))
         self.dir = path
@@ -151,6 +182,7 @@ class Outbox:
         self.configure(attempts, retry_interval_s)
         self.seg = seg_records
         self.max_bytes = max_bytes
+        self._enc = enc  # firmware/encoder.py: made by station.start while the heap is whole
         self.capacity = capacity
         self.max_tx = max_tx
         self.auto_compact = auto_compact
@@ -204,6 +236,8 @@ class Outbox:
         self._last_k = hi
         nxt = self.head
         self._app = journal.Appender(fs)
+        if self._enc is None:
+            self._enc = Encoder(ENCODER_BYTES)
         self._tail = None  # (seq, action, tx) of the newest record on flash
         if hi >= hk:
             if hi * self.seg > nxt:
@@ -258,24 +292,23 @@ class Outbox:
         if self.next_seq - self.head >= self.capacity:
             raise OutboxFull("outbox: %d messages queued, the capacity" % self.capacity)
         seq = self.next_seq
-        try:
-            body = _dumps([seq, action, tx, payload])
-            # MicroPython's json writes what it cannot encode as its repr (`<object>`) where
-            # CPython raises: a body that does not read back would be accepted here and then
-            # dropped from flash as a damaged record, so it is refused now.
-            json.loads(body)
-            body = body.encode()
-        except (TypeError, ValueError) as e:
-            raise ValueError("outbox: %s payload is not JSON (%s)" % (action, e))
-        if len(body) > self.max_bytes:
+        # MicroPython's json writes what it cannot encode as its repr (`<object>`, `nan`) where
+        # CPython raises: a body that does not read back would be accepted here and then dropped
+        # from flash as a damaged record, so it is refused now (checked in place: decoding the
+        # body again would take a second copy of the message).
+        why = _not_json(payload, 0)
+        if why is not None:
+            raise ValueError("outbox: %s payload is not JSON (%s)" % (action, why))
+        n = self._enc.load([seq, action, tx, payload])
+        if n > self.max_bytes:
             raise ValueError("outbox: %s message is %d bytes, more than the %d allowed"
-                             % (action, len(body), self.max_bytes))
+                             % (action, n, self.max_bytes))
         k = seq // self.seg
         self.next_seq = seq + 1  # a failed write leaves a gap, never a reused number
         if k > self._last_k:
             self._last_k = k
         tail = (seq, action, tx)  # (made first: nothing may fail between the write and noting it)
-        self._app.append(self._seg_path(k), journal.frame(body))
+        self._app.append_encoded(self._seg_path(k), self._enc, n)
         self._tail = tail
         return seq
 

@@ -528,11 +528,15 @@ class Rpc:
     check_out (default True): every outgoing call payload and result payload is validated
     first; a failure raises RpcError(InternalError) in `call()` (nothing sent) or answers the
     incoming call with InternalError instead of the invalid payload, and is counted in `bugs`.
+
+    send_json: when given (ws.Link.send_json), calls and results go to it as JSON values, which
+    the link encodes into its own buffer: a message never needs a block of heap its size.
     """
 
     def __init__(self, send, clock, handler=None, supported=None, timeout_ms=30000,
-                 max_size=MAX_FRAME, check_out=True, poll_ms=20, prefix=None):
+                 max_size=MAX_FRAME, check_out=True, poll_ms=20, prefix=None, send_json=None):
         self.send = send
+        self.send_json = send_json
         self.clock = clock
         self.handler = handler
         self.supported = supported
@@ -587,7 +591,10 @@ class Rpc:
             self._answer = None
             self._out_id = uid
             self._out_action = action
-            await self.send(call_frame(uid, action, payload))
+            if self.send_json is not None:
+                await self.send_json([CALL, uid, action, payload])
+            else:
+                await self.send(call_frame(uid, action, payload))
             clock = self.clock
             deadline = clock.ticks_add(clock.ticks_ms(), self.timeout_ms if timeout_ms is None else timeout_ms)
             while self._answer is None:
@@ -680,7 +687,7 @@ class Rpc:
                     if e is not None:
                         self.bugs += 1
                         raise RpcError(INTERNAL, "bad %s.conf: %s" % (action, e[1]))
-                frame = result_frame(uid, res)
+                frame = [RESULT, uid, res] if self.send_json is not None else result_frame(uid, res)
             except RpcError as e:
                 frame = error_frame(uid, e.code, e.description, e.details)
             except Exception as e:  # a bug in a handler: tell the back end, keep running
@@ -690,7 +697,10 @@ class Rpc:
             self._in_id = None
             self._writing = True
             try:
-                await self.send(frame)
+                if type(frame) is list:
+                    await self.send_json(frame)
+                else:
+                    await self.send(frame)
             except Exception:
                 pass  # the link is down: the back end times the call out
         finally:

@@ -32,6 +32,9 @@ import struct
 import sys
 from binascii import a2b_base64, b2a_base64
 
+from firmware import dumps
+from firmware.encoder import Encoder
+
 try:
     from os import urandom as _random_bytes
 except ImportError:  # pragma: no cover - every supported runtime has os.urandom
@@ -206,10 +209,11 @@ def _header(op, n, key):
 # out in one write. (A frame of several pieces leaves in several TCP segments, and Nagle's rule
 # with the peer's delayed ACK can hold each later one back some 40 ms.)
 PIECE = 1536
+ENCODER_BYTES = 1536  # a Link's message encoder (firmware/encoder.py): an OCPP message's JSON
 
 
 async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DEFAULT_MAX_SIZE,
-                  timeout_ms=10000, buf=None, piece=None, ctx=None):
+                  timeout_ms=10000, buf=None, piece=None, ctx=None, enc=None):
     """Open an OCPP-J 1.6 WebSocket to `url` + "/" + charge box id; returns a `WebSocket`.
 
     `password`: the AuthorizationKey (str or bytes) for HTTP basic auth; None or empty: no
@@ -231,7 +235,7 @@ async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DE
         path += "/"
     path += quote(charge_box_id) + query
     auth = _basic_auth(charge_box_id, password) if password else None
-    ws = WebSocket(clock, max_size, buf, piece)
+    ws = WebSocket(clock, max_size, buf, piece, enc)
     where = "%s:%d" % (host, port)
     try:
         if tls and ctx is None:
@@ -258,8 +262,9 @@ class WebSocket:
     `keepalive()` only works while some task keeps calling `recv()`. Sending is safe from any task.
     """
 
-    def __init__(self, clock, max_size=DEFAULT_MAX_SIZE, buf=None, piece=None):
+    def __init__(self, clock, max_size=DEFAULT_MAX_SIZE, buf=None, piece=None, enc=None):
         self._clock = clock
+        self._enc = enc  # firmware/encoder.py: a message given as a JSON value is encoded into it
         self.max_size = max_size
         self._buf = buf if buf is not None else bytearray(max_size)
         self._len = 0  # bytes of the message being received that are in _buf
@@ -334,41 +339,56 @@ class WebSocket:
 
     # -- sending ------------------------------------------------------------------------------
 
-    async def _send_frame(self, op, payload):
+    async def _send_frame(self, op, payload, enc=None):
         if isinstance(payload, str):  # MicroPython: the str's UTF-8 bytes, without a copy
             payload = memoryview(payload) if _MICROPYTHON else payload.encode()
         async with self._lock:
             if self.closed:
                 raise ClosedError(self.close_code, self.close_reason)
+            if enc is not None:  # a JSON value: encoded now, under the lock (the encoder is shared)
+                n = enc.load(payload)
+                chunks = enc.pieces()
+            else:
+                n = len(payload)
+                chunks = (payload,)
             try:
-                await _wait(self._write_frame(op, payload), self.send_timeout_ms)
+                await _wait(self._write_frame(op, n, chunks), self.send_timeout_ms)
             except (OSError, EOFError, asyncio.TimeoutError):  # TimeoutError: nothing moves
                 await self._shutdown(1006, "connection lost")
                 raise ClosedError(1006, "connection lost")
 
-    async def _write_frame(self, op, payload):
-        n = len(payload)
+    async def _write_frame(self, op, n, chunks):
+        """One frame of `n` payload bytes that `chunks` yields (bytes-likes), masked through the
+        send buffer and written a buffer-full at a time."""
         key = _random_bytes(4)
         hdr = _header(op, n, key)
         h = len(hdr)
         piece = self._piece
         piece[:h] = hdr  # a small frame goes out in one write, as one TCP segment
         view = memoryview(piece)
-        src = memoryview(payload)
         w = self._w
-        pos = 0
+        pos = 0  # payload bytes masked so far
+        fill = h  # bytes in the send buffer
         size = len(piece)
-        while True:
-            k = min(n - pos, size - h)
-            piece[h:h + k] = src[pos:pos + k]
-            for i in range(k):
-                piece[h + i] ^= key[(pos + i) & 3]
-            w.write(view[:h + k])  # both runtimes copy what they can not write at once
-            pos += k
-            h = 0
+        for chunk in chunks:
+            src = memoryview(chunk)
+            m = len(src)
+            at = 0
+            while at < m:
+                k = min(m - at, size - fill)
+                piece[fill:fill + k] = src[at:at + k]
+                for i in range(k):
+                    piece[fill + i] ^= key[(pos + i) & 3]
+                fill += k
+                at += k
+                pos += k
+                if fill == size:
+                    w.write(view)  # both runtimes copy what they can not write at once
+                    fill = 0
+                    await self._drain()
+        if fill:
+            w.write(view[:fill])
             await self._drain()
-            if pos >= n:
-                return
 
     async def _drain(self):
         await self._w.drain()
@@ -377,7 +397,19 @@ class WebSocket:
         """Send one text message. Raises ClosedError when the connection is not open."""
         if not self.open:
             raise ClosedError(self.close_code or 1006, self.close_reason)
-        await self._send_frame(TEXT, text.encode() if isinstance(text, str) else text)
+        await self._send_frame(TEXT, text)  # (a str goes out without a copy: _send_frame)
+
+    async def send_json(self, value):
+        """Send one text message holding `value` as JSON, encoded under the send lock into the
+        encoder given at creation (no block of heap the size of the message), or as a str
+        without one."""
+        enc = self._enc
+        if enc is None:
+            await self.send(dumps(value))
+            return
+        if not self.open:
+            raise ClosedError(self.close_code or 1006, self.close_reason)
+        await self._send_frame(TEXT, value, enc)
 
     async def ping(self, data=b""):
         if not self.open:
@@ -700,7 +732,7 @@ class Link:
 
     def __init__(self, url, charge_box_id, clock, password=None, ca=None, ping_interval_s=60,
                  max_size=DEFAULT_MAX_SIZE, connect_timeout_ms=10000, backoff=None, stable_ms=60000,
-                 buf=None, on_up=None, on_down=None, sleep_ms=None, on_fail=None, piece=None):
+                 buf=None, on_up=None, on_down=None, sleep_ms=None, on_fail=None, piece=None, enc=None):
         self.url, self.charge_box_id, self.clock = url, charge_box_id, clock
         self.password, self.ca = password, ca
         self.ping_interval_s = ping_interval_s
@@ -711,6 +743,7 @@ class Link:
         self._sleep_ms = sleep_ms or _sleep_ms
         self._buf = buf if buf is not None else bytearray(max_size)
         self._piece = piece if piece is not None else bytearray(PIECE)
+        self._enc = enc if enc is not None else Encoder(ENCODER_BYTES)  # for send_json
         self._msg = None  # the message waiting for recv()
         self.last_size = 0
         self._has_msg = asyncio.Event()
@@ -780,6 +813,12 @@ class Link:
             raise ClosedError(1006, "not connected")
         await ws.send(text)
 
+    async def send_json(self, value):
+        ws = self.ws
+        if ws is None or not ws.open:
+            raise ClosedError(1006, "not connected")
+        await ws.send_json(value)
+
     async def recv(self):
         if self._held:  # done with the previous message: the buffer may be reused
             self._held = False
@@ -805,7 +844,8 @@ class Link:
                 if self._ctx is None and self.url.startswith("wss:") and self.ca is not None:
                     self._ctx = tls_context(self.ca)
                 ws = await connect(self.url, self.charge_box_id, self.clock, self.password, self.ca,
-                                   self.max_size, self.connect_timeout_ms, self._buf, self._piece, self._ctx)
+                                   self.max_size, self.connect_timeout_ms, self._buf, self._piece, self._ctx,
+                                   self._enc)
             except Exception as e:
                 self.connecting = False
                 self.last_error = "%s: %s" % (e.__class__.__name__, e)
