@@ -1223,27 +1223,24 @@ async def test_remote_start_with_local_pre_authorize_needs_no_authorize_for_a_kn
         assert (await b.ok("ChangeConfiguration", {"key": key, "value": value}))["status"] == "Accepted"
     assert (await b.ok("SendLocalList", {"listVersion": 1, "updateType": "Full", "localAuthorizationList": [
         {"idTag": "LISTED", "idTagInfo": {"status": "Accepted"}}]}))["status"] == "Accepted"
-    await b.plug()
-    b.act("ev-ready", 16)
-    assert (await b.ok("RemoteStartTransaction", {"idTag": "LISTED", "connectorId": 1}))["status"] == "Accepted"
-    assert await b.until(lambda: b.st.charger.contactor, 5000)
+
+    async def remote_start(tag):
+        """A car plugged in, a remote start for `tag`: it charges; then it leaves."""
+        await b.plug()
+        b.act("ev-ready", 16)
+        assert (await b.ok("RemoteStartTransaction", {"idTag": tag, "connectorId": 1}))["status"] == "Accepted"
+        assert await b.until(lambda: b.st.charger.contactor, 5000)
+        await b.unplug()
+        await b.run(2000)
+
+    await remote_start("LISTED")
     assert b.backend.sent("Authorize") == []
     assert b.backend.sent("StartTransaction")[0]["idTag"] == "LISTED"
-    await b.unplug()
-    await b.run(2000)
     # an idTag neither the list nor the cache knows: Authorize.req first, and the cache learns it
-    await b.plug()
-    b.act("ev-ready", 16)
-    assert (await b.ok("RemoteStartTransaction", {"idTag": "NEW1", "connectorId": 1}))["status"] == "Accepted"
-    assert await b.until(lambda: b.st.charger.contactor, 5000)
+    await remote_start("NEW1")
     assert b.backend.sent("Authorize") == [{"idTag": "NEW1"}]
     assert b.cp.tokens.cache.lookup("NEW1")[0] == "Accepted"
-    await b.unplug()
-    await b.run(2000)
-    await b.plug()
-    b.act("ev-ready", 16)
-    assert (await b.ok("RemoteStartTransaction", {"idTag": "NEW1", "connectorId": 1}))["status"] == "Accepted"
-    assert await b.until(lambda: b.st.charger.contactor, 5000)
+    await remote_start("NEW1")
     assert b.backend.sent("Authorize") == [{"idTag": "NEW1"}]  # from the cache this time
 
 
