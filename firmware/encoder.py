@@ -7,11 +7,19 @@ import json
 
 from firmware import dumps
 
+try:
+    from binascii import crc32
+except ImportError:  # pragma: no cover - every supported runtime has binascii.crc32
+    from zlib import crc32  # type: ignore
+
+_BLANKS = b" " * 64
+
 
 class Encoder:
     """On MicroPython json.dump fills a BytesIO preallocated at boot (`size` bytes; it grows
     only for a bigger document) and the text is read back in PIECE-byte pieces through a small
-    buffer; CPython (the tests) encodes with json.dumps."""
+    buffer; a text read from a file comes in the same way and json.load decodes it from the
+    buffer. CPython (the tests) encodes with json.dumps and reads whole."""
 
     PIECE = 256
 
@@ -22,6 +30,7 @@ class Encoder:
         except TypeError:  # CPython: BytesIO takes no size
             self._io = None
         self.n = 0
+        self._top = 0  # the end of the longest text the buffer ever held
         self._text = b""
 
     def load(self, obj):
@@ -34,7 +43,47 @@ class Encoder:
         b.seek(0)
         json.dump(obj, b, separators=(",", ":"))
         self.n = b.tell()
+        if self.n > self._top:
+            self._top = self.n
         return self.n
+
+    def read(self, f, n):
+        """Take the next `n` bytes of file `f` as the text; returns their CRC-32, or None when
+        the file ends first."""
+        b = self._io
+        if b is None:
+            t = f.read(n)
+            if len(t) != n:
+                return None
+            self._text, self.n = t, n
+            return crc32(t) & 0xFFFFFFFF
+        b.seek(0)
+        piece = self._piece
+        crc = 0
+        left = n
+        while left > 0:
+            k = f.readinto(piece[:left] if left < self.PIECE else piece)
+            if not k:
+                break
+            crc = crc32(piece[:k], crc)
+            b.write(piece[:k])
+            left -= k
+        end = b.tell()
+        while b.tell() < self._top:  # json.load wants nothing but blanks after the value
+            gap = self._top - b.tell()
+            b.write(_BLANKS[:gap] if gap < 64 else _BLANKS)
+        if end > self._top:
+            self._top = end
+        self.n = n
+        return None if left else crc & 0xFFFFFFFF
+
+    def value(self):
+        """The JSON value of the text read last (read()); ValueError when it is not JSON."""
+        b = self._io
+        if b is None:
+            return json.loads(self._text)
+        b.seek(0)
+        return json.load(b)
 
     def pieces(self):
         """The text of the last load() in pieces (each valid until the next)."""

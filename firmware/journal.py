@@ -48,10 +48,10 @@ def frame(body):
     return header(body) + body + b"\n"
 
 
-def read_framed(f, off, buf=None):
-    """Read the record at byte `off` of `f` (opened "rb", positioned there), into `buf` (a
-    bytearray) when it is big enough: the body returned is then a view of it, valid until the
-    next read.
+def read_framed(f, off, enc=None):
+    """Read the record at byte `off` of `f` (opened "rb", positioned there). With `enc` (a
+    firmware.encoder.Encoder) the body goes into its buffer and `enc` is returned for it (its
+    value() decodes it); else the body is returned as a view of the bytes read.
 
     Returns (body bytes or None when the bytes there are not a record, bytes consumed); consumed
     is -1 at the clean end of the file and -2 when the file ends inside a line (a torn tail).
@@ -66,14 +66,13 @@ def read_framed(f, off, buf=None):
         except ValueError:
             n = 0
         if 0 < n <= MAX_BODY:
-            if buf is not None and n < len(buf):  # into the caller's buffer: no block of heap
-                b = memoryview(buf)[:n + 1]
-                k = f.readinto(b)
+            if enc is not None:  # through the encoder's buffer: no block of heap
+                if enc.read(f, n) == crc and f.read(1) == b"\n":
+                    return enc, _HDR + n + 1
             else:
                 b = f.read(n + 1)
-                k = len(b) if b else 0
-            if k == n + 1 and b[n] == 10 and crc32(memoryview(b)[:n]) & 0xFFFFFFFF == crc:
-                return memoryview(b)[:n], _HDR + n + 1
+                if b and len(b) == n + 1 and b[n] == 10 and crc32(memoryview(b)[:n]) & 0xFFFFFFFF == crc:
+                    return memoryview(b)[:n], _HDR + n + 1
     # Not a record (torn by a power cut, or damaged): skip to the end of its line, in bounded reads.
     f.seek(off)
     m = 0

@@ -1073,12 +1073,15 @@ class ChargePoint:
         try:
             await self._sender()
         finally:
-            # Cancelled (the simulator's power cut): the tasks it started end with it, and the
-            # connection drops unannounced.
+            # Cancelled (the simulator's power cut): the tasks it started end with it, the
+            # connection drops unannounced, and what a task still running (an answer on its way)
+            # holds of this object no longer keeps the station's RAM.
             self._reader_task.cancel()
             for t in self._side:
                 t.cancel()
             self.link.abort()
+            self.st = self.charger = self.outbox = self.config = self.profiles = self.rpc = None
+            self.opts = self.link = self.tokens = self._rxbuf = self._txbuf = self._txenc = None
 
     def may_stall(self):
         """Whether a TLS handshake may start now. On the ESP32 one holds the CPU for about a

@@ -156,14 +156,14 @@ def _valid(rec):
             and (rec[2] is None or type(rec[2]) is int))
 
 
-def _next(f, off, buf=None):
+def _next(f, off, enc=None):
     """The record at byte `off` of `f` (positioned there): (record or None, bytes consumed), see
-    journal.read_framed (`buf`: its read buffer)."""
-    body, n = journal.read_framed(f, off, buf)
+    journal.read_framed (`enc`: the encoder whose buffer it is read into)."""
+    body, n = journal.read_framed(f, off, enc)
     if body is None:
         return None, n
     try:
-        rec = loads(body)
+        rec = enc.value() if body is enc else loads(body)
     except ValueError:
         rec = None
     return (rec if _valid(rec) else None), n
@@ -246,7 +246,7 @@ class Outbox:
             try:
                 off = 0
                 while True:
-                    rec, n = _next(f, off)
+                    rec, n = _next(f, off, self._enc)
                     if n < 0:
                         self._app.nl = n == -2
                         break
@@ -481,7 +481,7 @@ class Outbox:
                     if off:
                         f.seek(off)
                     while True:
-                        rec, n = _next(f, off)
+                        rec, n = _next(f, off, self._enc)
                         if n < 0:
                             break
                         if rec is not None and rec[0] >= self.head:
