@@ -1,7 +1,9 @@
 """JSON made without a large block of heap: a fragmented heap (hours of work, 30 KB free in a
 96 KB one) has no 1.2 KB piece for a MeterValues or a StopTransaction with all its measurands,
 and a record or a frame that can not be made stalls the link or, on the flash, restarts the
-board. One Encoder per user (the outbox, the WebSocket), made at boot."""
+board. One Encoder, made at boot, serves the WebSocket and the outbox: a frame is written from it
+across awaits (`busy`), a record is made or read in one synchronous step, which uses its own
+strings instead while the frame is on its way."""
 import io
 import json
 
@@ -30,6 +32,7 @@ class Encoder:
         except TypeError:  # CPython: BytesIO takes no size
             self._io = None
         self.n = 0
+        self.busy = False  # a WebSocket frame is being written from it (its text must stay)
         self._top = 0  # the end of the longest text the buffer ever held
         self._text = b""
 

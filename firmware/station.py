@@ -42,7 +42,7 @@ SETTINGS_FILE = "settings.json"
 FAULTS_FILE = "faults.json"
 JOURNAL_FILE = "sessions.log"  # and .1 (the older generation), .open (the open session): firmware/session.py
 LEGACY_JOURNAL = "sessions.jnl"  # the journal of firmware before 0.5, carried over once
-OCPP_ENC_BYTES = 1536  # the link's and the outbox's message encoders (firmware/encoder.py)
+OCPP_ENC_BYTES = 1536  # the encoder the link and the outbox share (firmware/encoder.py)
 OCPP_RX_BYTES = 4096  # the OCPP link's receive buffer: firmware/ocpp/rpc.py MAX_FRAME
 OCPP_TX_BYTES = 1536  # its send buffer: firmware/ocpp/ws.py PIECE
 BOARD_FILE = "board.json"
@@ -661,8 +661,9 @@ def _read_text(path, fs):
 def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None, txbuf=None, txenc=None):
     """Give the station its back-end link when the settings name one (ocpp_url). A link that
     cannot be set up (an unreadable CA file) is reported as an event; charging goes on.
-    `rxbuf`, `txbuf`, `txenc`: the link's receive and send buffers, and the encoders (link,
-    outbox) of the messages it sends and stores, allocated by start() before anything else."""
+    `rxbuf`, `txbuf`, `txenc`: the link's receive and send buffers, and the encoder of the
+    messages it sends and stores (link and outbox share it), allocated by start() before anything
+    else."""
     st = station.settings
     url = st.get("ocpp_url")
     if not url:
@@ -743,10 +744,10 @@ def start(root="/", clock=None, profile=None, fs=None, reboot=None):
     rxbuf = bytearray(OCPP_RX_BYTES) if st.get("ocpp_url") else None
     txbuf = bytearray(OCPP_TX_BYTES) if st.get("ocpp_url") else None
     txenc = None
-    if st.get("ocpp_url"):  # and the encoders of the messages it sends and stores (firmware/encoder.py)
+    if st.get("ocpp_url"):  # and the encoder of the messages it sends and stores (firmware/encoder.py)
         from firmware.encoder import Encoder
 
-        txenc = (Encoder(OCPP_ENC_BYTES), Encoder(OCPP_ENC_BYTES))
+        txenc = Encoder(OCPP_ENC_BYTES)
     try:
         if profile is None:
             profile = board.load_installed(root)

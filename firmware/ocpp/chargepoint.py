@@ -125,8 +125,9 @@ class ChargePoint:
             rxbuf = bytearray(rpc_mod.MAX_FRAME)
         self._rxbuf = rxbuf
         self._txbuf = txbuf  # its send buffer (ws.PIECE bytes), or the Link makes one
-        # (link encoder, outbox encoder) made at boot (firmware/encoder.py), or they make their own
-        self._txenc = txenc[0] if txenc is not None else None
+        # the encoder the link and the outbox share, made at boot (firmware/encoder.py), or the
+        # outbox makes one and the link takes it
+        self._txenc = txenc
         self._boot_id = rpc_mod.random_hex()  # tells this boot's provisional timestamps from older ones
         self.st = station
         self.charger = station.charger
@@ -146,7 +147,9 @@ class ChargePoint:
         self.outbox = outbox_mod.Outbox(_join(root, OUTBOX_DIR), fs=outbox_mod.FS() if fs is None else fs,
                                         clock=self.clock, attempts=cfg.get("TransactionMessageAttempts"),
                                         retry_interval_s=cfg.get("TransactionMessageRetryInterval"),
-                                        enc=txenc[1] if txenc is not None else None)
+                                        enc=txenc)
+        if self._txenc is None:
+            self._txenc = self.outbox.encoder
         self.profiles = smart.Profiles(_join(root, PROFILES_FILE), fs,
                                        max_stack_level=cfg.get("ChargeProfileMaxStackLevel"),
                                        max_periods=cfg.get("ChargingScheduleMaxPeriods"),

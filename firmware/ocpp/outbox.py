@@ -246,7 +246,7 @@ class Outbox:
             try:
                 off = 0
                 while True:
-                    rec, n = _next(f, off, self._enc)
+                    rec, n = _next(f, off, None if self._enc.busy else self._enc)
                     if n < 0:
                         self._app.nl = n == -2
                         break
@@ -299,7 +299,12 @@ class Outbox:
         why = _not_json(payload, 0)
         if why is not None:
             raise ValueError("outbox: %s payload is not JSON (%s)" % (action, why))
-        n = self._enc.load([seq, action, tx, payload])
+        enc = self._enc
+        if enc.busy:  # a frame is being written from it: this record as a string of its own
+            body = journal.utf8(_dumps([seq, action, tx, payload]))
+            n = len(body)
+        else:
+            n = enc.load([seq, action, tx, payload])
         if n > self.max_bytes:
             raise ValueError("outbox: %s message is %d bytes, more than the %d allowed"
                              % (action, n, self.max_bytes))
@@ -308,9 +313,17 @@ class Outbox:
         if k > self._last_k:
             self._last_k = k
         tail = (seq, action, tx)  # (made first: nothing may fail between the write and noting it)
-        self._app.append_encoded(self._seg_path(k), self._enc, n)
+        if enc.busy:
+            self._app.append(self._seg_path(k), body)
+        else:
+            self._app.append_encoded(self._seg_path(k), enc, n)
         self._tail = tail
         return seq
+
+    @property
+    def encoder(self):
+        """The encoder records are made and read with (the link may share it: firmware/encoder.py)."""
+        return self._enc
 
     def tail(self):
         """(action, tx) of the newest message put (delivered or not; None when the boot found
@@ -481,7 +494,7 @@ class Outbox:
                     if off:
                         f.seek(off)
                     while True:
-                        rec, n = _next(f, off, self._enc)
+                        rec, n = _next(f, off, None if self._enc.busy else self._enc)
                         if n < 0:
                             break
                         if rec is not None and rec[0] >= self.head:

@@ -345,9 +345,10 @@ class WebSocket:
         async with self._lock:
             if self.closed:
                 raise ClosedError(self.close_code, self.close_reason)
-            if enc is not None:  # a JSON value: encoded now, under the lock (the encoder is shared)
-                n = enc.load(payload)
+            if enc is not None:  # a JSON value: encoded now, under the lock; the outbox keeps off
+                n = enc.load(payload)  # the encoder until the frame is out (Encoder.busy)
                 chunks = enc.pieces()
+                enc.busy = True
             else:
                 n = len(payload)
                 chunks = (payload,)
@@ -356,6 +357,9 @@ class WebSocket:
             except (OSError, EOFError, asyncio.TimeoutError):  # TimeoutError: nothing moves
                 await self._shutdown(1006, "connection lost")
                 raise ClosedError(1006, "connection lost")
+            finally:
+                if enc is not None:
+                    enc.busy = False
 
     async def _write_frame(self, op, n, chunks):
         """One frame of `n` payload bytes that `chunks` yields (bytes-likes), masked through the
