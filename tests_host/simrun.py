@@ -379,13 +379,14 @@ class Sim:
             self._print_event(t, kind, fields)
 
     def _print_event(self, t, kind, fields):
-        parts = []
-        for k in fields:
-            parts.append("%s=%s" % (k, fields[k]))
-        line = "%9.3fs %-9s %s" % (t / 1000, kind, " ".join(parts))
+        # streamed a field at a time, as the events file is (a long line, the cpu report's, once
+        # needed a 728-byte piece of the firmware's heap)
         if self.tty:
-            line = "\r\x1b[K" + line  # over the live status line, which is redrawn below it
-        print(line)
+            print("\r\x1b[K", end="")  # over the live status line, which is redrawn below it
+        print("%9.3fs %-9s" % (t / 1000, kind), end="")
+        for k in fields:
+            print(" %s=%s" % (k, fields[k]), end="")
+        print()
 
     # ---- power ----
 
