@@ -17,6 +17,15 @@ except ImportError:  # pragma: no cover - every supported runtime has binascii.c
 _BLANKS = b" " * 64
 
 
+def utf8(text):
+    """The UTF-8 bytes of `text` without a copy where the runtime allows it (MicroPython: a str
+    is its own buffer; a 1 KB copy is what a fragmented heap lacks), else encoded (CPython)."""
+    try:
+        return memoryview(text)
+    except TypeError:
+        return text.encode()
+
+
 class Encoder:
     """On MicroPython json.dump fills a BytesIO preallocated at boot (`size` bytes; it grows
     only for a bigger document) and the text is read back in PIECE-byte pieces through a small

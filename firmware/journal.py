@@ -15,10 +15,10 @@
   rename), so the flash it takes is bounded by what the owner lets a generation hold, and no
   write ever grows with the number of records.
 """
-import json
 
 from firmware import loads
 from firmware import store
+from firmware.encoder import utf8
 
 try:
     from binascii import crc32
@@ -29,18 +29,13 @@ MAX_BODY = 8192  # longest framed record (bytes)
 _HDR = 14  # "CCCCCCCC LLLL "
 
 
-def utf8(text):
-    """The UTF-8 bytes of `text` without a copy where the runtime allows it (MicroPython: a str
-    is its own buffer; a 1 KB copy is what a fragmented heap lacks), else encoded (CPython)."""
-    try:
-        return memoryview(text)
-    except TypeError:
-        return text.encode()
+def _head(crc, n):
+    return ("%08x %04x " % (crc & 0xFFFFFFFF, n)).encode()
 
 
 def header(body):
     """The head of the line that holds the record whose body is `body` (bytes)."""
-    return ("%08x %04x " % (crc32(body) & 0xFFFFFFFF, len(body))).encode()
+    return _head(crc32(body), len(body))
 
 
 def frame(body):
@@ -96,36 +91,28 @@ class Appender:
 
     def append_encoded(self, path, enc, n):
         """Append the record held by `enc` (firmware/encoder.py, `n` bytes): its CRC is worked
-        out from the pieces, then the header, the pieces and the newline are written."""
+        out from the pieces, then the pieces are written."""
         crc = 0
         for p in enc.pieces():
             crc = crc32(p, crc)
-        head = ("%08x %04x " % (crc & 0xFFFFFFFF, n)).encode()
-        nl = self.nl
-        self.nl = True
-        f = self.fs.open(path, "ab")
-        try:
-            f.write(b"!\n" + head if nl else head)
-            for p in enc.pieces():
-                f.write(p)
-            f.write(b"\n")
-        finally:
-            f.close()
-        self.fs.sync()
-        self.nl = False
+        self._write(path, _head(crc, n), enc.pieces())
 
     def append(self, path, body):
-        """Append one record whose body is `body` (bytes, or a text's `utf8()`): header, body and
-        newline in three writes, so that no copy of the body is made. After a torn line the next
-        append starts with b"!\\n": a torn line that lacks only its newline is not made whole
-        by it (that record's put never returned: reviving it later could duplicate it)."""
-        head = header(body)
+        """Append one record whose body is `body` (bytes, or a text's `utf8()`)."""
+        self._write(path, header(body), (body,))
+
+    def _write(self, path, head, chunks):
+        # Header, body and newline in separate writes, so that no copy of the body is made.
+        # After a torn line the next append starts with b"!\n": a torn line that lacks only its
+        # newline is not made whole by it (that record's put never returned: reviving it later
+        # could duplicate it).
         nl = self.nl
         self.nl = True
         f = self.fs.open(path, "ab")
         try:
             f.write(b"!\n" + head if nl else head)
-            f.write(body)
+            for p in chunks:
+                f.write(p)
             f.write(b"\n")
         finally:
             f.close()

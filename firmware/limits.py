@@ -48,6 +48,16 @@ class Limits:
         self._target = best if best > 0 else 0
         self._who = who
 
+    def lowest_but(self, name):
+        """Deci-amps of the lowest claim other than `name`'s (None when there is none): what the
+        others allow without it."""
+        best = None
+        for k in self._claims:
+            da = self._claims[k]
+            if k != name and (best is None or da < best):
+                best = da
+        return best
+
     def lowest(self):
         """(deci-amps, name) of the lowest claim; (0, None) when nobody claims anything."""
         self._scan()

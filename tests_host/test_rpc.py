@@ -970,7 +970,7 @@ def test_out_of_memory_while_decoding_answers_by_the_frames_head(monkeypatch):
     # the call is still answered by its id, and by its action alone where that decides.
     def no_memory(text):
         raise MemoryError("memory allocation failed")
-    monkeypatch.setattr(rpc, "_loads", no_memory)
+    monkeypatch.setattr(rpc, "loads", no_memory)
     big = "x" * 2000
     assert rpc.parse('[2, "a1", "FuzzAction", {"data": "%s"}]' % big, SUPPORTED)[:3] == (rpc.REFUSE, "a1", "NotImplemented")
     assert rpc.parse('[2,"a2","DataTransfer",{"vendorId":"v","data":"%s"}]' % big, {"Reset"})[:3] == \

@@ -945,11 +945,7 @@ class ChargePoint:
         if cid > 1:
             return {"status": "Rejected"}
         tx = self._tx
-        own = None  # what the charger allows by itself: every claim but the profiles' own
-        claims = self.charger.limits.claims()
-        for name in claims:
-            if name != CLAIM and (own is None or claims[name] < own):
-                own = claims[name]
+        own = self.charger.limits.lowest_but(CLAIM)  # what the charger allows by itself
         sched = self.profiles.composite(cid, p["duration"], p.get("chargingRateUnit"), self.wall.now(),
                                         tx["t0"] if tx is not None else None, self._phases, own_da=own)
         if sched is None:

@@ -92,7 +92,8 @@ import json
 
 from firmware import journal
 from firmware import loads
-from firmware.encoder import Encoder
+from drivers.untrusted import finite
+from firmware.encoder import Encoder, utf8
 from firmware import store
 from firmware.ocpp import dumps as _dumps
 from firmware.clock import SystemClock
@@ -107,7 +108,7 @@ def _not_json(v, depth):
     if t is str or t is int or t is bool or v is None:
         return None
     if t is float:
-        return None if v - v == 0 else "a number that is not finite"
+        return None if finite(v) else "a number that is not finite"
     if depth >= 16:
         return "nested more than 16 deep"
     if t is dict:
@@ -158,8 +159,9 @@ def _valid(rec):
 
 def _next(f, off, enc=None):
     """The record at byte `off` of `f` (positioned there): (record or None, bytes consumed), see
-    journal.read_framed (`enc`: the encoder whose buffer it is read into)."""
-    body, n = journal.read_framed(f, off, enc)
+    journal.read_framed (`enc`: the encoder whose buffer it is read into, unless a frame is being
+    written from it)."""
+    body, n = journal.read_framed(f, off, None if enc is None or enc.busy else enc)
     if body is None:
         return None, n
     try:
@@ -246,7 +248,7 @@ class Outbox:
             try:
                 off = 0
                 while True:
-                    rec, n = _next(f, off, None if self._enc.busy else self._enc)
+                    rec, n = _next(f, off, self._enc)
                     if n < 0:
                         self._app.nl = n == -2
                         break
@@ -301,7 +303,7 @@ class Outbox:
             raise ValueError("outbox: %s payload is not JSON (%s)" % (action, why))
         enc = self._enc
         if enc.busy:  # a frame is being written from it: this record as a string of its own
-            body = journal.utf8(_dumps([seq, action, tx, payload]))
+            body = utf8(_dumps([seq, action, tx, payload]))
             n = len(body)
         else:
             n = enc.load([seq, action, tx, payload])
@@ -494,7 +496,7 @@ class Outbox:
                     if off:
                         f.seek(off)
                     while True:
-                        rec, n = _next(f, off, None if self._enc.busy else self._enc)
+                        rec, n = _next(f, off, self._enc)
                         if n < 0:
                             break
                         if rec is not None and rec[0] >= self.head:

@@ -68,6 +68,7 @@ except ImportError:  # CPython
 # rpc.scan_json and rpc.json_error stay names of this module.
 from drivers.untrusted import NOT_UTF8, finite, json_error, scan_json  # noqa: F401
 from firmware.ocpp import schemas
+from firmware import loads
 from firmware.ocpp import dumps as _dumps
 
 try:
@@ -391,13 +392,6 @@ def _not_json(text, why):
             NOT_UTF8 if why == NOT_UTF8 else "not JSON")
 
 
-def _loads(text):
-    try:
-        return json.loads(text)  # MicroPython reads a memoryview in place
-    except TypeError:  # CPython's json takes no memoryview
-        return json.loads(bytes(text))
-
-
 def parse(text, supported=None, max_size=MAX_FRAME, checked=False, size=None):
     """Decode one incoming frame (bytes-like or str); never raises. See the module's docstring.
     `checked`: the caller already ran scan_json on it (Rpc.feed does, yielding meanwhile).
@@ -413,7 +407,7 @@ def parse(text, supported=None, max_size=MAX_FRAME, checked=False, size=None):
             why = json_error(text)
             if why is not None:
                 return _not_json(text, why)
-        m = _loads(text)
+        m = loads(text)
     except MemoryError:
         # A long string in the payload needs one block that a fragmented heap may not have. The
         # head still names the call: answer it by its id, NotImplemented/NotSupported when the

@@ -53,7 +53,7 @@ class Tokens:
             return self._present_to_stop(tag)
         if c.faults.any() or not c.available:
             return self._out(tag, REFUSED, "the charger is %s" % ("faulted" if c.faults.any() else "unavailable"))
-        verdict = auth.decide(tag, cp.wall.now(), self._online(), cp.config, self._list(), self._cache())
+        verdict = auth.decide(tag, cp.wall.now(), self.online(), cp.config, self._list(), self._cache())
         if verdict[0] == "ask":
             self._asking = (tag, "start")
             return self._out(tag, WAITING, "asking the back end")
@@ -70,7 +70,7 @@ class Tokens:
             if group is not None and auth.same_group(started_by, group, tag, info[2]):
                 return self._stop(tag, "same group %s" % group)
             return self._out(tag, REFUSED, "not the token or group that started the session")
-        if group is not None and self._online():
+        if group is not None and self.online():
             self._asking = (tag, "stop")  # 5.x: its parentIdTag is unknown here: ask
             return self._out(tag, WAITING, "asking the back end for the token's group")
         return self._out(tag, REFUSED, "not the token that started the session")
@@ -98,7 +98,7 @@ class Tokens:
         if group is None:
             group = self.group_of(tag)  # an answer without parentIdTag: what the list/cache say
         if cp._reservation is not None and not cp.reservation_matches(tag, group):
-            if group is None and cp._reservation["parent"] and source != "back end" and self._online():
+            if group is None and cp._reservation["parent"] and source != "back end" and self.online():
                 self._asking = (tag, "start")  # 5.13: its parentIdTag may be the reservation's
                 return self._out(tag, WAITING, "asking the back end for the token's group (reserved)")
             return self._out(tag, REFUSED, "the connector is reserved for another driver")
@@ -124,9 +124,6 @@ class Tokens:
         info = res["idTagInfo"]
         self.learn(tag, info)
         return info.get("parentIdTag") if info.get("status") == "Accepted" else None
-
-    def online(self):
-        return self._online()
 
     def pre_authorized(self, tag):
         """A remote start with AuthorizeRemoteTxRequests (5.11: "as if in response to a local
@@ -193,7 +190,7 @@ class Tokens:
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def _online(self):
+    def online(self):
         cp = self.cp
         return cp.link is not None and cp.link.connected and cp.accepted
 

@@ -33,7 +33,7 @@ import sys
 from binascii import a2b_base64, b2a_base64
 
 from firmware import dumps
-from firmware.encoder import Encoder
+from firmware.encoder import Encoder, utf8
 
 try:
     from os import urandom as _random_bytes
@@ -340,8 +340,8 @@ class WebSocket:
     # -- sending ------------------------------------------------------------------------------
 
     async def _send_frame(self, op, payload, enc=None):
-        if isinstance(payload, str):  # MicroPython: the str's UTF-8 bytes, without a copy
-            payload = memoryview(payload) if _MICROPYTHON else payload.encode()
+        if isinstance(payload, str):
+            payload = utf8(payload)
         async with self._lock:
             if self.closed:
                 raise ClosedError(self.close_code, self.close_reason)
