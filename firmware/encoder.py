@@ -32,7 +32,7 @@ class Encoder:
     buffer; a text read from a file comes in the same way and json.load decodes it from the
     buffer. CPython (the tests) encodes with json.dumps and reads whole."""
 
-    PIECE = 256
+    PIECE = 128
 
     def __init__(self, size):
         try:

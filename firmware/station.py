@@ -44,7 +44,7 @@ JOURNAL_FILE = "sessions.log"  # and .1 (the older generation), .open (the open 
 LEGACY_JOURNAL = "sessions.jnl"  # the journal of firmware before 0.5, carried over once
 OCPP_ENC_BYTES = 1536  # the encoder the link and the outbox share (firmware/encoder.py)
 OCPP_RX_BYTES = 4096  # the OCPP link's receive buffer: firmware/ocpp/rpc.py MAX_FRAME
-OCPP_TX_BYTES = 1536  # its send buffer: firmware/ocpp/ws.py PIECE
+OCPP_TX_BYTES = 1024  # its send buffer: firmware/ocpp/ws.py PIECE
 BOARD_FILE = "board.json"
 
 
