@@ -1,6 +1,8 @@
 """The charger firmware. `dumps`: compact JSON, what goes on the wire and onto the flash; `loads`:
 JSON from bytes or a view (one home for the OCPP link and the storage, which import nothing
-else of each other)."""
+else of each other). `Many`: a list written an element at a time (`steps`), by the storage into
+a file and by the encoder (firmware/encoder.py) into a WebSocket frame, so that no document needs
+one block of heap its size."""
 import json
 
 try:
@@ -19,3 +21,51 @@ def loads(buf):
         return json.loads(buf)
     except TypeError:
         return json.loads(bytes(buf))
+
+
+class Many(list):
+    """A list whose JSON is made an element at a time (steps()): each must fit the buffer it goes
+    through (the encoder's), the list need not."""
+
+
+def holds_many(v, depth=5):
+    """True when `v` is, or (within `depth` levels) holds, a Many."""
+    t = type(v)
+    if t is Many:
+        return True
+    if depth == 0:
+        return False
+    if t is dict:
+        v = v.values()
+    elif t is not list:
+        return False
+    for x in v:
+        if holds_many(x, depth - 1):
+            return True
+    return False
+
+
+NOTHING = object()  # steps(): nothing to encode after the text
+
+
+def steps(v):
+    """The JSON of `v` that holds a Many, as (text, value) steps: write `text` (punctuation),
+    then encode `value` whole unless it is NOTHING. Lists and dicts that hold a Many go an
+    element at a time, so the longest step is one element."""
+    if type(v) is dict:
+        elements, opening, closing = v.items(), "{", "}"
+    else:
+        elements, opening, closing = v, "[", "]"
+    sep = opening
+    for x in elements:
+        if closing == "}":
+            yield sep, x[0]
+            sep = ":"
+            x = x[1]
+        if holds_many(x):
+            yield sep, NOTHING
+            yield from steps(x)
+        else:
+            yield sep, x
+        sep = ","
+    yield (closing if sep == "," else opening + closing), NOTHING

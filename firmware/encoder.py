@@ -3,11 +3,16 @@
 and a record or a frame that can not be made stalls the link or, on the flash, restarts the
 board. One Encoder, made at boot, serves the WebSocket and the outbox: a frame is written from it
 across awaits (`busy`), a record is made or read in one synchronous step, which uses its own
-strings instead while the frame is on its way."""
+strings instead while the frame is on its way.
+
+A list longer than the buffer (GetConfiguration of every key, a composite schedule of many
+periods) goes in a `Many`: its items are encoded one at a time, twice (once to count the bytes a
+WebSocket header needs, once to send them), so no answer the charger advertises needs a block of
+its size."""
 import io
 import json
 
-from firmware import dumps
+from firmware import NOTHING, dumps, holds_many, steps
 
 try:
     from binascii import crc32
@@ -15,6 +20,7 @@ except ImportError:  # pragma: no cover - every supported runtime has binascii.c
     from zlib import crc32  # type: ignore
 
 _BLANKS = b" " * 64
+_SEP = (",", ":")
 
 
 def utf8(text):
@@ -44,6 +50,7 @@ class Encoder:
         self.busy = False  # a WebSocket frame is being written from it (its text must stay)
         self._top = 0  # the end of the longest text the buffer ever held
         self._text = b""
+        self._obj = None  # what load() was given, when it holds a Many
 
     def load(self, obj):
         """Encode `obj` (compact separators); returns its length in bytes (also `n`)."""
@@ -52,16 +59,41 @@ class Encoder:
             self._text = dumps(obj).encode()
             self.n = len(self._text)
             return self.n
+        if holds_many(obj):
+            self._obj = obj
+            n = 0
+            for k in self._parts(obj):
+                n += k
+            self.n = n
+            return n
+        self._obj = None
         b.seek(0)
-        json.dump(obj, b, separators=(",", ":"))
+        json.dump(obj, b, separators=_SEP)
         self.n = b.tell()
         if self.n > self._top:
             self._top = self.n
         return self.n
 
+    def _parts(self, v):
+        """Put `v`'s JSON (steps()) at the start of the buffer a step at a time, yielding each
+        step's length."""
+        b = self._io
+        for text, x in steps(v):
+            b.seek(0)
+            b.write(text)
+            if x is not NOTHING:
+                json.dump(x, b, separators=_SEP)
+            yield self._mark(b.tell())
+
+    def _mark(self, k):
+        if k > self._top:  # read() blanks the buffer up to the longest text it held
+            self._top = k
+        return k
+
     def read(self, f, n):
         """Take the next `n` bytes of file `f` as the text; returns their CRC-32, or None when
         the file ends first."""
+        self._obj = None
         b = self._io
         if b is None:
             t = f.read(n)
@@ -103,12 +135,19 @@ class Encoder:
         if b is None:
             yield self._text
             return
+        if self._obj is None:
+            yield from self._out(self.n)
+            return
+        for n in self._parts(self._obj):
+            yield from self._out(n)
+
+    def _out(self, n):
+        b = self._io
         b.seek(0)
-        left = self.n
         piece = self._piece
-        while left > 0:
-            k = b.readinto(piece[:left] if left < self.PIECE else piece)
+        while n > 0:
+            k = b.readinto(piece[:n] if n < self.PIECE else piece)
             if not k:
                 raise OSError("encoder: the text ended early")
             yield piece[:k]
-            left -= k
+            n -= k

@@ -20,7 +20,7 @@ import sys
 # folder) it would flush every disk of the machine and stall the firmware for nothing.
 _ON_DEVICE = sys.platform not in ("linux", "darwin", "win32", "cygwin")
 
-from firmware import dumps  # noqa: F401 - compact JSON (firmware/__init__.py), also store.dumps
+from firmware import NOTHING, dumps, holds_many, steps  # noqa: F401 - dumps: compact JSON, also store.dumps
 
 
 class RealFS:
@@ -96,7 +96,13 @@ def write_json(path, doc, fs=None):
     tmp = path + ".tmp"
     f = fs.open(tmp, "w")
     try:
-        f.write(json.dumps(doc))
+        if holds_many(doc):  # a long list (firmware.Many): an element at a time
+            for text, x in steps(doc):
+                f.write(text)
+                if x is not NOTHING:
+                    f.write(json.dumps(x))
+        else:
+            f.write(json.dumps(doc))
     finally:
         f.close()
     fs.rename(tmp, path)

@@ -385,7 +385,8 @@ class Sim:
             print("\r\x1b[K", end="")  # over the live status line, which is redrawn below it
         print("%9.3fs %-9s" % (t / 1000, kind), end="")
         for k in fields:
-            print(" %s=%s" % (k, fields[k]), end="")
+            print(" %s=" % k, end="")
+            print(fields[k], end="")  # (printed as it is walked: a back end's long answer)
         print()
 
     # ---- power ----
@@ -567,6 +568,12 @@ class Sim:
             await self.run_for(args[0])
             return
         fields = {"action": verb, "args": list(args), "truth_wh": round(self.world.truth_wh, 3)}
+        req = self._requests.get(lineno) if verb == "remote" and len(args) > 1 else None
+        if req is not None:
+            # a back-end command's payload, up to a 4 KB frame, is named by its size: printed
+            # whole it would need a piece of heap as large as the firmware's own frame buffer
+            fields["args"] = [args[0]]
+            fields["request_bytes"] = len(req[2])
         if lineno:
             fields["line"] = lineno
         self.emit("world", fields)

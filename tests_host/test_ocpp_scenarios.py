@@ -36,6 +36,7 @@ RUNS = {
     "priced_power_cut": ("priced_power_cut", ["--settings", "HOURLY"]),
     "unlock_connector": ("unlock_connector", []),
     "all_measurands": ("all_measurands", []),
+    "advertised_limits": ("advertised_limits", []),
 }
 
 
@@ -209,6 +210,36 @@ def test_every_measurand_at_once_within_the_budget_and_nothing_lost(runs):
     again = len(mv) - len(contexts["Sample.Periodic"]) - len(contexts["Sample.Clock"])
     assert 0 <= again <= 2, again
     assert len(stops) == 1
+
+
+def test_every_answer_the_charger_advertises_fits_the_budget(runs):
+    # GetConfiguration of every key and of GetConfigurationMaxKeys named keys, SendLocalList of
+    # SendLocalListMaxLength entries, MaxChargingProfilesInstalled profiles of
+    # ChargingScheduleMaxPeriods periods and their composite: each answered, while a car charges
+    r = ok(runs, "advertised_limits")
+    assert not r.of("reset"), r.of("reset")
+    assert not [e for e in r.of("ocpp") if "memory" in str(e.get("error", ""))]
+    assert r.of("heap")[0]["out_of_memory"] == 0
+    answers = {e["line"]: e for e in r.of("remote")}
+    sent = [e for e in r.of("world") if e["action"] == "remote"]
+    assert len(answers) == len(sent) == 13
+    assert all("result" in a for a in answers.values()), [a for a in answers.values() if "result" not in a]
+    from firmware.ocpp import config
+
+    readable = [e[0] for e in config.TABLE if not e[5] & config.W]
+    every = answers[9]["result"]
+    assert [k["key"] for k in every["configurationKey"]] == readable and "unknownKey" not in every
+    with open(os.path.join(SCENARIOS, "advertised_limits.scn")) as f:
+        asked = json.loads(f.read().splitlines()[9].split(" ", 2)[2])["key"]
+    named = answers[10]["result"]
+    got = [k["key"] for k in named["configurationKey"]] + named.get("unknownKey", [])
+    assert len(asked) == 50 and sorted(got) == sorted(set(asked))
+    assert answers[11]["result"] == {"status": "Accepted"}
+    assert answers[12]["result"] == {"listVersion": 3}
+    assert [answers[n]["result"]["status"] for n in range(13, 21)] == ["Accepted"] * 8
+    composite = answers[21]["result"]
+    assert composite["status"] == "Accepted" and composite["chargingSchedule"]["chargingSchedulePeriod"]
+    transactions_match_sessions(r)
 
 
 def test_remote_start_and_stop(runs):

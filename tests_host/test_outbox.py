@@ -830,3 +830,23 @@ def test_ten_thousand_messages_micropython_64k_heap_ram_constant(fastdir):
     # one Outbox: its state, and the record encoder (firmware/encoder.py) preallocated at boot
     # so that no record needs a block of heap later
     assert r["reboot"] - r["free"] <= 2048 + outbox.ENCODER_BYTES + Encoder.PIECE
+
+
+def test_the_encoder_makes_a_long_list_an_item_at_a_time_and_the_same_text(tmp_path):
+    # (firmware/encoder.py) GetConfiguration of every key is 3 KB: a Many is encoded an item at
+    # a time through a buffer far smaller than the message, and the text is what dumps makes
+    from firmware import dumps
+    from firmware import Many
+
+    enc = Encoder(256)
+    keys = Many({"key": "Key%02d" % i, "readonly": i % 2 == 0, "value": "v\u00e9" * i} for i in range(40))
+    frame = [3, "uid1", {"configurationKey": keys, "unknownKey": Many(), "n": [1, Many([2])]}]
+    n = enc.load(frame)
+    text = b"".join(bytes(p) for p in enc.pieces())
+    assert text == dumps(frame).encode() and n == len(text) > 2000
+    assert b"".join(bytes(p) for p in enc.pieces()) == text  # again: the frame is sent from it twice
+    path = join(str(tmp_path), "r")
+    with open(path, "wb") as f:
+        f.write(b'{"a": 1}')
+    with open(path, "rb") as f:
+        assert enc.read(f, 8) is not None and enc.value() == {"a": 1}  # nothing of the list is left

@@ -296,3 +296,18 @@ def test_a_journal_of_the_old_format_is_carried_over_once(tmp_path):
                          "ts": T0 + 52}
     again = SessionKeeper(journal.Journal(path), legacy=old)
     assert again.recover()["n"] == 3 and len(history(again)) == 2
+
+
+def test_a_document_holding_a_long_list_is_written_an_element_at_a_time_and_reads_back(tmp_path):
+    # (firmware/encoder.py: Many) eight charging profiles of 24 periods are 4.8 KB of JSON: a
+    # fragmented heap has no block that size, so the list goes out an element at a time
+    from firmware import Many
+
+    path = join(str(tmp_path), "p.json")
+    recs = [[n, "TxDefaultProfile", [[600 * i, 60 + n, 3] for i in range(24)], None] for n in range(8)]
+    doc = {"v": 1, "p": Many(recs), "empty": Many(), "nested": {"q": Many([{"a": "\u00e9\""}])}}
+    store.write_json(path, doc)
+    with open(path) as f:
+        text = f.read()
+    assert json.loads(text) == {"v": 1, "p": recs, "empty": [], "nested": {"q": [{"a": "\u00e9\""}]}}
+    assert store.read_json(path, cap=8192) == json.loads(text)

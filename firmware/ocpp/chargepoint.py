@@ -1034,7 +1034,8 @@ class ChargePoint:
 
         # Fix (test_chargepoint): MessageTimeout (errata 3.82) was not applied: always 30 s.
         self.rpc = Rpc(self.link.send, self.clock, self._handle, SUPPORTED,
-                       timeout_ms=self.config.get("MessageTimeout") * 1000, send_json=self.link.send_json)
+                       timeout_ms=self.config.get("MessageTimeout") * 1000, send_json=self.link.send_json,
+                       note=self._note)
         self.st._send("ocpp", {"link": "up", "url": self.opts.url})
 
     def _on_down(self, reason):

@@ -159,6 +159,7 @@ size decides it).
 """
 
 from firmware import store
+from firmware import Many
 
 try:
     from micropython import const
@@ -390,8 +391,8 @@ class Config:
 
     def get_configuration(self, keys=None):
         """The GetConfiguration.conf payload for the requested keys (None or empty: all)."""
-        known = []
-        unknown = []
+        known = Many()  # up to 45 keys of up to 500 characters: sent a key at a time
+        unknown = Many()
         if not keys:
             for e in TABLE:
                 if not e[5] & W:

@@ -232,7 +232,7 @@ def _check(code, arg, v):
             return TYPE, "", "expected object"
         return _check_props(arg, v)
     if code == "a":
-        if t is not list:
+        if not isinstance(v, list):  # (encoder.Many, an answer's long list, is one)
             return TYPE, "", "expected array"
         if len(v) < arg[0]:
             return OCCURENCE, "", "fewer than %d items" % arg[0]
@@ -525,11 +525,15 @@ class Rpc:
 
     send_json: when given (ws.Link.send_json), calls and results go to it as JSON values, which
     the link encodes into its own buffer: a message never needs a block of heap its size.
+    An answer that meets MemoryError before any of it is sent is answered with InternalError
+    instead, counted in `unanswered` and told to `note(text)`.
     """
 
     def __init__(self, send, clock, handler=None, supported=None, timeout_ms=30000,
-                 max_size=MAX_FRAME, check_out=True, poll_ms=20, prefix=None, send_json=None):
+                 max_size=MAX_FRAME, check_out=True, poll_ms=20, prefix=None, send_json=None,
+                 note=None):
         self.send = send
+        self.note = note
         self.send_json = send_json
         self.clock = clock
         self.handler = handler
@@ -554,6 +558,7 @@ class Rpc:
         self.bad_results = 0
         self.bugs = 0
         self.timeouts = 0
+        self.unanswered = 0
 
     def next_id(self):
         self.seq += 1
@@ -691,10 +696,16 @@ class Rpc:
             self._in_id = None
             self._writing = True
             try:
-                if type(frame) is list:
-                    await self.send_json(frame)
-                else:
-                    await self.send(frame)
+                try:
+                    if type(frame) is list:
+                        await self.send_json(frame)
+                    else:
+                        await self.send(frame)
+                except MemoryError:  # nothing of it went out (ws): the back end is told so
+                    self.unanswered += 1
+                    if self.note is not None:
+                        self.note("no memory for the answer to %s %s" % (action, uid))
+                    await self.send(error_frame(uid, INTERNAL, "no memory for the answer"))
             except Exception:
                 pass  # the link is down: the back end times the call out
         finally:

@@ -38,6 +38,7 @@ Decisions where the spec leaves room:
   Rejected; a clear that cannot be saved still applies in RAM (the safer way).
 """
 from firmware import store
+from firmware import Many
 from firmware.ocpp import dt
 
 CPMAX = "ChargePointMaxProfile"
@@ -214,7 +215,7 @@ class Profiles:
 
     def _save(self, recs):
         try:
-            store.write_json(self.path, {"v": 1, "p": recs}, self.fs)
+            store.write_json(self.path, {"v": 1, "p": Many(recs)}, self.fs)  # 8 x 24 periods: 4.8 KB
             return True
         except OSError as e:
             self.reason = "cannot save the profiles: %s" % e

@@ -357,6 +357,9 @@ class WebSocket:
             except (OSError, EOFError, asyncio.TimeoutError):  # TimeoutError: nothing moves
                 await self._shutdown(1006, "connection lost")
                 raise ClosedError(1006, "connection lost")
+            except Exception:  # (MemoryError) part of a frame is out: the stream is broken
+                await self._shutdown(1011, "frame cut short")
+                raise ClosedError(1011, "frame cut short")
             finally:
                 if enc is not None:
                     enc.busy = False
