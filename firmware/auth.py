@@ -91,6 +91,7 @@ _PAD = b"\0" * TAG_BYTES
 _STATUS = 2 * TAG_BYTES  # offset of the status byte in a record (0: a deletion)
 _DELETE = b"\0" * (_REC_SIZE - TAG_BYTES)  # key + this: a change that removes the key
 _STEP = 16  # records written between two yields of a rewrite (864 bytes)
+_ENTRIES_AT_ONCE = 8  # SendLocalList entries read, or written, between two yields (0.4 ms each)
 _MAX_Q = 0x7FFFFFFFFFFFFFFF  # int64: versions and expiry epochs must fit
 
 
@@ -399,6 +400,8 @@ class _Table:
                 if c[_STATUS]:
                     out.write(c)
                     written += 1
+                if i % _ENTRIES_AT_ONCE == _ENTRIES_AT_ONCE - 1:
+                    yield
             copied = yield from _copy(old, out, cur, self._n if old is not None else 0, buf)
             written += copied
         finally:
@@ -501,6 +504,8 @@ class LocalList(_Table):
             if why is not None:
                 return self._fail("entry %d: %s" % (k, why))
             changes.append(rec)
+            if k % _ENTRIES_AT_ONCE == _ENTRIES_AT_ONCE - 1:
+                yield
         changes.sort()
         for k in range(1, len(changes)):
             if changes[k][:TAG_BYTES] == changes[k - 1][:TAG_BYTES]:

