@@ -1550,6 +1550,19 @@ async def test_meter_value_sample_interval_change_applies(tmp_path):
     assert 2 <= len(b.backend.sent("MeterValues")) <= 3
 
 
+@aio
+async def test_a_shorter_meter_value_sample_interval_counts_from_its_change(tmp_path):
+    # the back end shortens 60 s to 10 s 15 s into a transaction: samples follow 10 s after the
+    # change, not 60 s after the start
+    b = await Bench.start(tmp_path)
+    await b.charge()
+    await b.idle(15000)
+    assert b.backend.sent("MeterValues") == []
+    await b.ok("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "10"})
+    await b.idle(25000)
+    assert len(b.backend.sent("MeterValues")) == 2
+
+
 # ============================================================================== reservations (5.13, 5.1)
 
 def _reserve(b, rid=7, tag="CARD1", secs=600, cid=1, parent=None):

@@ -9,7 +9,9 @@
    (installed into build/typings) with 0 errors;
 3. vm: the virtual ESP32 (tools/vm.py: a 32-bit MicroPython with the firmware frozen in), built
    when stale;
-4. tests: pytest runs tests_host/ on WORKERS processes (pytest-xdist; unit, driver and scenario
+4. npm: the third-party central system of the interop check (tests_host/interop: npm's ocpp-rpc,
+   pinned by its package-lock.json) installed with `npm ci` when missing or stale;
+5. tests: pytest runs tests_host/ on WORKERS processes (pytest-xdist; unit, driver and scenario
    tests; the scenarios run the whole firmware on the virtual ESP32), printing a line per finished
    test file with the tests done of the total and the elapsed time.
 
@@ -98,6 +100,30 @@ def virtual_esp32():
     return True
 
 
+INTEROP = os.path.join(ROOT, "tests_host", "interop")
+
+
+def interop_packages():
+    """npm ci in tests_host/interop, unless node_modules already holds what the lock file says
+    (npm writes node_modules/.package-lock.json after an install)."""
+    t0 = step("npm: tests_host/interop (ocpp-rpc, for tests_host/test_interop.py)")
+    lock = os.path.join(INTEROP, "package-lock.json")
+    done = os.path.join(INTEROP, "node_modules", ".package-lock.json")
+    if os.path.exists(done) and os.path.getmtime(done) >= os.path.getmtime(lock):
+        print("up to date")
+        return True
+    try:
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=INTEROP, capture_output=True, text=True)
+    except OSError as e:
+        print("FAIL cannot run npm: %s (.ci/run installs it)" % e)
+        return False
+    if r.returncode:
+        print("FAIL npm ci: %s" % (r.stdout + r.stderr).strip()[-2000:])
+        return False
+    print("(%.1f s)" % (time.monotonic() - t0))
+    return True
+
+
 def tests(args):
     step("pytest tests_host/ (%d workers; a line per finished test file)" % WORKERS)
     # loadfile: a file's tests share one worker, so a file's session fixtures (the scenario runs)
@@ -110,7 +136,8 @@ def tests(args):
 
 def main(args):
     t0 = time.monotonic()
-    results = [("build", compile_all()), ("types", typecheck()), ("vm", virtual_esp32()), ("tests", tests(args))]
+    results = [("build", compile_all()), ("types", typecheck()), ("vm", virtual_esp32()),
+               ("npm", interop_packages()), ("tests", tests(args))]
     print("\n== summary (%.0f s)" % (time.monotonic() - t0))
     for name, ok in results:
         print("%-6s %s" % (name, "ok" if ok else "FAILED"))

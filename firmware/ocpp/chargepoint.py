@@ -726,6 +726,8 @@ class ChargePoint:
             self.rpc.timeout_ms = value * 1000
         elif key == "UnlockConnectorOnEVSideDisconnect":
             self.charger.unlock_on_ev_disconnect = value
+        elif key == "MeterValueSampleInterval":
+            self._next_sample = None  # the new interval counts from now, also in a transaction
 
     async def _on_ClearCache(self, p):
         return {"status": self.tokens.cache.clear()}
