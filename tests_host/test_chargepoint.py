@@ -89,6 +89,9 @@ class FakeLink:
         self.answer_ms = 0  # virtual time an answer frame takes to write (a slow socket)
         self.fail_next_send = None  # an exception the next send raises (connection lost)
         self.reconnects = []  # (reason, password, frames the back end had then)
+        self.url = None  # ChargePoint.run sets it (from the SecurityProfile)
+        self.refuse_tls = False  # a back end without TLS: every wss:// connection fails
+        self.tried = []  # the URL of every connection attempt
 
     def start(self):
         self.started = True
@@ -128,6 +131,13 @@ class FakeLink:
             self.inbox.put_nowait(frame if isinstance(frame, str) else json.dumps(frame))
 
     def up(self):
+        for _ in range(10):  # ws.Link tries again after a failure, with the URL as it is then
+            self.tried.append(self.url)
+            if not (self.refuse_tls and self.url.startswith("wss:")):
+                break
+            self.on_fail("TLS handshake failed")
+        else:
+            return
         self.connected = True
         self.on_up()
 
@@ -1561,6 +1571,65 @@ async def test_a_shorter_meter_value_sample_interval_counts_from_its_change(tmp_
     await b.ok("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "10"})
     await b.idle(25000)
     assert len(b.backend.sent("MeterValues")) == 2
+
+
+@aio
+async def test_a_raised_security_profile_is_used_at_once_and_given_up_when_it_cannot_connect(tmp_path):
+    """Security whitepaper A05: a raise whose prerequisites are met is Accepted, then the charger
+    connects with the new profile (2: TLS, the same URL as wss://); when it cannot connect that
+    way it falls back to the profile before (A05.FR.08); a profile that connected stays, and a
+    lower or equal one is Rejected (A05.FR.01)."""
+    with open(os.path.join(str(tmp_path), "ca.pem"), "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    key = "0123456789abcdef0123456789abcdef"
+    b = await Bench.start(tmp_path, authorization_key=key, ocpp_ca_file="ca.pem")
+    assert b.link.url == "ws://csms.test/ocpp"
+    b.link.refuse_tls = True
+    assert (await b.ok("ChangeConfiguration", {"key": "SecurityProfile", "value": "1"}))["status"] == "Accepted"
+    await b.run(1000)
+    assert len(b.link.reconnects) == 1 and b.link.connected and b.link.url == "ws://csms.test/ocpp"
+    assert b.ocpp_state()["pf"] is None  # connected with profile 1: it stays
+
+    assert (await b.ok("ChangeConfiguration", {"key": "SecurityProfile", "value": "2"}))["status"] == "Accepted"
+    await b.run(1000)
+    assert b.link.tried[-4:] == ["wss://csms.test/ocpp"] * 3 + ["ws://csms.test/ocpp"]
+    assert b.link.connected and b.cp.config.get("SecurityProfile") == 1
+    assert any("could not connect with SecurityProfile 2" in e and "back to 1" in e for e in b.cp.errors)
+    assert b.ocpp_state()["pf"] is None
+
+    b.link.refuse_tls = False
+    assert (await b.ok("ChangeConfiguration", {"key": "SecurityProfile", "value": "2"}))["status"] == "Accepted"
+    await b.run(1000)
+    assert b.link.tried[-1] == b.link.url == "wss://csms.test/ocpp" and b.link.connected
+    assert b.cp.config.get("SecurityProfile") == 2 and b.ocpp_state()["pf"] is None
+    assert (await b.ok("ChangeConfiguration", {"key": "SecurityProfile", "value": "1"}))["status"] == "Rejected"
+    assert (await b.ok("ChangeConfiguration", {"key": "SecurityProfile", "value": "2"}))["status"] == "Rejected"
+    await b.run(1000)
+    assert b.link.url == "wss://csms.test/ocpp" and len(b.link.reconnects) == 3
+
+
+@aio
+async def test_a_security_profile_raise_cut_by_a_power_cut_still_falls_back(tmp_path):
+    # the profile before the raise is on flash (ocpp.json) until a connection with the new one
+    # succeeds: a reboot in between still finds its way back
+    with open(os.path.join(str(tmp_path), "ca.pem"), "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    key = "0123456789abcdef0123456789abcdef"
+    settings = {"authorization_key": key, "ocpp_ca_file": "ca.pem"}
+    b = await Bench.start(tmp_path, **settings)
+    b.link.refuse_tls = True
+    b.backend.hold.add("StatusNotification")  # nothing else goes out: the power goes first
+    assert (await b.ok("ChangeConfiguration", {"key": "SecurityProfile", "value": "2"}))["status"] == "Accepted"
+    assert b.ocpp_state()["pf"] == 0
+    b.halt()
+    b2 = Bench(tmp_path, settings)
+    b2.link.refuse_tls = True
+    b2.task = asyncio.create_task(b2.cp.run())
+    await b2.settle()
+    assert b2.link.url == "wss://csms.test/ocpp"
+    await b2.up()
+    assert b2.link.connected and b2.link.url == "ws://csms.test/ocpp"
+    assert b2.cp.config.get("SecurityProfile") == 0 and b2.ocpp_state()["pf"] is None
 
 
 # ============================================================================== reservations (5.13, 5.1)

@@ -58,6 +58,7 @@ POLL_MS = 100
 CONFIRM_MS = 300000  # a new firmware version runs this long without a fault before it is kept
 BACKOFF_CAP_MS = 60000  # longest wait between reconnection attempts (full jitter below it)
 STABLE_MS = 10000  # a connection up this long resets the reconnect backoff
+PROFILE_TRIES = 3  # failed connections with a raised SecurityProfile before falling back (A05.FR.08)
 BOOT_RETRY_S = 60  # BootNotification retry when the back end gave no interval
 RESET_WAIT_MS = 30000  # a soft Reset waits this long at most for the StopTransaction to go out
 UNLOCK_WAIT_MS = 10000  # UnlockConnector's answer waits this long at most for the lock to open
@@ -144,6 +145,7 @@ class ChargePoint:
         self.config = config_mod.Config(_join(root, CONFIG_FILE), fs, self._config_defaults(),
                                         readonly=self._config_readonly())
         cfg = self.config
+        cfg.ca_installed = opts.ca is not None  # SecurityProfile 2 needs it (A05.FR.03)
         self.outbox = outbox_mod.Outbox(_join(root, OUTBOX_DIR), fs=outbox_mod.FS() if fs is None else fs,
                                         clock=self.clock, attempts=cfg.get("TransactionMessageAttempts"),
                                         retry_interval_s=cfg.get("TransactionMessageRetryInterval"),
@@ -176,6 +178,9 @@ class ChargePoint:
         self._scheduled_operative = doc.get("so")
         # reservation {"id", "tag", "parent", "exp"}
         self._reservation = doc.get("r")
+        # SecurityProfile raised by the back end and not yet connected with: the one before it
+        self._fallback = doc.get("pf")
+        self._profile_fails = 0
         # remote start waiting for the car (ConnectionTimeOut)
         self._auth_at = None
         self._auth_tag = None
@@ -235,7 +240,7 @@ class ChargePoint:
         self._dirty = True
         self._saved_t = self.wall.now()
         doc = {"s": self._queued_start, "p": self._queued_stop, "t": self._saved_t, "o": self._operative,
-               "so": self._scheduled_operative, "r": self._reservation}
+               "so": self._scheduled_operative, "r": self._reservation, "pf": self._fallback}
         try:
             store.write_json(self._state_path, doc, self.fs)
         except OSError:
@@ -702,10 +707,50 @@ class ChargePoint:
         self.charger.set_available(want)  # available: from the next control tick on
 
     async def _on_ChangeConfiguration(self, p):
+        was = self.config.get("SecurityProfile")
         status = self.config.change(p["key"], p["value"])
         if status == "Rejected" and getattr(self.config, "reason", None):
             self._note(self.config.reason)
+        now = self.config.get("SecurityProfile")
+        if now != was:
+            self._raise_profile(was, now)
         return {"status": status}
+
+    def _url(self, profile):
+        """The back end's URL for a security profile: 2 is TLS (whitepaper 7.2), so a ws://
+        URL becomes wss:// at the same host, port and path."""
+        url = self.opts.url
+        if profile >= 2 and url.startswith("ws://"):
+            return "wss://" + url[5:]
+        return url
+
+    def _raise_profile(self, was, now):
+        # Whitepaper A05: answered Accepted, then a new connection with the new profile; the
+        # old one is kept in ocpp.json until a connection with the new one has succeeded.
+        if self._fallback is None:
+            self._fallback = was
+        self._profile_fails = 0
+        self._save_state()
+        if self.link is not None:
+            self.link.url = self._url(now)
+        self._relink = "SecurityProfile raised from %d to %d" % (was, now)
+        self._note(self._relink + ": reconnecting with it")
+
+    def _profile_failed(self, reason):
+        """A connection with a raised profile failed: after PROFILE_TRIES, back to the one before
+        (A05.FR.08), so that the charger does not lock itself out."""
+        self._profile_fails += 1
+        if self._profile_fails < PROFILE_TRIES:
+            return
+        now = self.config.get("SecurityProfile")
+        back, self._fallback = self._fallback, None
+        try:
+            self.config.set("SecurityProfile", back)
+        except (OSError, ValueError) as e:  # the flash: the old profile holds until the next boot
+            self._note("SecurityProfile %d not saved: %s" % (back, e))
+        self.link.url = self._url(back)
+        self._save_state()
+        self._note("could not connect with SecurityProfile %d (%s): back to %d" % (now, reason, back))
 
     def _config_changed(self, key, value):
         if key == "TransactionMessageAttempts":
@@ -1039,7 +1084,10 @@ class ChargePoint:
         self.rpc = Rpc(self.link.send, self.clock, self._handle, SUPPORTED,
                        timeout_ms=self.config.get("MessageTimeout") * 1000, send_json=self.link.send_json,
                        note=self._note)
-        self.st._send("ocpp", {"link": "up", "url": self.opts.url})
+        if self._fallback is not None:  # connected with the raised profile: it stays
+            self._fallback = None
+            self._save_state()
+        self.st._send("ocpp", {"link": "up", "url": self.link.url})
 
     def _on_down(self, reason):
         r = self.rpc
@@ -1051,6 +1099,8 @@ class ChargePoint:
 
     def _on_fail(self, reason):
         self.st._send("ocpp", {"link": "failed", "reason": reason})
+        if self._fallback is not None:
+            self._profile_failed(reason)
 
     async def run(self):
         """The link's tasks: the connection (ws.Link), a reader and the sender. Never returns."""
@@ -1063,6 +1113,7 @@ class ChargePoint:
                                 sleep_ms=self.clock.sleep_ms, stable_ms=STABLE_MS,
                                 backoff=ws.Backoff(1000, BACKOFF_CAP_MS), buf=self._rxbuf, piece=self._txbuf,
                                 enc=self._txenc)
+        self.link.url = self._url(self.config.get("SecurityProfile"))
         self.link.tls_gate = self.may_stall
         self.link.on_up = self._on_up
         self.link.on_down = self._on_down
