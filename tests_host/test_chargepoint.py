@@ -1029,10 +1029,38 @@ async def test_clock_aligned_and_stop_transaction_data(tmp_path):
     await b.unplug()
     tx_mv = b.backend.sent("MeterValues")[1:]
     assert len(tx_mv) == 1 and tx_mv[0]["transactionId"] == b.backend.next_tid
-    stop = b.backend.sent("StopTransaction")[0]
-    td = stop["transactionData"][0]["sampledValue"]
-    assert td[0]["context"] == "Transaction.End" and td[0]["measurand"] == "Energy.Active.Import.Register"
-    assert td[0]["value"] == str(stop["meterStop"])
+    stop, = b.backend.sent("StopTransaction")
+    start, = b.backend.sent("StartTransaction")
+    begin, end = [m["sampledValue"] for m in stop["transactionData"]]  # no sampling, no aligned data
+    assert begin[0]["context"] == "Transaction.Begin" and begin[0]["value"] == str(start["meterStart"])
+    assert end[0]["context"] == "Transaction.End" and end[0]["measurand"] == "Energy.Active.Import.Register"
+    assert end[0]["value"] == str(stop["meterStop"])
+
+
+@aio
+async def test_stop_txn_data_spreads_over_a_long_session_within_its_bound(tmp_path):
+    # 9.1.24/25: StopTxnSampledData every MeterValueSampleInterval and StopTxnAlignedData every
+    # ClockAlignedDataInterval of the transaction go into the StopTransaction's transactionData,
+    # at most TXDATA_VALUES values: the first, the last and others spread over the session
+    b = await Bench.start(tmp_path)
+    for k, v in (("ClockAlignedDataInterval", "900"), ("MeterValueSampleInterval", "60"),
+                 ("StopTxnSampledData", "Energy.Active.Import.Register"),
+                 ("StopTxnAlignedData", "Energy.Active.Import.Register")):
+        assert (await b.ok("ChangeConfiguration", {"key": k, "value": v}))["status"] == "Accepted"
+    await b.charge()
+    await b.idle(3 * 3600 * 1000)
+    await b.unplug()
+    stop, = b.backend.sent("StopTransaction")
+    data = stop["transactionData"]
+    values = [v for m in data for v in m["sampledValue"]]
+    assert len(values) == len(data) and cp_mod.TXDATA_VALUES // 2 < len(values) <= cp_mod.TXDATA_VALUES
+    contexts = [v["context"] for v in values]
+    assert contexts[0] == "Transaction.Begin" and contexts[-1] == "Transaction.End"
+    assert set(contexts[1:-1]) <= {"Sample.Periodic", "Sample.Clock"}
+    times = [dt.parse(m["timestamp"]) for m in data]
+    assert times == sorted(times) and times[-2] - times[1] >= 2 * 3600  # spread, not the last minutes
+    wh = [int(v["value"]) for v in values]
+    assert wh == sorted(wh) and wh[-1] == stop["meterStop"]
 
 
 # ============================================================================== StartTransaction.conf

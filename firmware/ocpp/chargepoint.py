@@ -29,7 +29,7 @@ Time: the back end sets the wall clock (BootNotification.conf, Heartbeat.conf). 
 clock counts from the last time known before the reboot (saved in ocpp.json), so timestamps
 never go backwards; they are as good as the last sync.
 """
-from firmware import auth
+from firmware import Many, auth
 from firmware import charger as chg
 from firmware import safety
 from firmware import store
@@ -58,6 +58,7 @@ POLL_MS = 100
 CONFIRM_MS = 300000  # a new firmware version runs this long without a fault before it is kept
 BACKOFF_CAP_MS = 60000  # longest wait between reconnection attempts (full jitter below it)
 STABLE_MS = 10000  # a connection up this long resets the reconnect backoff
+TXDATA_VALUES = 10  # sampled values in a StopTransaction's transactionData: 1.3 KB of JSON at most
 PROFILE_TRIES = 3  # failed connections with a raised SecurityProfile before falling back (A05.FR.08)
 BOOT_RETRY_S = 60  # BootNotification retry when the back end gave no interval
 RESET_WAIT_MS = 30000  # a soft Reset waits this long at most for the StopTransaction to go out
@@ -171,6 +172,9 @@ class ChargePoint:
         self._queued_stop = doc.get("p", None)
         self._next_sample = None
         self._last_aligned = None
+        self._txdata = Many()  # StopTxnSampledData / AlignedData of the running transaction (RAM)
+        self._txdata_every = 1  # of the samples taken, every so many is kept (thinned when full)
+        self._txdata_seen = 0
         # availability: "o" = operative wanted for connector 1 / the charge point
         self._operative = doc.get("o", True)
         # ChangeAvailability answered Scheduled: applied when the transaction ends (kept across
@@ -429,6 +433,10 @@ class ChargePoint:
                         "k0": at if at is not None else self.clock.ticks_ms()}
             self._auth_at = None
             self._next_sample = None
+            self._txdata = Many()
+            self._txdata_every = 1
+            self._txdata_seen = 0
+            self._txdata_add("StopTxnSampledData", "Transaction.Begin", t)
         else:
             n = fields.get("n")
             if n is None:
@@ -438,7 +446,7 @@ class ChargePoint:
             exact = fields.get("time") is not None  # it stopped then (a session cut by a power loss)
             if exact:
                 t = fields["time"]
-            data = self._samples("StopTxnSampledData", "Transaction.End", t)
+            data = self._txdata_end(t)
             cost = self._cost(tag, fields) if "cost" in fields else None
             self._stop_info = [n, tag, t, data, cost, self.stop_by, exact]
             self.stop_by = None
@@ -606,6 +614,7 @@ class ChargePoint:
                 self._next_sample = self.clock.ticks_add(self._next_sample, iv * 1000)
                 if self.clock.ticks_diff(now, self._next_sample) >= 0:  # far behind: restart
                     self._next_sample = self.clock.ticks_add(now, iv * 1000)
+                self._txdata_add("StopTxnSampledData", "Sample.Periodic", epoch)
                 mv = self._samples("MeterValuesSampledData", "Sample.Periodic", epoch)
                 if mv:
                     self._put_periodic({"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx["n"])
@@ -616,12 +625,45 @@ class ChargePoint:
                 self._last_aligned = slot
             elif slot != self._last_aligned:
                 self._last_aligned = slot
+                if self._tx is not None:
+                    self._txdata_add("StopTxnAlignedData", "Sample.Clock", slot * ai)
                 mv = self._samples("MeterValuesAlignedData", "Sample.Clock", slot * ai)
                 if mv:
                     if tx is not None:
                         self._put_periodic({"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx["n"])
                     elif self.accepted:
                         self._triggers.append(("MeterValues", {"connectorId": 1, "meterValue": mv}))
+
+    def _txdata_add(self, key, context, epoch):
+        """A StopTxnSampledData / StopTxnAlignedData sample for the transactionData of the
+        StopTransaction (9.1.24/25): kept in RAM, at most TXDATA_VALUES values with room left for
+        the Transaction.End sample; when full every second sample after the first goes and only
+        every second one from then on is kept, so that they stay spread over the session."""
+        mv = self._samples(key, context, epoch)
+        if mv is None:
+            return
+        d = self._txdata
+        room = TXDATA_VALUES - len(self.config.get("StopTxnSampledData"))
+        if _values(d[:1]) + _values(mv) > room:
+            return  # none beside the first (and the last) fits
+        self._txdata_seen += 1
+        if (self._txdata_seen - 1) % self._txdata_every:
+            return
+        d.append(mv[0])
+        while _values(d) > room:
+            self._txdata = d = Many(d[:1] + d[2::2])
+            self._txdata_every *= 2
+
+    def _txdata_end(self, epoch):
+        """The transactionData of the StopTransaction: the samples kept and the
+        Transaction.End one (None when there are none)."""
+        d, self._txdata = self._txdata, Many()
+        end = self._samples("StopTxnSampledData", "Transaction.End", epoch)
+        if end is not None:
+            while d and _values(d) + _values(end) > TXDATA_VALUES:
+                d.pop(len(d) // 2)
+            d.append(end[0])
+        return d or None
 
     def _put_periodic(self, payload, n):
         """Transaction MeterValues are periodic data: queued only outside the flash's reserve;
@@ -1439,6 +1481,14 @@ class ChargePoint:
         return {"connected": self.link is not None and self.link.connected, "accepted": self.accepted,
                 "queued": self.outbox.pending(), "status": self._status[1] and self._status[1][0],
                 "time_synced": self.wall.synced}
+
+
+def _values(meter_values):
+    """The number of sampled values in a list of MeterValue entries."""
+    n = 0
+    for e in meter_values:
+        n += len(e["sampledValue"])
+    return n
 
 
 def _num(v):

@@ -91,7 +91,7 @@ accordingly).
 import json
 
 from firmware import journal
-from firmware import loads
+from firmware import Many, loads
 from drivers.untrusted import finite
 from firmware.encoder import Encoder, utf8
 from firmware import store
@@ -119,7 +119,7 @@ def _not_json(v, depth):
             if why is not None:
                 return why
         return None
-    if t is list or t is tuple:
+    if t is list or t is tuple or t is Many:
         for x in v:
             why = _not_json(x, depth + 1)
             if why is not None:
