@@ -568,11 +568,11 @@ class Sim:
             await self.run_for(args[0])
             return
         fields = {"action": verb, "args": list(args), "truth_wh": round(self.world.truth_wh, 3)}
-        req = self._requests.get(lineno) if verb == "remote" and len(args) > 1 else None
+        req = self._requests.get(lineno) if verb in ("remote", "burst") and len(args) > 1 else None
         if req is not None:
             # a back-end command's payload, up to a 4 KB frame, is named by its size: printed
             # whole it would need a piece of heap as large as the firmware's own frame buffer
-            fields["args"] = [args[0]]
+            fields["args"] = list(args[:-1])
             fields["request_bytes"] = len(req[2])
         if lineno:
             fields["line"] = lineno
@@ -592,7 +592,7 @@ class Sim:
             self._cut_after = (cp.sent + args[0], args[1] if len(args) > 1 else 1000)
         elif verb == "net":
             self._net(lineno, args[0])
-        elif verb in ("remote", "token"):
+        elif verb in ("remote", "token", "burst"):
             self._remote(lineno, verb, args)
         elif verb in ("limit", "stop", "clear-fault", "unlock"):
             self._command(lineno, verb, args)
@@ -641,7 +641,13 @@ class Sim:
 
     @staticmethod
     def _request(verb, args):
-        """(action, path, JSON body) of a back-end command of the scenario (remote, token)."""
+        """(action, path, JSON body) of a back-end command of the scenario (remote, token, burst:
+        COUNT calls sent back to back, answered in one `remote` event as `answers`, the kind of
+        each: CallResult or the CallError's code, or None without an answer)."""
+        if verb == "burst":
+            payload = args[2] if len(args) > 2 else {}
+            texts = [json.dumps([2, "burst%d" % i, args[1], payload]) for i in range(1, args[0] + 1)]
+            return args[1], "/raw", json.dumps({"texts": texts, "timeout": 30}).encode()
         if verb == "token":
             body = {"idTag": args[0], "status": args[1] if len(args) > 1 else "Accepted"}
             if len(args) > 2:
@@ -654,11 +660,11 @@ class Sim:
         """The back-end commands' requests, encoded before the first boot: they are the world's
         (measured with it), not a few kilobytes taken from the firmware's heap when sent."""
         for lineno, verb, args in actions or ():
-            if verb in ("remote", "token"):
+            if verb in ("remote", "token", "burst"):
                 self._requests[lineno] = self._request(verb, args)
 
     def _remote(self, lineno, verb, args):
-        action = args[0] if verb == "remote" else "token"
+        action = args[0] if verb == "remote" else args[1] if verb == "burst" else "token"
         if self.csms_control is None:
             raise SimError("line %d: remote: no back end to send %s (the simulator was started with "
                            "--csms: send commands with that back end's own tools)" % (lineno, action))
@@ -700,7 +706,9 @@ class Sim:
             if n == len(buf):
                 raise ValueError("control API answer longer than %d bytes" % n)
             answer = json.loads(buf[:n]) if n else {}
-            if "result" in answer:
+            if "answers" in answer:
+                fields["answers"] = answer["answers"]
+            elif "result" in answer:
                 fields["result"] = answer["result"]
             elif "error" in answer or status >= 300:
                 fields["error"] = answer.get("error", {"status": status})

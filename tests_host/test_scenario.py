@@ -140,9 +140,17 @@ def test_every_verb_documented_in_spec():
         "rcd-leak", "rcd-broken", "rcd-ok", "weld", "feedback-lost", "feedback-ok", "diode-fault",
         "pilot-short", "pilot-ok",
         "temp", "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "net",
-        "remote", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault",
+        "remote", "burst", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault",
         "flash-full", "flash-fail", "flash-ok",
         "unlock", "lock-jam", "lock-ok", "pull"}
+
+
+def test_a_burst_of_calls_parses_with_its_json():
+    assert parse('burst 10 GetConfiguration {"key": ["A", "B"]}\nburst 2 ClearCache') == [
+        (1, "burst", [10, "GetConfiguration", {"key": ["A", "B"]}]), (2, "burst", [2, "ClearCache"])]
+    for bad in ("burst 1 ClearCache", "burst 51 ClearCache", "burst ten ClearCache", "burst 3"):
+        with pytest.raises(ScenarioError, match="line 1: burst"):
+            parse(bad)
 
 
 # -- errors: each names the line, the verb and what was expected

@@ -43,6 +43,8 @@ The control API listens on 127.0.0.1:CONTROL-PORT and speaks JSON:
                        plus "valid"/"validationError" for the charge point's answer;
                        400 bad request, 404 charge point not connected, 504 no answer in time
     POST /raw       {"cp": "CP1", "text": "[2,\"x1\",\"Reset\",{}]", "timeout": 5}   (or "binary": "BASE64")
+                    (or "texts": [up to 50 texts, sent back to back] -> {"cp", "answers": [per text
+                     "CallResult", the CallError's code or null]})
                     -> {"answer": "<the charge point's frame with the same uniqueId>" or null, "frames": [...],
                         "uniqueId", "frameId", "valid", "error" (the verdict on the frame sent), "cp"}
     GET  /violations[?cp=CP1]   -> {"count", "violations": [{cp, connector, from, to, at, timestamp, id, why}]}
@@ -1254,6 +1256,15 @@ class Csms:
             raise CsmsError("timeout must be a number of seconds above 0, got %r" % (timeout,))
         return await self._link(cp).send_raw(text, timeout)
 
+    async def send_raw_many(self, cp, texts, timeout=5):
+        """Send the text messages `texts` to `cp` back to back, without waiting for answers in
+        between, then wait up to `timeout` s for each answer. Returns {"cp", "answers": per
+        message "CallResult", the CallError's code, or None (no answer)}: the kinds only, so
+        that ten long answers make a short reply. Raises NotConnected."""
+        link = self._link(cp)
+        results = await asyncio.gather(*(link.send_raw(t, timeout) for t in texts))
+        return {"cp": link.id, "answers": [_answer_kind(r["answer"]) for r in results]}
+
     def mark(self):
         """The id of the last frame so far: pass it as `since` to wait for what comes after."""
         return self.store.last_frame_id()
@@ -1521,15 +1532,19 @@ class Csms:
     async def _api_raw(self, body):
         if not isinstance(body, dict):
             return 400, {"error": "POST /raw needs {\"cp\": ..., \"text\": \"...\"} or {..., \"binary\": \"BASE64\"}"}
-        extra = set(body) - {"cp", "text", "binary", "timeout"}
+        extra = set(body) - {"cp", "text", "texts", "binary", "timeout"}
         if extra:
             return 400, {"error": "unknown fields %s" % ", ".join(sorted(extra))}
-        if ("text" in body) == ("binary" in body):
-            return 400, {"error": "POST /raw needs exactly one of \"text\" and \"binary\""}
+        if ("text" in body) + ("texts" in body) + ("binary" in body) != 1:
+            return 400, {"error": "POST /raw needs exactly one of \"text\", \"texts\" and \"binary\""}
         if "text" in body:
             data = body["text"]
             if not isinstance(data, str):
                 return 400, {"error": "\"text\" must be a string (the message exactly as sent)"}
+        elif "texts" in body:
+            data = body["texts"]
+            if not (isinstance(data, list) and 0 < len(data) <= 50 and all(isinstance(t, str) for t in data)):
+                return 400, {"error": "\"texts\" must be a list of 1 to 50 strings (sent back to back)"}
         else:
             try:
                 data = base64.b64decode(body["binary"], validate=True)
@@ -1539,9 +1554,24 @@ class Csms:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             return 400, {"error": "timeout must be a number of seconds above 0"}
         try:
+            if "texts" in body:
+                return 200, await self.send_raw_many(body.get("cp"), data, timeout=timeout)
             return 200, await self.send_raw(body.get("cp"), data, timeout=timeout)
         except NotConnected as e:
             return 404, {"error": str(e)}
+
+
+def _answer_kind(text):
+    """"CallResult", a CallError's code, or None, of a charge point's answer frame (or None)."""
+    try:
+        m = json.loads(text) if text is not None else None
+    except ValueError:
+        return "not JSON"
+    if isinstance(m, list) and m and m[0] == 3:
+        return "CallResult"
+    if isinstance(m, list) and len(m) > 2 and m[0] == 4:
+        return m[2]
+    return None
 
 
 class _BadQuery(CsmsError):

@@ -7,9 +7,10 @@
     unplug
 
     remote RemoteStartTransaction {"idTag": "CARD1"}   # the back end sends a command
+    burst 10 GetConfiguration {}                       # ... that many, back to back
 
 `parse(text, verbs=None)` -> list of (lineno, verb, args) with typed args (ints, a float for
-`temp`, strings for `card` and `net`, a dict for `remote`'s JSON, the rest of its line, which
+`temp`, strings for `card` and `net`, a dict for the JSON of `remote` and `burst`, the rest of its line, which
 therefore can not hold a `#`); optional arguments that are left out are not filled in.
 `verbs` restricts the accepted verbs to those names (a runner that supports only part of the
 language). Errors raise ScenarioError("line N: VERB: ...") naming the line, the verb and what
@@ -91,6 +92,7 @@ SPEC = {
     "meter-baud": (_choice("BAUD", (1200, 2400, 4800, 9600, 19200, 38400)),),
     "net": (("STATE", "word", False, ("down", "up", "half-open", "drop")),),
     "remote": (("ACTION", "name", False, None), ("JSON", "json", True, None)),
+    "burst": (_int_in("COUNT", 2, 50), ("ACTION", "name", False, None), ("JSON", "json", True, None)),
     "token": (("IDTAG", "idtag", False, None),
               ("STATUS", "word", True, ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")),
               ("PARENT", "idtag", True, None)),
@@ -185,6 +187,9 @@ def parse_line(lineno, line, verbs=None):
     if verb == "remote" and len(toks) > 3:  # the JSON payload may hold spaces
         toks = line.split(None, 2)
         toks[2] = toks[2].strip()
+    elif verb == "burst" and len(toks) > 4:
+        toks = line.split(None, 3)
+        toks[3] = toks[3].strip()
     if verb not in SPEC or (verbs is not None and verb not in verbs):
         known = [v for v in SPEC if verbs is None or v in verbs]
         known.sort()
