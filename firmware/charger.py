@@ -179,6 +179,24 @@ class Charger:
         self.id_tag = id_tag
         self._stopped = False
 
+    def forget_authorization(self):
+        """An authorization no car came for (OCPP ConnectionTimeOut): no session starts with it."""
+        self.authorized = False
+        self.id_tag = None
+
+    def reserve(self, held):
+        """A reservation holds the station (True) or no longer does: free charging waits."""
+        self.reserved = held
+
+    def set_unlock_on_ev_disconnect(self, on):
+        """Whether the socket lock opens when the car leaves (OCPP UnlockConnectorOnEVSideDisconnect)."""
+        self.unlock_on_ev_disconnect = on
+
+    @property
+    def stopped(self):
+        """The session was ended by a command: no new one until unplug or a new authorization."""
+        return self._stopped
+
     def deauthorize(self, now=None):
         """Authorization withdrawn: the contactor opens in this call, the session ends."""
         self.authorized = False

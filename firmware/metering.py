@@ -191,22 +191,6 @@ class Metering:
 
     # ---- OCPP measurands (for the back-end link) ----
 
-    def measurands(self, offered_a):
-        """The sampled values OCPP 1.6 names, for MeterValues: {measurand: value or {phase: value}}."""
-        out = {"Current.Offered": offered_a}
-        if self.register_wh is None:
-            return out
-        out["Energy.Active.Import.Register"] = self.register_wh
-        if not self.valid:
-            return out
-        out["Power.Active.Import"] = self.power_w
-        if self.measures_current:
-            out["Current.Import"] = {"L1": self.amps_ma[0] / 1000, "L2": self.amps_ma[1] / 1000,
-                                     "L3": self.amps_ma[2] / 1000}
-            out["Voltage"] = {"L1-N": self.volts_dv[0] / 10, "L2-N": self.volts_dv[1] / 10,
-                              "L3-N": self.volts_dv[2] / 10}
-        return out
-
     def phases(self):
         """The phases the car draws on, e.g. "L1,L2,L3" (empty when it draws nothing)."""
         names = []

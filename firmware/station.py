@@ -224,7 +224,7 @@ class Station:
         else:
             c.unlock()
             result = "unlocking"
-        self._send("lock", {"request": "unlock", "result": result})
+        self.emit("lock", {"request": "unlock", "result": result})
         return result
 
     # ---- the slow task ----
@@ -244,7 +244,7 @@ class Station:
 
     def _report_failure(self, where, e, in_a_row):
         try:
-            self._send("error", {"where": where, "error": "%s: %s" % (type(e).__name__, e), "in_a_row": in_a_row})
+            self.emit("error", {"where": where, "error": "%s: %s" % (type(e).__name__, e), "in_a_row": in_a_row})
         except Exception:  # noqa: BLE001 - (a MemoryError again): the restart or the next round tells
             pass
 
@@ -314,7 +314,7 @@ class Station:
         if self.meter is None or not mt.valid:
             return
         amps = [a / 1000 for a in mt.amps_ma] if mt.measures_current else None
-        self._send("meter", {"energy_wh": mt.register_wh, "power_w": mt.power_w, "amps": amps,
+        self.emit("meter", {"energy_wh": mt.register_wh, "power_w": mt.power_w, "amps": amps,
                              "phases": mt.phases(), "bus_errors": sum(self.meter.errors.values()),
                              "rejected": sum(mt.rejected.values())}, at)
 
@@ -349,16 +349,16 @@ class Station:
         c.events = []
         for kind, a, b, at in events:
             if kind == "state":
-                self._send("state", {"state": a}, at)
+                self.emit("state", {"state": a}, at)
             elif kind == "offer":
-                self._send("offer", {"amps": a / 10, "duty": round(b * 100 / 65535, 2), "duty_u16": b}, at)
+                self.emit("offer", {"amps": a / 10, "duty": round(b * 100 / 65535, 2), "duty_u16": b}, at)
             elif kind == "contactor":
-                self._send("contactor", {"closed": a}, at)
+                self.emit("contactor", {"closed": a}, at)
             elif kind == "fault":
                 fields = {"code": a, "active": b, "ocpp": safety.OCPP_ERROR[a]}
                 if a == safety.METER and b and self.meter is not None:
                     fields["reason"] = self.meter.last_error or "readings not believable"
-                self._send("fault", fields, at)
+                self.emit("fault", fields, at)
                 if a == safety.WELDED:
                     self._save_faults()
             elif kind == "session":
@@ -368,14 +368,14 @@ class Station:
                     why = "%d closings within %d s" % (chg.WEAR_MAX, chg.WEAR_WINDOW_MS // 1000)
                 else:
                     why = "%d charges in a row shorter than %d s" % (c.short_charges, chg.STABLE_MS // 1000)
-                self._send("holdoff", {"ms": a, "reason": "contactor wear: " + why}, at)
+                self.emit("holdoff", {"ms": a, "reason": "contactor wear: " + why}, at)
             elif kind == "lock":
-                self._send("lock", {"state": a, "held": b}, at)
+                self.emit("lock", {"state": a, "held": b}, at)
             elif kind == "boot":
                 fields = {"settings_error": self.settings_error}
                 if self.billing.error:
                     fields["tariff_error"] = self.billing.error
-                self._send("boot", fields, at)
+                self.emit("boot", fields, at)
 
     def _session_event(self, what, arg, at):
         wh = self._meter_wh()
@@ -389,7 +389,7 @@ class Station:
             if priced:
                 fields["tariff"] = priced["tf"]
                 fields["group"] = priced.get("g")
-            self._send("session", fields, at)
+            self.emit("session", fields, at)
         else:
             self._stop_session(arg, wh, at, {"incomplete": self._incomplete})
 
@@ -424,7 +424,7 @@ class Station:
         for k in extra:
             if extra[k]:
                 fields[k] = extra[k]
-        self._send("session", fields, at)
+        self.emit("session", fields, at)
 
     def _epoch(self):
         return self.epoch() if self.epoch is not None else None
@@ -480,7 +480,7 @@ class Station:
                 why = "%d bytes free, within the %d kept for transaction records: periodic data is left out" % (
                     free, flash_mod.RESERVE)
             fields["reason"] = "%s%s" % (why, (" (%s)" % e) if e is not None else "")
-        self._send("fault", fields)
+        self.emit("fault", fields)
 
     def present(self, tag):
         """A driver token (card reader, app): with a back end, OCPP's rules decide
@@ -494,7 +494,7 @@ class Station:
             if k.upper() == tag.upper():
                 known = k
         group = tokens[known] if known is not None else None
-        if self._frees_lock(tag, group, tokens.get(c.lock_owner)):
+        if self.frees_lock(tag, group, tokens.get(c.lock_owner)):
             return self._token(tag, "unlocking", "the token whose session the lock is held for")
         if c.session:
             from firmware import auth  # the same stop rule as with a back end
@@ -514,7 +514,13 @@ class Station:
         self.billing.authorized(known, group, tariff)
         return self._token(tag, "accepted", "local_tokens", group, tariff)
 
-    def _frees_lock(self, tag, group, owner_group):
+    @property
+    def recovered(self):
+        """The session a power cut interrupted, as the journal recovered it at boot (None: none),
+        until it is closed."""
+        return self._recovered
+
+    def frees_lock(self, tag, group, owner_group):
         """A held socket lock (charger.hold_lock) opens for its owner's token or its group."""
         c = self.charger
         if self.lock is None or c.session or not c.lock_hold or c.lock_owner is None:
@@ -527,7 +533,7 @@ class Station:
         return True
 
     def _token(self, tag, result, reason, group=None, tariff=None):
-        self._send("token", {"id_tag": tag, "result": result, "reason": reason, "group": group, "tariff": tariff})
+        self.emit("token", {"id_tag": tag, "result": result, "reason": reason, "group": group, "tariff": tariff})
         return result
 
     def status(self):
@@ -562,7 +568,8 @@ class Station:
         firmware tick at which it happened."""
         self.sinks.append(fn)
 
-    def _send(self, kind, fields, at=None):
+    def emit(self, kind, fields, at=None):
+        """An event for every sink (add_sink): the log, the OCPP link, the simulator."""
         if at is None:
             at = self.clock.ticks_ms()
         for fn in self.sinks:
@@ -620,9 +627,9 @@ class OutOfService:
     def service(self):
         if not self._reported and self.sinks:
             self._reported = True
-            self._send("boot", {"board_error": self.error})
-            self._send("state", {"state": "F"})
-            self._send("fault", {"code": safety.CONFIG, "active": True, "ocpp": safety.OCPP_ERROR[safety.CONFIG],
+            self.emit("boot", {"board_error": self.error})
+            self.emit("state", {"state": "F"})
+            self.emit("fault", {"code": safety.CONFIG, "active": True, "ocpp": safety.OCPP_ERROR[safety.CONFIG],
                                  "reason": self.error})
 
     def status(self):
@@ -635,7 +642,7 @@ class OutOfService:
     def add_sink(self, fn):
         self.sinks.append(fn)
 
-    def _send(self, kind, fields):
+    def emit(self, kind, fields):
         for fn in self.sinks:
             fn(kind, fields, self.clock.ticks_ms())
 
@@ -675,7 +682,7 @@ def attach_ocpp(station, fs=None, reboot=None, link=None, rxbuf=None, txbuf=None
         try:
             ca = _read_text(_join(station.root, st.get("ocpp_ca_file")), fs)
         except OSError as e:
-            station._send("boot", {"ocpp_error": "ocpp_ca_file %s: %s" % (st.get("ocpp_ca_file"), e)})
+            station.emit("boot", {"ocpp_error": "ocpp_ca_file %s: %s" % (st.get("ocpp_ca_file"), e)})
             return None
     from firmware import appslot
 
@@ -711,7 +718,7 @@ def _firmware_management(station, cp, app, ca, reboot):
                 epoch=lambda: cp.wall.now() if cp.wall.synced else None, ca=ca, sleep_ms=clock.sleep_ms)
             cp.opts.updater.tls_gate = cp.may_stall
         except ValueError as e:
-            station._send("boot", {"ocpp_error": "firmware_public_key: %s" % e})
+            station.emit("boot", {"ocpp_error": "firmware_public_key: %s" % e})
 
     def diagnostics():
         from firmware.ocpp import update

@@ -690,7 +690,7 @@ def test_url_and_charge_box_id_encoding():
 def test_accept_key_and_basic_auth_examples():
     assert W.accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455
     key = bytes.fromhex("0001020304050607FFFFFFFFFFFFFFFFFFFFFFFF")  # OCPP-J 1.6 section 6.2.2
-    assert W._basic_auth("AL1000", key) == b"QUwxMDAwOgABAgMEBQYH////////////////"
+    assert W.basic_auth("AL1000", key) == b"QUwxMDAwOgABAgMEBQYH////////////////"
 
 
 class _Writer:

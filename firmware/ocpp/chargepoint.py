@@ -217,9 +217,9 @@ class ChargePoint:
         self._synced_at = 0  # epoch at the first time sync of this boot
         self.local_wait = False  # a command's answer waits on the charger, not on the network
         station.add_sink(self._event)
-        self.charger.unlock_on_ev_disconnect = cfg.get("UnlockConnectorOnEVSideDisconnect")
+        self.charger.set_unlock_on_ev_disconnect(cfg.get("UnlockConnectorOnEVSideDisconnect"))
         self.charger.set_available(self._operative)
-        self.charger.reserved = self._reservation is not None
+        self.charger.reserve(self._reservation is not None)
         self._phases = station.profile.get("phases", 3)
         self._reconcile(doc)
         if self._tx is None:
@@ -232,7 +232,7 @@ class ChargePoint:
         try:
             doc = store.read_json(self._state_path, self.fs)
         except ValueError as e:
-            self._note("ocpp.json unreadable (%s): starting from the journal" % e)
+            self.note("ocpp.json unreadable (%s): starting from the journal" % e)
             doc = None
         if type(doc) is not dict:
             return {"new": True}
@@ -274,12 +274,22 @@ class ChargePoint:
     def _has_lock(self):
         return getattr(self.st, "lock", None) is not None
 
-    def _note(self, text):
+    @property
+    def transaction(self):
+        """The running transaction ({"n", "tag", "t0", "group", "tariff", ...}) or None: read only."""
+        return self._tx
+
+    @property
+    def reservation(self):
+        """The reservation in force ({"id", "tag", "parent", "exp"}) or None: read only."""
+        return self._reservation
+
+    def note(self, text):
         """Something went wrong locally: kept (the last 8) and reported as an event for the log."""
         self.errors.append(text)
         if len(self.errors) > 8:
             self.errors.pop(0)
-        self.st._send("ocpp", {"error": text})
+        self.st.emit("ocpp", {"error": text})
 
     def _reconcile(self, doc):
         """At boot: where the queue stands, then what a power cut kept out of the outbox."""
@@ -300,7 +310,7 @@ class ChargePoint:
         self._queued_start, self._queued_stop = qs, qp
         if changed:
             self._save_state()
-        cur = keeper.current or self.st._recovered
+        cur = keeper.current or self.st.recovered
         if cur is not None:
             self._tx = {"n": cur["n"], "tag": cur.get("tag"), "t0": cur.get("t")}
         self._catch_up()
@@ -350,7 +360,7 @@ class ChargePoint:
         if p is None:
             rec = self.st.keeper.find(n)
             if rec is None:
-                self._note("session %d is not in the journal (any more): no StartTransaction" % n)
+                self.note("session %d is not in the journal (any more): no StartTransaction" % n)
                 self._queued_start = self._queued_stop = n
                 return self._save_state()
             if rec.get("e0") is None and not rec.get("stop") and self.st.meter is not None:
@@ -371,7 +381,7 @@ class ChargePoint:
             return False
         if "reservationId" in p:
             self._reservation = None
-            self.charger.reserved = False
+            self.charger.reserve(False)
         self._queued_start = n
         return self._save_state()
 
@@ -389,7 +399,7 @@ class ChargePoint:
         if p is None:
             rec = self.st.keeper.find(n)
             if rec is None or not rec.get("stop"):
-                self._note("session %d is not in the journal (any more): no StopTransaction" % n)
+                self.note("session %d is not in the journal (any more): no StopTransaction" % n)
                 self._queued_stop = n
                 return self._save_state()
             t = info[2] if info is not None else rec.get("ts")
@@ -483,12 +493,12 @@ class ChargePoint:
             if action == "MeterValues":
                 return False
             if self._put_error is None and self._pending is None:  # (once: it is put again every round)
-                self._note("%s of transaction %d not queued yet (put again later): %s" % (action, n, e))
+                self.note("%s of transaction %d not queued yet (put again later): %s" % (action, n, e))
             if isinstance(e, OSError):
                 self._put_error = e  # the flash refused it (the outbox being full is not the flash's fault)
             return False
         except ValueError as e:
-            self._note("%s of transaction %d not queued: %s" % (action, n, e))
+            self.note("%s of transaction %d not queued: %s" % (action, n, e))
             return None
         if action != "MeterValues":
             self._put_error = None
@@ -547,7 +557,7 @@ class ChargePoint:
         if not c.available:
             return UNAVAILABLE, "NoError"
         if connected:
-            if c._stopped:
+            if c.stopped:
                 return FINISHING, "NoError"
             if self._reservation is not None and not c.authorized:
                 return RESERVED, "NoError"  # 5.13: a car without identification keeps it Reserved
@@ -577,8 +587,7 @@ class ChargePoint:
         limit = self.config.get("ConnectionTimeOut") * 1000
         if self.clock.ticks_diff(now, self._auth_at) >= limit:
             self._auth_at = None
-            c.authorized = False
-            c.id_tag = None
+            c.forget_authorization()
 
     def _reservation_expiry(self, epoch):
         r = self._reservation
@@ -587,7 +596,7 @@ class ChargePoint:
         # Point or connector are set to Faulted or Unavailable"; only the expiry ended it.
         if r is not None and (epoch >= r["exp"] or c.faults.any() or not c.available):
             self._reservation = None
-            self.charger.reserved = False
+            self.charger.reserve(False)
             self._save_state()
 
     def _smart_limit(self, epoch):
@@ -678,7 +687,7 @@ class ChargePoint:
         if not want:
             return None
         c = self.charger
-        m = self.st.metering.measurands(c.offer_da / 10)
+        m = measurands(self.st.metering, c.offer_da / 10)
         sv = []
         for name in want:
             v = m.get(name)
@@ -752,7 +761,7 @@ class ChargePoint:
         was = self.config.get("SecurityProfile")
         status = self.config.change(p["key"], p["value"])
         if status == "Rejected" and getattr(self.config, "reason", None):
-            self._note(self.config.reason)
+            self.note(self.config.reason)
         now = self.config.get("SecurityProfile")
         if now != was:
             self._raise_profile(was, now)
@@ -776,7 +785,7 @@ class ChargePoint:
         if self.link is not None:
             self.link.url = self._url(now)
         self._relink = "SecurityProfile raised from %d to %d" % (was, now)
-        self._note(self._relink + ": reconnecting with it")
+        self.note(self._relink + ": reconnecting with it")
 
     def _profile_failed(self, reason):
         """A connection with a raised profile failed: after PROFILE_TRIES, back to the one before
@@ -789,10 +798,10 @@ class ChargePoint:
         try:
             self.config.set("SecurityProfile", back)
         except (OSError, ValueError) as e:  # the flash: the old profile holds until the next boot
-            self._note("SecurityProfile %d not saved: %s" % (back, e))
+            self.note("SecurityProfile %d not saved: %s" % (back, e))
         self.link.url = self._url(back)
         self._save_state()
-        self._note("could not connect with SecurityProfile %d (%s): back to %d" % (now, reason, back))
+        self.note("could not connect with SecurityProfile %d (%s): back to %d" % (now, reason, back))
 
     def _config_changed(self, key, value):
         if key == "TransactionMessageAttempts":
@@ -806,13 +815,13 @@ class ChargePoint:
             # sender reconnects once the answer is out); logged, never with the key (A01.FR.11/12).
             self.link.password = value
             self._relink = "AuthorizationKey changed"
-            self._note("AuthorizationKey changed: reconnecting with the new key")
+            self.note("AuthorizationKey changed: reconnecting with the new key")
         elif key == "HeartbeatInterval":
             self._hb_s = value
         elif key == "MessageTimeout" and self.rpc is not None:  # fix (test_chargepoint), see _on_up
             self.rpc.timeout_ms = value * 1000
         elif key == "UnlockConnectorOnEVSideDisconnect":
-            self.charger.unlock_on_ev_disconnect = value
+            self.charger.set_unlock_on_ev_disconnect(value)
         elif key == "MeterValueSampleInterval":
             self._next_sample = None  # the new interval counts from now, also in a transaction
 
@@ -830,7 +839,7 @@ class ChargePoint:
         ll = self.tokens.list
         status = await ll.update_async(p["listVersion"], p["updateType"], p.get("localAuthorizationList"))
         if status != "Accepted":
-            self._note("SendLocalList %s: %s" % (status, ll.reason))
+            self.note("SendLocalList %s: %s" % (status, ll.reason))
         return {"status": status}
 
     async def _on_DataTransfer(self, p):
@@ -992,7 +1001,7 @@ class ChargePoint:
         if c.session or c.vs in ("B", "C", "D") or self._auth_at is not None:
             return {"status": "Occupied"}
         self._reservation = {"id": p["reservationId"], "tag": p["idTag"], "parent": p.get("parentIdTag"), "exp": exp}
-        self.charger.reserved = True
+        self.charger.reserve(True)
         self._save_state()
         return {"status": "Accepted"}
 
@@ -1001,7 +1010,7 @@ class ChargePoint:
         if r is None or r["id"] != p["reservationId"]:
             return {"status": "Rejected"}
         self._reservation = None
-        self.charger.reserved = False
+        self.charger.reserve(False)
         self._save_state()
         return {"status": "Accepted"}
 
@@ -1022,7 +1031,7 @@ class ChargePoint:
         # transaction"); it used to pass -1 and the profile was Accepted.
         status = self.profiles.set(p["connectorId"], p["csChargingProfiles"], tid, self.wall.now())
         if status != "Accepted":
-            self._note("SetChargingProfile rejected: %s" % getattr(self.profiles, "reason", ""))
+            self.note("SetChargingProfile rejected: %s" % getattr(self.profiles, "reason", ""))
         return {"status": status}
 
     async def _on_ClearChargingProfile(self, p):
@@ -1125,22 +1134,22 @@ class ChargePoint:
         # Fix (test_chargepoint): MessageTimeout (errata 3.82) was not applied: always 30 s.
         self.rpc = Rpc(self.link.send, self.clock, self._handle, SUPPORTED,
                        timeout_ms=self.config.get("MessageTimeout") * 1000, send_json=self.link.send_json,
-                       note=self._note)
+                       note=self.note)
         if self._fallback is not None:  # connected with the raised profile: it stays
             self._fallback = None
             self._save_state()
-        self.st._send("ocpp", {"link": "up", "url": self.link.url})
+        self.st.emit("ocpp", {"link": "up", "url": self.link.url})
 
     def _on_down(self, reason):
         r = self.rpc
         if r is not None:
             r.closed()
         self.rpc = None
-        self._note("link down: %s" % reason)
-        self.st._send("ocpp", {"link": "down", "reason": reason})
+        self.note("link down: %s" % reason)
+        self.st.emit("ocpp", {"link": "down", "reason": reason})
 
     def _on_fail(self, reason):
-        self.st._send("ocpp", {"link": "failed", "reason": reason})
+        self.st.emit("ocpp", {"link": "failed", "reason": reason})
         if self._fallback is not None:
             self._profile_failed(reason)
 
@@ -1204,7 +1213,7 @@ class ChargePoint:
                     if m[0] == rpc_mod.REFUSE and m[3] == rpc_mod.NOT_UTF8 and link.ws is not None:
                         await link.ws.close(1007, "text is not UTF-8")  # RFC 6455 section 8.1
                 except Exception as e:  # the link went down while answering
-                    self._note("answering failed: %r" % e)
+                    self.note("answering failed: %r" % e)
 
     async def _sender(self):
         sleep = self.clock.sleep_ms
@@ -1212,10 +1221,10 @@ class ChargePoint:
             try:
                 sent = await self._send_one()
             except RpcError as e:
-                self._note("%s: %s" % (e.code, e.description))
+                self.note("%s: %s" % (e.code, e.description))
                 sent = False
             except Exception as e:  # (MemoryError, a flash error) must not end the sender for good
-                self._note("sender: %r" % (e,))
+                self.note("sender: %r" % (e,))
                 sent = False
             if not sent:
                 await sleep(POLL_MS)
@@ -1254,7 +1263,7 @@ class ChargePoint:
                 p = {"connectorId": k, "status": s[0], "errorCode": s[1], "timestamp": dt.iso(t)}
                 if s[3] is not None:
                     p["vendorErrorCode"] = s[3]
-                await self._call("StatusNotification", p)
+                await self.call("StatusNotification", p)
                 self._reported[k] = (s[0], s[1], s[3])
                 return True
         if self.tokens.waiting():
@@ -1263,7 +1272,7 @@ class ChargePoint:
         if self._authorizing is not None:
             tag, prof = self._authorizing
             self._authorizing = None
-            res = await self._call("Authorize", {"idTag": tag})
+            res = await self.call("Authorize", {"idTag": tag})
             info = res["idTagInfo"]
             self.tokens.learn(tag, info)
             if info["status"] == "Accepted":
@@ -1310,7 +1319,7 @@ class ChargePoint:
     async def _send_trigger(self, boot_only=False):
         if self._notices and not boot_only:
             action, payload = self._notices[0]
-            await self._call(action, payload)
+            await self.call(action, payload)
             self._notices.pop(0)
             return True
         if not self._triggers:
@@ -1324,16 +1333,16 @@ class ChargePoint:
         elif what == "Heartbeat":
             await self._heartbeat()
         elif what == "MeterValues":
-            await self._call("MeterValues", body)
+            await self.call("MeterValues", body)
         elif what == "FirmwareStatusNotification":
             u = self.opts.updater
-            await self._call(what, {"status": u.status() if u is not None else "Idle"})
+            await self.call(what, {"status": u.status() if u is not None else "Idle"})
         elif what == "DiagnosticsStatusNotification":
             d = self.opts.diagnostics
-            await self._call(what, {"status": d.status() if d is not None else "Idle"})
+            await self.call(what, {"status": d.status() if d is not None else "Idle"})
         return True
 
-    async def _call(self, action, payload, timeout_ms=None):
+    async def call(self, action, payload, timeout_ms=None):
         self._last_sent = self.clock.ticks_ms()
         self.sent += 1
         try:
@@ -1356,7 +1365,7 @@ class ChargePoint:
         if meter is not None and getattr(meter, "model", None):
             p["meterType"] = str(meter.model)[:25]
         try:
-            res = await self._call("BootNotification", p)
+            res = await self.call("BootNotification", p)
         except RpcError as e:
             if e.code == rpc_mod.CLOSED:
                 raise
@@ -1364,7 +1373,7 @@ class ChargePoint:
             raise
         self.boot_status = res["status"]
         self._set_time(res["currentTime"])
-        self.st._send("ocpp", {"boot": res["status"], "interval": res["interval"]})
+        self.st.emit("ocpp", {"boot": res["status"], "interval": res["interval"]})
         iv = res["interval"]
         if res["status"] == "Accepted":
             if iv > 0:
@@ -1372,14 +1381,14 @@ class ChargePoint:
                     self.config.set("HeartbeatInterval", iv)
                     self._hb_s = iv
                 except (ValueError, OSError) as e:  # beyond what the tick arithmetic can time
-                    self._note("heartbeat interval %r not taken: %s" % (iv, e))
+                    self.note("heartbeat interval %r not taken: %s" % (iv, e))
             self.accepted = True
             self._reported = [None, None]  # every connector's status again (section 4.2.1)
         else:
             self._boot_due = self.clock.ticks_add(self.clock.ticks_ms(), (iv if iv > 0 else BOOT_RETRY_S) * 1000)
 
     async def _heartbeat(self):
-        res = await self._call("Heartbeat", {})
+        res = await self.call("Heartbeat", {})
         self._set_time(res["currentTime"])
 
     def _set_time(self, text):
@@ -1392,7 +1401,7 @@ class ChargePoint:
                 if tx is not None and "k0" in tx:  # started in this boot, before the time was known
                     tx["t0"] = self._epoch_at(tx["k0"])
         except ValueError:
-            self._note("back end sent a bad currentTime %r" % (text,))
+            self.note("back end sent a bad currentTime %r" % (text,))
 
     async def _send_outbox(self, now):
         ob = self.outbox
@@ -1407,12 +1416,12 @@ class ChargePoint:
             data["transactionId"] = payload.get("transactionId", -1)
             payload = {"vendorId": payload["vendorId"], "messageId": payload["messageId"], "data": _dumps(data)}
         try:
-            res = await self._call(action, payload)
+            res = await self.call(action, payload)
         except RpcError as e:
             if e.code == rpc_mod.CLOSED:
                 ob.release(seq)
             else:
-                self._note("%s failed: %s %s" % (action, e.code, e.description))
+                self.note("%s failed: %s %s" % (action, e.code, e.description))
                 ob.fail(seq, self.clock.ticks_ms())
             return True
         ob.confirm(seq, res)
@@ -1481,6 +1490,24 @@ class ChargePoint:
         return {"connected": self.link is not None and self.link.connected, "accepted": self.accepted,
                 "queued": self.outbox.pending(), "status": self._status[1] and self._status[1][0],
                 "time_synced": self.wall.synced}
+
+
+def measurands(mt, offered_a):
+    """What a metering.Metering `mt` measures, by the names of OCPP 1.6 (9.1.17, 7.31), for
+    MeterValues: {measurand: value or {phase: value}}."""
+    out = {"Current.Offered": offered_a}
+    if mt.register_wh is None:
+        return out
+    out["Energy.Active.Import.Register"] = mt.register_wh
+    if not mt.valid:
+        return out
+    out["Power.Active.Import"] = mt.power_w
+    if mt.measures_current:
+        a = mt.amps_ma
+        v = mt.volts_dv
+        out["Current.Import"] = {"L1": a[0] / 1000, "L2": a[1] / 1000, "L3": a[2] / 1000}
+        out["Voltage"] = {"L1-N": v[0] / 10, "L2-N": v[1] / 10, "L3-N": v[2] / 10}
+    return out
 
 
 def _values(meter_values):

@@ -85,7 +85,7 @@ def parse_url(url):
         c = user.find(":")
         pw = b"" if c < 0 else _unquote(user[c + 1:])
         user = user if c < 0 else user[:c]
-        auth = ws._basic_auth(_unquote(user).decode(), pw)
+        auth = ws.basic_auth(_unquote(user).decode(), pw)
     _, host, port, path = ws.parse_url(("wss://" if tls else "ws://") + netloc + tail)
     return tls, host, port, path, auth
 
@@ -124,7 +124,7 @@ class _Conn:
 
     async def _io(self, aw, what):
         try:
-            return await ws._wait(aw, self.timeout_ms)
+            return await ws.with_timeout(aw, self.timeout_ms)
         except asyncio.TimeoutError:
             raise HttpError(self.status, "%s: no progress within %d ms (%s)" % (self.where, self.timeout_ms, what))
 
@@ -153,7 +153,7 @@ class _Conn:
     def _failure(self, e, what):
         if isinstance(e, HttpError):
             return e
-        why = ws._tls_failure(e) if self.tls else None
+        why = ws.tls_failure(e) if self.tls else None
         if why:
             return HttpError(None, "TLS with %s failed: %s" % (self.where, why))
         if isinstance(e, ValueError):
@@ -227,7 +227,7 @@ class _Conn:
             if t is not None:  # CPython: drop the connection at once, no TLS goodbye
                 t.abort()
             w.close()
-            await ws._wait(w.wait_closed(), 1000)
+            await ws.with_timeout(w.wait_closed(), 1000)
         except Exception:
             pass
 

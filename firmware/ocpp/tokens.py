@@ -47,7 +47,7 @@ class Tokens:
         tag = tag.upper()  # idTags are case-insensitive (7.28); a reader gives upper-case hex
         if self._asking is not None:
             return self._out(tag, REFUSED, "busy: waiting for the back end's answer on another token")
-        if cp.st._frees_lock(tag, self.group_of(tag), self.group_of(c.lock_owner)):
+        if cp.st.frees_lock(tag, self.group_of(tag), self.group_of(c.lock_owner)):
             return self._out(tag, UNLOCKING, "the token whose session the lock is held for")
         if c.session:
             return self._present_to_stop(tag)
@@ -60,7 +60,7 @@ class Tokens:
         return self._conclude(tag, verdict[0], verdict[1], verdict[2])
 
     def _present_to_stop(self, tag):
-        tx = self.cp._tx
+        tx = self.cp.transaction
         started_by = tx["tag"] if tx is not None else self.cp.charger.id_tag
         if started_by is not None and auth.fold(tag) == auth.fold(started_by):
             return self._stop(tag, "the token that started the session")
@@ -97,8 +97,8 @@ class Tokens:
         group = info[2] if info is not None else None
         if group is None:
             group = self.group_of(tag)  # an answer without parentIdTag: what the list/cache say
-        if cp._reservation is not None and not cp.reservation_matches(tag, group):
-            if group is None and cp._reservation["parent"] and source != "back end" and self.online():
+        if cp.reservation is not None and not cp.reservation_matches(tag, group):
+            if group is None and cp.reservation["parent"] and source != "back end" and self.online():
                 self._asking = (tag, "start")  # 5.13: its parentIdTag may be the reservation's
                 return self._out(tag, WAITING, "asking the back end for the token's group (reserved)")
             return self._out(tag, REFUSED, "the connector is reserved for another driver")
@@ -118,7 +118,7 @@ class Tokens:
         """5.13: the parentIdTag of `tag` from an Authorize.req (learnt into the cache as any
         answer); None when the back end gives none, does not accept the token or does not answer."""
         try:
-            res = await self.cp._call("Authorize", {"idTag": tag}, AUTHORIZE_TIMEOUT_MS)
+            res = await self.cp.call("Authorize", {"idTag": tag}, AUTHORIZE_TIMEOUT_MS)
         except RpcError:
             return None
         info = res["idTagInfo"]
@@ -142,7 +142,7 @@ class Tokens:
         tag, purpose = self._asking
         cp = self.cp
         try:
-            res = await cp._call("Authorize", {"idTag": tag}, AUTHORIZE_TIMEOUT_MS)
+            res = await cp.call("Authorize", {"idTag": tag}, AUTHORIZE_TIMEOUT_MS)
         except RpcError as e:
             self._asking = None
             if e.code != TIMEOUT and e.code != CLOSED:
@@ -161,12 +161,12 @@ class Tokens:
             kind, info, conflict = auth.answer(tag, res["idTagInfo"], cp.wall.now(), cp.config, self._list(),
                                                self._cache())
         except (OSError, MemoryError, ValueError) as e:  # the cache could not learn it: decide anyway
-            cp._note("authorization cache: %r" % (e,))
+            cp.note("authorization cache: %r" % (e,))
             kind, info, conflict = auth.answer(tag, res["idTagInfo"], cp.wall.now(), cp.config, self._list(), None)
         if conflict:
             cp.local_list_conflict()
         if purpose == "stop":
-            tx = cp._tx
+            tx = cp.transaction
             if cp.charger.session and tx is not None and info is not None and kind == "accept" \
                     and auth.same_group(tx["tag"], tx.get("group"), tag, info[2]):
                 return self._stop(tag, "same group %s" % info[2])
@@ -179,7 +179,7 @@ class Tokens:
                 conflict = auth.learn(tag, id_tag_info, self.cp.wall.now(), self.cp.config, self._list(),
                                       self._cache())
             except (OSError, MemoryError, ValueError) as e:  # the cache is only a cache
-                self.cp._note("authorization cache: %r" % (e,))
+                self.cp.note("authorization cache: %r" % (e,))
                 return
             if conflict:
                 self.cp.local_list_conflict()
@@ -202,5 +202,5 @@ class Tokens:
 
     def _out(self, tag, result, reason, group=None, tariff=None):
         self.last = {"id_tag": tag, "result": result, "reason": reason, "group": group, "tariff": tariff}
-        self.cp.st._send("token", self.last)
+        self.cp.st.emit("token", self.last)
         return result

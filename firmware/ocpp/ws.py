@@ -106,7 +106,7 @@ else:
         await asyncio.sleep(ms / 1000)
 
 
-async def _wait(aw, ms):
+async def with_timeout(aw, ms):
     """`aw` with a time limit (raises asyncio.TimeoutError); `aw` must be a coroutine."""
     return await asyncio.wait_for(aw, ms / 1000)
 
@@ -191,7 +191,7 @@ def tls_context(ca):
     return ctx
 
 
-def _tls_failure(e):
+def tls_failure(e):
     """What went wrong in the TLS layer, when exception `e` came from it; else None."""
     if _MICROPYTHON:  # mbedTLS: OSError with a negative code, ValueError for a refused certificate
         if isinstance(e, ValueError):
@@ -207,7 +207,7 @@ def _tls_failure(e):
     return (e.reason or e.__class__.__name__) + (" (%s)" % why if why else "")
 
 
-def _basic_auth(user, password):
+def basic_auth(user, password):
     if isinstance(password, str):
         password = password.encode()
     return b2a_base64(user.encode() + b":" + password).strip()
@@ -256,13 +256,13 @@ async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DE
     if not path.endswith("/"):
         path += "/"
     path += quote(charge_box_id) + query
-    auth = _basic_auth(charge_box_id, password) if password else None
+    auth = basic_auth(charge_box_id, password) if password else None
     ws = WebSocket(clock, max_size, buf, piece, enc)
     where = "%s:%d" % (host, port)
     try:
         if tls and ctx is None:
             ctx = tls_context(ca)
-        await _wait(ws._open(host, port, path, auth, ctx if tls else None), timeout_ms)
+        await with_timeout(ws._open(host, port, path, auth, ctx if tls else None), timeout_ms)
     except asyncio.TimeoutError:
         await ws._shutdown(1006, "timeout")
         raise WSError("no WebSocket to %s within %d ms" % (where, timeout_ms))
@@ -270,7 +270,7 @@ async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DE
         await ws._shutdown(1006, "handshake failed")
         if not isinstance(e, Exception):
             raise
-        why = _tls_failure(e) if tls else None
+        why = tls_failure(e) if tls else None
         if why:
             raise TLSError("TLS with %s failed: %s" % (where, why))
         raise
@@ -375,7 +375,7 @@ class WebSocket:
                 n = len(payload)
                 chunks = (payload,)
             try:
-                await _wait(self._write_frame(op, n, chunks), self.send_timeout_ms)
+                await with_timeout(self._write_frame(op, n, chunks), self.send_timeout_ms)
             except (OSError, EOFError, asyncio.TimeoutError):  # TimeoutError: nothing moves
                 await self._shutdown(1006, "connection lost")
                 raise ClosedError(1006, "connection lost")
@@ -450,7 +450,7 @@ class WebSocket:
         self._closing = True
         self.open = False
         try:
-            await _wait(self._send_frame(CLOSE, struct.pack("!H", code) + reason.encode()[:120]), 1000)
+            await with_timeout(self._send_frame(CLOSE, struct.pack("!H", code) + reason.encode()[:120]), 1000)
         except Exception:  # a dead link: the socket gets closed anyway
             pass
 
@@ -493,7 +493,7 @@ class WebSocket:
         if skip is not None:
             self._reader = None  # the skipping below ends by itself
             try:
-                await _wait(self._skip_until_close(skip), 1000)
+                await with_timeout(self._skip_until_close(skip), 1000)
             except Exception:
                 pass
         await self._shutdown(code, reason)
@@ -633,7 +633,7 @@ class WebSocket:
                 continue
             seen = self.rx_frames
             try:
-                await _wait(self.ping(), ms)
+                await with_timeout(self.ping(), ms)
             except (ClosedError, asyncio.TimeoutError):
                 if self.open:
                     await self._shutdown(1006, "ping not sent within %d ms" % ms)
@@ -651,9 +651,9 @@ class WebSocket:
         await self._send_close(code, reason)
         try:
             if self._reader is not None:  # the reading task will see the server's close frame
-                await _wait(self._wait_close_seen(), timeout_ms)
+                await with_timeout(self._wait_close_seen(), timeout_ms)
             else:
-                await _wait(self._drain_until_close(), timeout_ms)
+                await with_timeout(self._drain_until_close(), timeout_ms)
         except Exception:
             pass
         await self._shutdown(code, reason)
@@ -706,7 +706,7 @@ class WebSocket:
             if t is not None:  # CPython: drop the connection at once, no TLS goodbye
                 t.abort()
             w.close()
-            await _wait(w.wait_closed(), 1000)  # on MicroPython this is what closes the socket
+            await with_timeout(w.wait_closed(), 1000)  # on MicroPython this is what closes the socket
         except Exception:
             pass
 
