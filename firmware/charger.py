@@ -87,11 +87,55 @@ class Inputs:
         self.lock = None  # socket lock: LOCK_LOCKED, _UNLOCKED, _MOVING, _FAILED; None: none fitted
 
 
+class Events:
+    """The charger's events for the slower tasks, oldest first: a ring of CAP slots made at boot,
+    filled in the control tick without allocating (a list of tuples would take heap at every
+    transition). An event that finds it full is counted in `lost`, which the station reports; the
+    station takes them every 100 ms, and a tick makes a few at most."""
+
+    CAP = 24
+
+    def __init__(self):
+        n = self.CAP
+        self._kind = [None] * n
+        self._a = [None] * n
+        self._b = [None] * n
+        self._at = [0] * n
+        self._first = 0
+        self._n = 0
+        self.lost = 0
+
+    def __len__(self):
+        return self._n
+
+    def put(self, kind, a, b, at):
+        if self._n == self.CAP:
+            self.lost += 1
+            return
+        i = (self._first + self._n) % self.CAP
+        self._kind[i] = kind
+        self._a[i] = a
+        self._b[i] = b
+        self._at[i] = at
+        self._n += 1
+
+    def take(self):
+        """The oldest event as (kind, a, b, ticks), or None."""
+        if not self._n:
+            return None
+        i = self._first
+        e = (self._kind[i], self._a[i], self._b[i], self._at[i])
+        self._a[i] = self._b[i] = None  # (no reference kept to what the slow task may free)
+        self._first = (i + 1) % self.CAP
+        self._n -= 1
+        return e
+
+
 class Charger:
     def __init__(self, clock, settings, hw_max_a, phases=3, socketed=True):
         self.clock = clock
         self.inp = Inputs()
-        self.events = []
+        self.events = Events()
         self.faults = safety.Faults(clock, self._emit, settings.get("fault_retry_s") * 1000,
                                     settings.get("fault_max_retries"))
         self.limits = lim.Limits(clock)
@@ -656,4 +700,4 @@ class Charger:
             self._emit("session", "stop", reason)
 
     def _emit(self, kind, a, b):
-        self.events.append((kind, a, b, self._now))
+        self.events.put(kind, a, b, self._now)

@@ -44,7 +44,7 @@ JOURNAL_FILE = "sessions.log"  # and .1 (the older generation), .open (the open 
 LEGACY_JOURNAL = "sessions.jnl"  # the journal of firmware before 0.5, carried over once
 OCPP_ENC_BYTES = 1536  # the encoder the link and the outbox share (firmware/encoder.py)
 OCPP_RX_BYTES = 4096  # the OCPP link's receive buffer: firmware/ocpp/rpc.py MAX_FRAME
-OCPP_TX_BYTES = 1024  # its send buffer: firmware/ocpp/ws.py PIECE
+OCPP_TX_BYTES = 512  # its send buffer: firmware/ocpp/ws.py PIECE (a TLS record each)
 BOARD_FILE = "board.json"
 
 
@@ -277,7 +277,7 @@ class Station:
             self._save_faults()
         if self._recovered is not None:
             self._close_recovered()
-        if c.events and self._recovered is None:
+        if len(c.events) and self._recovered is None:
             # (new session events wait until the one cut by the power loss is closed)
             self._drain()
         reader = getattr(hw, "reader", None)
@@ -345,9 +345,15 @@ class Station:
 
     def _drain(self):
         c = self.charger
-        events = c.events
-        c.events = []
-        for kind, a, b, at in events:
+        q = c.events
+        if q.lost:
+            self.emit("error", {"where": "control", "error": "%d charger events lost: the queue was full" % q.lost})
+            q.lost = 0
+        while True:
+            e = q.take()
+            if e is None:
+                break
+            kind, a, b, at = e
             if kind == "state":
                 self.emit("state", {"state": a}, at)
             elif kind == "offer":

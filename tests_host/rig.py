@@ -111,8 +111,11 @@ class Rig:
         self._inputs()
         self.c.update(self.now)
         self._lock_outputs()
-        self.events.extend(e[:3] for e in self.c.events)
-        del self.c.events[:]
+        while True:
+            e = self.c.events.take()
+            if e is None:
+                break
+            self.events.append(e[:3])
 
     def run(self, ms):
         for _ in range(ms // 10):

@@ -230,7 +230,7 @@ def _header(op, n, key):
 # Bytes masked and written at a time: most OCPP messages fit in one piece, so that a frame goes
 # out in one write. (A frame of several pieces leaves in several TCP segments, and Nagle's rule
 # with the peer's delayed ACK can hold each later one back some 40 ms.)
-PIECE = 1024
+PIECE = 512
 ENCODER_BYTES = 1536  # a Link's message encoder (firmware/encoder.py): an OCPP message's JSON
 
 
