@@ -5,8 +5,8 @@ both ways, against the official OCPP 1.6 JSON schemas. The simulator's proxy sta
 the back end's commands after the boot, a session it stops remotely, a session that ends while
 the network is down.
 
-The back end runs in real time, the simulator at twenty times real time (`--speed 20`): the back
-end's commands take some 100 ms, 2 s of the board's time, where the scenario leaves 60 s.
+The back end runs in real time, the simulator at forty times real time (`--speed 40`): the back
+end's commands take some 100 ms, 4 s of the board's time, where the scenario leaves 60 s.
 tools/test.py installs ocpp-rpc (tests_host/interop/package-lock.json) with npm.
 """
 import json
@@ -60,7 +60,7 @@ def run(tmp_path_factory):
                 time.sleep(0.05)
         assert port, "the central system did not start: %s" % open(log_path).read()[-2000:]
         p = subprocess.run([sys.executable, SIM, "--scenario", SCENARIO, "--csms", "ws://127.0.0.1:%d/ocpp" % port,
-                            "--speed", "20", "--quiet", "--events", events], capture_output=True, text=True,
+                            "--speed", "40", "--quiet", "--events", events], capture_output=True, text=True,
                            timeout=600)
     finally:
         csms.stdin.close()  # it closes its connections and exits

@@ -81,12 +81,22 @@ _EPOCH_DAYS = 10957  # 1970-01-01 .. 2000-01-01, MicroPython's epoch on the ESP3
 # The virtual ESP32's CPU model (tests_host/cpumodel.py): on the chip these methods are C, so
 # their Python bodies here are not the firmware's work. ADC.read_uv pauses the counters inside it
 # (the call itself, made by the firmware's bytecode, still counts) and charges the conversion as
-# ADC_READ_US of time that does not scale with the clock. The other fakes (Pin, PWM, UART) still
-# count their bodies: a wrapper through a closure allocates here, also under the IRQ's heap lock.
+# ADC_READ_US of time that does not scale with the clock. Pin, PWM, UART and SPI pause the
+# counters in their bodies the same way (inline, as a wrapper through a closure would allocate,
+# also under the IRQ's heap lock); an IRQ handler they call is the firmware's and counts again.
 try:
     import vesp as _vesp
 except ImportError:
     _vesp = None
+
+
+def _pause():
+    return _vesp.enable(0) if _vesp is not None else 0
+
+
+def _resume(was):
+    if _vesp is not None:
+        _vesp.enable(was)
 
 
 
@@ -200,13 +210,19 @@ def _run(fn, arg, hard):
     elif hard and _heap_lock is not None:
         _heap_lock()
         _hard_depth += 1
+        was = _vesp.enable(1) if _vesp is not None else 0  # the firmware's handler counts
         try:
             fn(arg)
         finally:
+            _resume(was)
             _hard_depth -= 1
             _heap_unlock()
     else:
-        fn(arg)
+        was = _vesp.enable(1) if _vesp is not None else 0
+        try:
+            fn(arg)
+        finally:
+            _resume(was)
 
 
 def _world_call(fn, arg):
@@ -526,11 +542,15 @@ class Pin:
         _changed(pid, old, True)
 
     def value(self, x=None):
-        if x is None:
-            return _level(self._id)
-        old = _level(self._id)
-        _line(self._id).out = 1 if x else 0
-        _changed(self._id, old, True)
+        was = _pause()
+        try:
+            if x is None:
+                return _level(self._id)
+            old = _level(self._id)
+            _line(self._id).out = 1 if x else 0
+            _changed(self._id, old, True)
+        finally:
+            _resume(was)
 
     def __call__(self, x=None):
         return self.value(x)
@@ -632,8 +652,12 @@ class PWM:
     def duty_u16(self, value=None):
         if value is None:
             return self._duty
-        self._duty = min(max(int(value), 0), 65535)
-        self._tune()
+        was = _pause()
+        try:
+            self._duty = min(max(int(value), 0), 65535)
+            self._tune()
+        finally:
+            _resume(was)
 
     def duty_ns(self, value=None):
         period_ns = 1000000000 // self._freq
@@ -866,20 +890,32 @@ class UART:
         _uarts.pop(self._id, None)
 
     def write(self, buf):
-        data = buf.encode() if isinstance(buf, str) else bytes(buf)
-        dev = _uart_devs.get(self._id)
-        if dev is not None:
-            dev.feed(data)
-        return len(data)
+        was = _pause()
+        try:
+            data = buf.encode() if isinstance(buf, str) else bytes(buf)
+            dev = _uart_devs.get(self._id)
+            if dev is not None:
+                dev.feed(data)
+            return len(data)
+        finally:
+            _resume(was)
 
     def any(self):
-        dev = _uart_devs.get(self._id)
-        return dev.pending() if dev is not None and hasattr(dev, "pending") else 0
+        was = _pause()
+        try:
+            dev = _uart_devs.get(self._id)
+            return dev.pending() if dev is not None and hasattr(dev, "pending") else 0
+        finally:
+            _resume(was)
 
     def read(self, nbytes=None):
-        dev = _uart_devs.get(self._id)
-        data = dev.take(self._rxbuf if nbytes is None else nbytes) if dev is not None else b""
-        return bytes(data) if data else None
+        was = _pause()
+        try:
+            dev = _uart_devs.get(self._id)
+            data = dev.take(self._rxbuf if nbytes is None else nbytes) if dev is not None else b""
+            return bytes(data) if data else None
+        finally:
+            _resume(was)
 
     def readinto(self, buf, nbytes=None):
         data = self.read(len(buf) if nbytes is None else nbytes)
@@ -924,13 +960,17 @@ class SPI:
         pass
 
     def _xfer(self, data):
-        dev = _spi_devs.get(self._bus)
-        if dev is None:
-            return b"\xff" * len(data)
-        got = bytes(dev.transfer(bytes(data)))
-        if len(got) != len(data):
-            raise ValueError("SPI device returned %d bytes for %d" % (len(got), len(data)))
-        return got
+        was = _pause()
+        try:
+            dev = _spi_devs.get(self._bus)
+            if dev is None:
+                return b"\xff" * len(data)
+            got = bytes(dev.transfer(bytes(data)))
+            if len(got) != len(data):
+                raise ValueError("SPI device returned %d bytes for %d" % (len(got), len(data)))
+            return got
+        finally:
+            _resume(was)
 
     def read(self, nbytes, write=0):
         return self._xfer(bytes([write]) * nbytes)
