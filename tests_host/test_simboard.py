@@ -60,7 +60,8 @@ def config(tmp_path_factory, backend):
 
 @pytest.fixture(scope="module")
 def board(flash):
-    with simboard.SimBoard(flash=flash, world=[["card", CARD]]) as b:
+    # a stock image (the 64-bit unix port): deploy copies the firmware as .mpy files
+    with simboard.SimBoard(flash=flash, world=[["card", CARD]], runtime="micropython") as b:
         yield b
 
 
@@ -190,7 +191,7 @@ def test_bench_passes_every_step_on_a_good_board(board, backend, tmp_path):
 def test_bench_with_a_broken_world_fails_the_right_steps(board, flash):
     board.stop()  # the same flash, rewired: contactor feedback off, pilot shorted to PE
     broken = [["feedback-lost"], ["pilot-short"], ["card", CARD]]
-    with simboard.SimBoard(flash=flash, world=broken, wifi=None) as b:
+    with simboard.SimBoard(flash=flash, world=broken, wifi=None, runtime="micropython") as b:
         r = tool("bench.py", "--port", b.port, "--skip", "backend", "--card-wait", "3")
     assert r.returncode == 1, r.stdout + r.stderr
     lines = r.stdout.splitlines()
@@ -203,6 +204,23 @@ def test_bench_with_a_broken_world_fails_the_right_steps(board, flash):
     assert "the network was not found" in text  # no access point in this world
     for step in ("rcd", "temperature", "meter", "card"):
         assert any(ln.strip().startswith("PASS  " + step) for ln in lines), text
+
+
+def test_the_default_board_is_the_virtual_esp32_with_the_firmware_frozen_in(config, tmp_path):
+    # tools/vm.py's image, 32-bit as the chip: deploy finds the frozen firmware and copies only
+    # boot.py, main.py, the profile and the settings, and the station runs from the image
+    settings, secrets = config
+    with simboard.SimBoard(flash=str(tmp_path), world=[["card", CARD]]) as b:
+        r = mpremote(b.port, "exec", "import sys, firmware; print(sys.implementation._mpy >> 10, firmware.__name__)")
+        assert r.returncode == 0 and "1 firmware" in r.stdout, r.stdout + r.stderr  # x86: 32-bit
+        r = tool("deploy.py", "--port", b.port, "--settings", settings, "--secrets", secrets)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "the firmware frozen in its image (found)" in r.stdout and "copy 4 files" in r.stdout, r.stdout
+        assert sorted(os.listdir(str(tmp_path))) == ["board.json", "boot.py", "main.py", "settings.json"]
+        time.sleep(1.5)
+        r = mpremote(b.port, "exec", "import os; print(sorted(os.listdir('/')))")
+        assert r.returncode == 0, r.stderr
+        assert "journal" in r.stdout or "energy.json" in r.stdout  # the station wrote its files
 
 
 # ---------------------------------------------------------------- bad input

@@ -27,7 +27,9 @@ private temporary file.
 
 --frozen: the board runs a custom image with firmware/ and drivers/ frozen in (manifest.py);
 only boot.py, main.py, board.json and settings.json are copied, and copies of firmware/ and
-drivers/ on the filesystem are removed (they would shadow the frozen ones).
+drivers/ on the filesystem are removed (they would shadow the frozen ones). Without the flag the
+probe finds such an image by itself (a `firmware` package under `.frozen`): the simulated board's
+default runtime, the virtual ESP32, is one.
 --dry-run: say what would be copied and removed, change nothing.
 
 Exit status: 0 done, 1 the board or mpremote failed (with what to check), 2 bad input.
@@ -95,8 +97,22 @@ _r = {}
 for _p in _files + %(top)r:
     _r[_p] = '' if _p.endswith('/') else _h(_p)
 _s = os.statvfs('/')
+_fz = False
+_sp = sys.path[:]
+_m = sys.modules.pop('firmware', None)
+try:
+    sys.path[:] = ['.frozen']
+    import firmware
+    _fz = True
+except ImportError:
+    pass
+sys.path[:] = _sp
+sys.modules.pop('firmware', None)
+if _m is not None:
+    sys.modules['firmware'] = _m
 print(%(mark)r + json.dumps({'mpy': sys.implementation._mpy, 'version': list(sys.implementation.version[:3]),
-      'machine': sys.implementation._machine, 'free': _s[0] * _s[3], 'size': _s[0] * _s[2], 'files': _r}))
+      'machine': sys.implementation._machine, 'free': _s[0] * _s[3], 'size': _s[0] * _s[2], 'files': _r,
+      'frozen': _fz}))
 """
 
 
@@ -331,11 +347,14 @@ def deploy(a, log=print):
         raise DeployError("--secrets %s: no such file" % a.secrets)
     settings_bytes, used, st = settings_file(a.settings, secrets)
     info = probe(a.port)
-    arch = board_arch(info)
-    files = wanted_files(arch, profile, settings_bytes, a.frozen)
+    frozen = a.frozen or bool(info.get("frozen"))
+    arch = board_arch(info) if not frozen else "frozen"
+    files = wanted_files(arch, profile, settings_bytes, frozen)
     copy, stale, rmdirs, mkdirs = plan(files, info)
-    log("board on %s: MicroPython %s, %s bytecode, flash %d KB with %d KB free"
-        % (a.port, ".".join(str(v) for v in info["version"]), arch, info["size"] // 1024, info["free"] // 1024))
+    log("board on %s: MicroPython %s, %s, flash %d KB with %d KB free"
+        % (a.port, ".".join(str(v) for v in info["version"]),
+           "%s bytecode" % arch if not frozen else "the firmware frozen in its image" + ("" if a.frozen else " (found)"),
+           info["size"] // 1024, info["free"] // 1024))
     size = 0
     for p in copy:
         local, data, _h = files[p]

@@ -2,13 +2,18 @@
 """A simulated ESP32 board on a pseudo-terminal, for mpremote, tools/deploy.py and tools/bench.py.
 
     python3 tools/simboard.py [--board NAME] [--flash DIR] [--link PATH] [--wifi SSID:PASSWORD]
-                              [--world ACTION]... [--heap SIZE]
+                              [--world ACTION]... [--heap SIZE] [--runtime esp32|micropython]
 
 It prints the serial port to use (`mpremote connect PORT ...`) and runs until Ctrl-C. Behind the
-port the unix MicroPython port runs tests_host/boardsim.py: the board's REPL, the fake `machine`
+port a unix MicroPython runs tests_host/boardsim.py: the board's REPL, the fake `machine`
 modules and the simulated world (car socket, contactor, RCD, meter, card reader) on the wall
-clock. The board starts empty, as a freshly flashed MicroPython does: deploy the firmware with
-tools/deploy.py, then bench-test it with tools/bench.py.
+clock. Its flash starts empty: deploy with tools/deploy.py, then bench-test with tools/bench.py.
+
+--runtime esp32 (default): the virtual ESP32 (tools/vm.py), a board flashed with an image that
+               has the firmware frozen in (32-bit, as on the chip): tools/deploy.py sees that and
+               copies only boot.py, main.py, the profile and the settings.
+--runtime micropython: the prebuilt 64-bit unix MicroPython, a board with a stock image:
+               tools/deploy.py copies the firmware as .mpy files (x64 bytecode).
 
 --board NAME   how the simulated hardware is wired (a profile in drivers/boards/, default
                esp32-devkit); deploy the same profile or the bench will show the difference.
@@ -53,6 +58,7 @@ BANNER = "MicroPython v%s on 2026-11-01; ESP32 module (simulated: %s) with ESP32
 OUT_CAP = 256 * 1024  # output kept for a host that is not reading; older output is dropped
 
 HARD_RESET, SOFT_RESET, SOFT_RESET_RAW = 3, 4, 5  # tests_host/boardsim.py's exit statuses
+RUNTIMES = ("esp32", "micropython")
 
 
 def _signal_masks(pid, fields):
@@ -98,7 +104,10 @@ class SimBoard:
     """
 
     def __init__(self, board="esp32-devkit", flash=None, link=None, wifi=DEFAULT_WIFI, world=(),
-                 heap=HEAP):
+                 heap=HEAP, runtime="esp32"):
+        if runtime not in RUNTIMES:
+            raise ValueError("no such runtime: %s (%s)" % (runtime, ", ".join(RUNTIMES)))
+        self.runtime = runtime
         self.profile = board if board.endswith(".json") else os.path.join(BOARDS, board + ".json")
         if not os.path.exists(self.profile):
             raise ValueError("no such board profile: %s" % board)
@@ -132,9 +141,15 @@ class SimBoard:
     def start(self):
         import sim
 
-        sim.compile_for_sim()
-        self._env = dict(os.environ, MICROPYPATH=sim.micropython_path())
-        self._micropython = _venv.bin_path("micropython")
+        if self.runtime == "esp32":  # the harness (boardsim, fakes, world) is frozen in with the firmware
+            import vm
+
+            self._micropython = vm.build(quiet=True)
+            self._env = dict(os.environ, MICROPYPATH=".frozen")
+        else:
+            sim.compile_for_sim()
+            self._env = dict(os.environ, MICROPYPATH=sim.micropython_path())
+            self._micropython = _venv.bin_path("micropython")
         name = os.path.basename(self.profile)[:-5]
         cfg = {"flash": self.flash, "profile": self.profile, "world": self.world,
                "wifi": list(self.wifi) if self.wifi else None,
@@ -172,7 +187,7 @@ class SimBoard:
             shutil.rmtree(self.flash, ignore_errors=True)
 
     def _mp_version(self):
-        r = subprocess.run([_venv.bin_path("micropython"), "-c",
+        r = subprocess.run([self._micropython, "-c",
                             "import sys; print('%d.%d.%d' % sys.implementation.version[:3])"],
                            capture_output=True, text=True)
         return r.stdout.strip() or "1.x"
@@ -347,9 +362,12 @@ def main(argv=None):
     p.add_argument("--wifi", type=wifi_arg, default=DEFAULT_WIFI, metavar="SSID:PASSWORD")
     p.add_argument("--world", type=world_action, action="append", default=[], metavar="ACTION")
     p.add_argument("--heap", default=HEAP, help="MicroPython heap of the board (default %s)" % HEAP)
+    p.add_argument("--runtime", choices=RUNTIMES, default="esp32",
+                   help="esp32: the virtual ESP32, the firmware frozen in (default); micropython: the "
+                        "64-bit unix port, a stock image")
     a = p.parse_args(argv)
     try:
-        board = SimBoard(a.board, a.flash, a.link, a.wifi, a.world, a.heap)
+        board = SimBoard(a.board, a.flash, a.link, a.wifi, a.world, a.heap, a.runtime)
     except ValueError as e:
         p.error("--board %s: %s" % (a.board, e))
     stop = threading.Event()
