@@ -68,18 +68,21 @@ def board(flash):
 # ---------------------------------------------------------------- the board as mpremote sees it
 
 def _tree_to_mount(tmp_path):
-    """A copy of firmware/ and drivers/ whose files all have one known modification time. A
-    time with a 0x03 byte (a fresh clone's, one time in 128) stops mpremote's mount on the
-    simulated board: the byte reaches it as a Ctrl-C (README, "The simulated board")."""
+    """A copy of firmware/ and drivers/ and a 3-character name, all with a modification time
+    that holds the bytes 0x03 and 0x04: mpremote mount sends both as data (a name's length, a
+    file's time), and the bridge must pass them on as such, not as a Ctrl-C or a Ctrl-D."""
     import shutil
 
     d = str(tmp_path / "tree")
     for top in ("firmware", "drivers"):
         shutil.copytree(os.path.join(ROOT, top), os.path.join(d, top),
                         ignore=shutil.ignore_patterns("__pycache__", "*.mpy"))
+    with open(os.path.join(d, "abc"), "w") as f:
+        f.write("x")
     for dirpath, dirs, files in os.walk(d):
         for name in dirs + files:
-            os.utime(os.path.join(dirpath, name), (1700000000, 1700000000))  # bytes 00 f1 53 65
+            os.utime(os.path.join(dirpath, name), (0x6B170403, 0x6B170403))  # bytes 03 04 17 6b
+    os.utime(d, (0x6B170403, 0x6B170403))
     return d
 
 
@@ -91,9 +94,10 @@ def test_mpremote_exec_and_mount_on_an_empty_board(board, tmp_path):
     assert r.returncode != 0 and "ImportError" in r.stdout + r.stderr  # not deployed yet
     r = mpremote(board.port, "mount", _tree_to_mount(tmp_path), "exec",
                  "import os, firmware; from firmware import settings; "
-                 "print(os.getcwd(), firmware.__name__, len(settings.SCHEMA))")
+                 "print(os.getcwd(), firmware.__name__, len(settings.SCHEMA), sorted(os.listdir('.')))")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "/remote firmware %d" % len(__import__("firmware.settings").settings.SCHEMA) in r.stdout
+    assert "/remote firmware %d ['abc', 'drivers', 'firmware']" % len(__import__("firmware.settings").settings.SCHEMA) \
+        in r.stdout
 
 
 def test_ctrl_c_soft_and_hard_reset_behave_as_on_a_board(board):

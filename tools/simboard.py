@@ -245,6 +245,12 @@ class SimBoard:
             data = b""
         if not data:
             return None
+        if not self._started and child.poll() is None:
+            # Its interrupt character on at least once since it started (boardsim's boot()):
+            # from then on a Ctrl-C byte while it is off is mpremote mount's data, not a Ctrl-C
+            # held for a process still starting (that took the length byte of a 3-character
+            # name, or a file time, out of mount's stream)
+            self._catches(child)
         self._out += data
         if len(self._out) > OUT_CAP:
             del self._out[:len(self._out) - OUT_CAP]
