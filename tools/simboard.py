@@ -246,10 +246,9 @@ class SimBoard:
         if not data:
             return None
         if not self._started and child.poll() is None:
-            # Its interrupt character on at least once since it started (boardsim's boot()):
-            # from then on a Ctrl-C byte while it is off is mpremote mount's data, not a Ctrl-C
-            # held for a process still starting (that took the length byte of a 3-character
-            # name, or a file time, out of mount's stream)
+            # Once its interrupt character has been on (boardsim's boot()), a 0x03 byte that
+            # comes while it is off is data (mpremote mount's: a name's length, a file's time),
+            # not a Ctrl-C held for a process that is still starting.
             self._catches(child)
         self._out += data
         if len(self._out) > OUT_CAP:
