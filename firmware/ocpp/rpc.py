@@ -232,7 +232,7 @@ def _check(code, arg, v):
             return TYPE, "", "expected object"
         return _check_props(arg, v)
     if code == "a":
-        if not isinstance(v, list):  # (encoder.Many, an answer's long list, is one)
+        if not isinstance(v, list):  # (firmware.Many, an answer's long list, is one)
             return TYPE, "", "expected array"
         if len(v) < arg[0]:
             return OCCURENCE, "", "fewer than %d items" % arg[0]
