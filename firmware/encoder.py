@@ -85,6 +85,11 @@ class Encoder:
                 json.dump(x, b, separators=_SEP)
             yield self._mark(b.tell())
 
+    def release(self):
+        """Forget what load() was given: a long answer's objects (GetConfiguration of every key,
+        5 KB of dicts) are not kept alive until the next message."""
+        self._obj = None
+
     def _mark(self, k):
         if k > self._top:  # read() blanks the buffer up to the longest text it held
             self._top = k

@@ -318,7 +318,10 @@ class Outbox:
         if enc.busy:
             self._app.append(self._seg_path(k), body)
         else:
-            self._app.append_encoded(self._seg_path(k), enc, n)
+            try:
+                self._app.append_encoded(self._seg_path(k), enc, n)
+            finally:
+                enc.release()
         self._tail = tail
         return seq
 

@@ -385,6 +385,7 @@ class WebSocket:
             finally:
                 if enc is not None:
                     enc.busy = False
+                    enc.release()
 
     async def _write_frame(self, op, n, chunks):
         """One frame of `n` payload bytes that `chunks` yields (bytes-likes), masked through the
