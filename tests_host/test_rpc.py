@@ -978,3 +978,42 @@ def test_out_of_memory_while_decoding_answers_by_the_frames_head(monkeypatch):
     assert rpc.parse('[2,"a3","DataTransfer",{"vendorId":"v","data":"%s"}]' % big, {"DataTransfer"})[:3] == \
         (rpc.REFUSE, "a3", "InternalError")
     assert rpc.parse('{"x": "%s"}' % big, SUPPORTED)[:3] == (rpc.REFUSE, "-1", "InternalError")
+
+
+def test_a_frame_that_finds_no_piece_of_heap_is_decoded_again_with_the_spare(monkeypatch):
+    # Hours of work leave the heap in pieces: the spare block made at boot is given back for one
+    # more try, so a 500-character value is still checked (and refused with the right code)
+    # rather than answered InternalError; the spare is made again afterwards.
+    real = rpc.loads
+    fails = [1]
+
+    def fragmented(text):
+        if fails[0]:
+            fails[0] -= 1
+            raise MemoryError("memory allocation failed")
+        return real(text)
+
+    async def main():
+        seen = []
+
+        async def handler(action, payload):
+            seen.append(action)
+            return {"status": "Accepted"}
+
+        spare = [bytearray(rpc.SPARE_BYTES)]
+        r, w, _clock = make(handler, spare=spare, supported=("ChangeConfiguration",))
+        monkeypatch.setattr(rpc, "loads", fragmented)
+        await r.feed('[2,"c1","ChangeConfiguration",{"key":"K","value":"%s"}]' % ("v" * 520))
+        await spin()
+        assert w.sent == [[4, "c1", "PropertyConstraintViolation", "value: longer than 500", {}]]
+        assert len(spare[0]) == rpc.SPARE_BYTES  # made again
+        fails[0] = 1
+        await r.feed('[2,"c2","ChangeConfiguration",{"key":"K","value":"v"}]')
+        await spin()
+        assert seen == ["ChangeConfiguration"] and w.sent[-1] == [3, "c2", {"status": "Accepted"}]
+        without = make(handler, supported=("ChangeConfiguration",))
+        fails[0] = 1
+        await without[0].feed('[2,"c3","ChangeConfiguration",{"key":"K","value":"v"}]')
+        await spin()
+        assert without[1].sent == [[4, "c3", "InternalError", "out of memory", {}]]  # no spare: as before
+    run(main())

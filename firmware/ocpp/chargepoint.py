@@ -126,6 +126,7 @@ class ChargePoint:
         if rxbuf is None and link is None:
             rxbuf = bytearray(rpc_mod.MAX_FRAME)
         self._rxbuf = rxbuf
+        self._spare = [bytearray(rpc_mod.SPARE_BYTES)]  # for the link's Rpc, made while the heap is whole
         self._txbuf = txbuf  # its send buffer (ws.PIECE bytes), or the Link makes one
         # the encoder the link and the outbox share, made at boot (firmware/encoder.py), or the
         # outbox makes one and the link takes it
@@ -1134,7 +1135,7 @@ class ChargePoint:
         # Fix (test_chargepoint): MessageTimeout (errata 3.82) was not applied: always 30 s.
         self.rpc = Rpc(self.link.send, self.clock, self._handle, SUPPORTED,
                        timeout_ms=self.config.get("MessageTimeout") * 1000, send_json=self.link.send_json,
-                       note=self.note)
+                       note=self.note, spare=self._spare)
         if self._fallback is not None:  # connected with the raised profile: it stays
             self._fallback = None
             self._save_state()
