@@ -2,7 +2,8 @@
 JSON from bytes or a view (one home for the OCPP link and the storage, which import nothing
 else of each other). `Many`: a list written an element at a time (`steps`), by the storage into
 a file and by the encoder (firmware/encoder.py) into a WebSocket frame, so that no document needs
-one block of heap its size."""
+one block of heap its size. `drive` / `finish`: a long piece of work written as a generator that
+yields between its steps, run at once or with the other tasks running at each yield."""
 import json
 
 try:
@@ -28,8 +29,31 @@ class Many(list):
     through (the encoder's), the list need not."""
 
 
-def holds_many(v, depth=5):
-    """True when `v` is, or (within `depth` levels) holds, a Many."""
+def drive(gen):
+    """Run generator `gen` to its end at once; its return value."""
+    try:
+        while True:
+            next(gen)
+    except StopIteration as e:
+        return e.value
+
+
+async def finish(gen):
+    """Run generator `gen` to its end, letting the other asyncio tasks run at each of its yields;
+    its return value."""
+    import asyncio
+
+    while True:
+        try:
+            next(gen)
+        except StopIteration as e:
+            return e.value
+        await asyncio.sleep(0)
+
+
+def holds_many(v, depth=3):
+    """True when `v` is, or within `depth` levels holds, a Many: a frame's payload's object's list
+    at the deepest (GetCompositeSchedule's periods), so a MeterValues is not walked whole."""
     t = type(v)
     if t is Many:
         return True

@@ -69,7 +69,7 @@ injectable `fs` (store.RealFS) so tests can cut the power at every write.
 
 import struct
 
-from firmware import store
+from firmware import drive, finish, store
 from firmware.ocpp import dt
 
 ACCEPTED = "Accepted"
@@ -204,15 +204,6 @@ def _unpack(rec):
     pb = pb.rstrip(b"\0")
     st = STATUSES[s - 1] if 1 <= s <= len(STATUSES) else INVALID  # a damaged record never admits
     return (st, e if flags & 1 else None, pb.decode() if pb else None), seq
-
-
-def _drive(gen):
-    """Run a generator to its end; its return value."""
-    try:
-        while True:
-            next(gen)
-    except StopIteration as e:
-        return e.value
 
 
 def _copy(src, dst, a, b, buf):
@@ -373,7 +364,7 @@ class _Table:
 
         A generator: it yields after every block of _STEP records, so a caller can let other
         tasks run (LocalList.update_async). Returns True, or False with the old file untouched
-        when the result did not hold exactly n records. Run it with _drive()."""
+        when the result did not hold exactly n records. Run it with firmware.drive()."""
         fs = self.fs
         if n == 0:
             if fs.exists(self.path):
@@ -453,21 +444,15 @@ class LocalList(_Table):
 
     def update(self, version, update_type, entries=None):
         """SendLocalList.req -> SendLocalList.conf status. Nothing changes unless Accepted."""
-        return _drive(self.update_steps(version, update_type, entries))
+        return drive(self.update_steps(version, update_type, entries))
 
     async def update_async(self, version, update_type, entries=None):
         """update() that lets other tasks run every 16 records written: a Differential rewrites
         the whole file (54 bytes per entry), which takes a while on the ESP32's flash. Lookups
         in between see the old list until the new one is renamed into place."""
-        import asyncio
         g = self.update_steps(version, update_type, entries)
         try:
-            while True:
-                try:
-                    next(g)
-                except StopIteration as e:
-                    return e.value
-                await asyncio.sleep(0)
+            return await finish(g)
         except BaseException:  # cancelled half way: the old list stays
             g.close()
             self._discard_tmp()
@@ -598,7 +583,7 @@ class Cache(_Table):
                     n -= 1
                 changes.sort()
                 plan, n = self._plan(changes)
-            if not _drive(self._rewrite(seq + 1, n, changes, plan)):
+            if not drive(self._rewrite(seq + 1, n, changes, plan)):
                 self.error = "cache not saved (the file changed while it was rewritten)"
                 return False
         except OSError as ex:
@@ -625,7 +610,7 @@ class Cache(_Table):
     def clear(self):
         """ClearCache.req -> ClearCache.conf status."""
         try:
-            _drive(self._rewrite(0, 0, ()))
+            drive(self._rewrite(0, 0, ()))
         except OSError as ex:
             self.error = "cache not cleared (%s)" % type(ex).__name__
             return "Rejected"

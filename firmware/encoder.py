@@ -19,6 +19,7 @@ try:
 except ImportError:  # pragma: no cover - every supported runtime has binascii.crc32
     from zlib import crc32  # type: ignore
 
+BYTES = 1536  # an encoder's buffer: the longest message or record (every measurand's MeterValues: 1.2 KB)
 _BLANKS = b" " * 64
 _SEP = (",", ":")
 
@@ -40,7 +41,7 @@ class Encoder:
 
     PIECE = 128
 
-    def __init__(self, size):
+    def __init__(self, size=BYTES):
         try:
             self._io = io.BytesIO(size)  # MicroPython: preallocated to `size` bytes
             self._piece = memoryview(bytearray(self.PIECE))

@@ -42,7 +42,6 @@ SETTINGS_FILE = "settings.json"
 FAULTS_FILE = "faults.json"
 JOURNAL_FILE = "sessions.log"  # and .1 (the older generation), .open (the open session): firmware/session.py
 LEGACY_JOURNAL = "sessions.jnl"  # the journal of firmware before 0.5, carried over once
-OCPP_ENC_BYTES = 1536  # the encoder the link and the outbox share (firmware/encoder.py)
 OCPP_RX_BYTES = 4096  # the OCPP link's receive buffer: firmware/ocpp/rpc.py MAX_FRAME
 OCPP_TX_BYTES = 512  # its send buffer: firmware/ocpp/ws.py PIECE (a TLS record each)
 BOARD_FILE = "board.json"
@@ -760,7 +759,7 @@ def start(root="/", clock=None, profile=None, fs=None, reboot=None):
     if st.get("ocpp_url"):  # and the encoder of the messages it sends and stores (firmware/encoder.py)
         from firmware.encoder import Encoder
 
-        txenc = Encoder(OCPP_ENC_BYTES)
+        txenc = Encoder()
     try:
         if profile is None:
             profile = board.load_installed(root)

@@ -29,7 +29,7 @@ Time: the back end sets the wall clock (BootNotification.conf, Heartbeat.conf). 
 clock counts from the last time known before the reboot (saved in ocpp.json), so timestamps
 never go backwards; they are as good as the last sync.
 """
-from firmware import Many, auth
+from firmware import Many, auth, finish
 from firmware import charger as chg
 from firmware import safety
 from firmware import store
@@ -173,9 +173,7 @@ class ChargePoint:
         self._queued_stop = doc.get("p", None)
         self._next_sample = None
         self._last_aligned = None
-        self._txdata = Many()  # StopTxnSampledData / AlignedData of the running transaction (RAM)
-        self._txdata_every = 1  # of the samples taken, every so many is kept (thinned when full)
-        self._txdata_seen = 0
+        self._txdata_new()
         # availability: "o" = operative wanted for connector 1 / the charge point
         self._operative = doc.get("o", True)
         # ChangeAvailability answered Scheduled: applied when the transaction ends (kept across
@@ -444,9 +442,7 @@ class ChargePoint:
                         "k0": at if at is not None else self.clock.ticks_ms()}
             self._auth_at = None
             self._next_sample = None
-            self._txdata = Many()
-            self._txdata_every = 1
-            self._txdata_seen = 0
+            self._txdata_new()
             self._txdata_add("StopTxnSampledData", "Transaction.Begin", t)
         else:
             n = fields.get("n")
@@ -644,6 +640,11 @@ class ChargePoint:
                     elif self.accepted:
                         self._triggers.append(("MeterValues", {"connectorId": 1, "meterValue": mv}))
 
+    def _txdata_new(self):
+        self._txdata = Many()  # StopTxnSampledData / AlignedData of the running transaction (RAM)
+        self._txdata_every = 1  # of the samples taken, every so many is kept (thinned when full)
+        self._txdata_seen = 0
+
     def _txdata_add(self, key, context, epoch):
         """A StopTxnSampledData / StopTxnAlignedData sample for the transactionData of the
         StopTransaction (9.1.24/25): kept in RAM, at most TXDATA_VALUES values with room left for
@@ -667,7 +668,8 @@ class ChargePoint:
     def _txdata_end(self, epoch):
         """The transactionData of the StopTransaction: the samples kept and the
         Transaction.End one (None when there are none)."""
-        d, self._txdata = self._txdata, Many()
+        d = self._txdata
+        self._txdata_new()
         end = self._samples("StopTxnSampledData", "Transaction.End", epoch)
         if end is not None:
             while d and _values(d) + _values(end) > TXDATA_VALUES:
@@ -1045,7 +1047,7 @@ class ChargePoint:
             return {"status": "Rejected"}
         tx = self._tx
         own = self.charger.limits.lowest_but(CLAIM)  # what the charger allows by itself
-        sched = await rpc_mod.finish(self.profiles.composite_steps(
+        sched = await finish(self.profiles.composite_steps(
             cid, p["duration"], p.get("chargingRateUnit"), self.wall.now(), tx["t0"] if tx is not None else None,
             self._phases, own_da=own))
         if sched is None:

@@ -88,11 +88,11 @@ commits (a few ms each), never a rewrite of queued data. Flash use is the JSON s
 per queued message (10,000 such MeterValues take 3.3 MB: size the filesystem, or `capacity`,
 accordingly).
 """
-import json
 
 from firmware import journal
-from firmware import Many, loads
+from firmware import loads
 from drivers.untrusted import finite
+from firmware import encoder
 from firmware.encoder import Encoder, utf8
 from firmware import store
 from firmware.ocpp import dumps as _dumps
@@ -119,7 +119,7 @@ def _not_json(v, depth):
             if why is not None:
                 return why
         return None
-    if t is list or t is tuple or t is Many:
+    if isinstance(v, (list, tuple)):  # (a firmware.Many is one)
         for x in v:
             why = _not_json(x, depth + 1)
             if why is not None:
@@ -128,7 +128,7 @@ def _not_json(v, depth):
     return "a %s" % t.__name__
 
 
-ENCODER_BYTES = 1536  # a record's JSON (firmware/encoder.py): all measurands' MeterValues take 1.2 KB
+ENCODER_BYTES = encoder.BYTES  # a record's JSON at most (firmware/encoder.py)
 MAX_BODY = journal.MAX_BODY  # hard limit of one record's JSON (bytes); max_bytes may only be lower
 _MAX_WAIT = 0x0FFFFFFF  # longest retry wait in ms (~74 h), safe for ticks_add on every port
 
@@ -239,7 +239,7 @@ class Outbox:
         nxt = self.head
         self._app = journal.Appender(fs)
         if self._enc is None:
-            self._enc = Encoder(ENCODER_BYTES)
+            self._enc = Encoder()
         self._tail = None  # (seq, action, tx) of the newest record on flash
         if hi >= hk:
             if hi * self.seg > nxt:

@@ -69,7 +69,7 @@ except ImportError:  # CPython
 # rpc.scan_json and rpc.json_error stay names of this module.
 from drivers.untrusted import NOT_UTF8, finite, json_error, scan_json  # noqa: F401
 from firmware.ocpp import schemas
-from firmware import loads
+from firmware import finish, loads
 from firmware.ocpp import dumps as _dumps
 
 try:
@@ -323,17 +323,6 @@ def validate_steps(action, kind, payload):
     if row is None or type(payload) is not dict:
         return validate(action, kind, payload)
     return (yield from check_slices(_props(row[1] if kind == "req" else row[2]), payload))
-
-
-async def finish(g):
-    """Run generator `g` to its end, letting the other tasks run at each of its yields; returns
-    its return value."""
-    while True:
-        try:
-            next(g)
-        except StopIteration as e:
-            return e.value if e.args else None
-        await asyncio.sleep(0)
 
 
 def _props(text):

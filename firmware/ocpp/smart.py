@@ -38,7 +38,7 @@ Decisions where the spec leaves room:
   Rejected; a clear that cannot be saved still applies in RAM (the safer way).
 """
 from firmware import store
-from firmware import Many
+from firmware import Many, drive
 from firmware.ocpp import dt
 
 CPMAX = "ChargePointMaxProfile"
@@ -393,12 +393,7 @@ class Profiles:
 
     def composite(self, *args, **kw):
         """composite_steps() run to its end at once."""
-        g = self.composite_steps(*args, **kw)
-        while True:
-            try:
-                next(g)
-            except StopIteration as e:
-                return e.value if e.args else None
+        return drive(self.composite_steps(*args, **kw))
 
     def composite_steps(self, connector_id, duration, unit, now, tx_start=None, phases=3, volts=230,
                         own_da=None):

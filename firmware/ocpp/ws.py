@@ -231,7 +231,6 @@ def _header(op, n, key):
 # out in one write. (A frame of several pieces leaves in several TCP segments, and Nagle's rule
 # with the peer's delayed ACK can hold each later one back some 40 ms.)
 PIECE = 512
-ENCODER_BYTES = 1536  # a Link's message encoder (firmware/encoder.py): an OCPP message's JSON
 
 
 async def connect(url, charge_box_id, clock, password=None, ca=None, max_size=DEFAULT_MAX_SIZE,
@@ -772,7 +771,7 @@ class Link:
         self._sleep_ms = sleep_ms or _sleep_ms
         self._buf = buf if buf is not None else bytearray(max_size)
         self._piece = piece if piece is not None else bytearray(PIECE)
-        self._enc = enc if enc is not None else Encoder(ENCODER_BYTES)  # for send_json
+        self._enc = enc if enc is not None else Encoder()  # for send_json
         self._msg = None  # the message waiting for recv()
         self.last_size = 0
         self._has_msg = asyncio.Event()
