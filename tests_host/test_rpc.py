@@ -1017,3 +1017,28 @@ def test_a_frame_that_finds_no_piece_of_heap_is_decoded_again_with_the_spare(mon
         await spin()
         assert without[1].sent == [[4, "c3", "InternalError", "out of memory", {}]]  # no spare: as before
     run(main())
+
+
+def test_a_call_that_changes_nothing_is_handled_again_with_the_spare():
+    # GetConfiguration of 50 keys in a heap in pieces: its handling meets MemoryError once and
+    # is run again with the spare's piece free; a call that changes something is not run twice
+    async def main():
+        runs = []
+
+        async def handler(action, payload):
+            runs.append(action)
+            if len(runs) in (1, 3):
+                raise MemoryError("memory allocation failed")
+            return {"status": "Accepted"} if action == "ChangeConfiguration" else {}
+
+        spare = [bytearray(rpc.SPARE_BYTES)]
+        r, w, _clock = make(handler, spare=spare, reads=("GetConfiguration",),
+                            supported=("GetConfiguration", "ChangeConfiguration"))
+        await r.feed('[2,"g1","GetConfiguration",{}]')
+        await spin()
+        assert runs == ["GetConfiguration"] * 2 and w.sent == [[3, "g1", {}]]
+        assert len(spare[0]) == rpc.SPARE_BYTES  # made again
+        await r.feed('[2,"c1","ChangeConfiguration",{"key":"K","value":"v"}]')
+        await spin()
+        assert runs[2:] == ["ChangeConfiguration"] and w.sent[-1] == [4, "c1", "InternalError", "MemoryError", {}]
+    run(main())

@@ -59,6 +59,7 @@ CONFIRM_MS = 300000  # a new firmware version runs this long without a fault bef
 BACKOFF_CAP_MS = 60000  # longest wait between reconnection attempts (full jitter below it)
 STABLE_MS = 10000  # a connection up this long resets the reconnect backoff
 TXDATA_VALUES = 10  # sampled values in a StopTransaction's transactionData: 1.3 KB of JSON at most
+READS = ("GetConfiguration", "GetLocalListVersion", "GetCompositeSchedule")  # change nothing (rpc: reads)
 PROFILE_TRIES = 3  # failed connections with a raised SecurityProfile before falling back (A05.FR.08)
 BOOT_RETRY_S = 60  # BootNotification retry when the back end gave no interval
 RESET_WAIT_MS = 30000  # a soft Reset waits this long at most for the StopTransaction to go out
@@ -1137,7 +1138,7 @@ class ChargePoint:
         # Fix (test_chargepoint): MessageTimeout (errata 3.82) was not applied: always 30 s.
         self.rpc = Rpc(self.link.send, self.clock, self._handle, SUPPORTED,
                        timeout_ms=self.config.get("MessageTimeout") * 1000, send_json=self.link.send_json,
-                       note=self.note, spare=self._spare)
+                       note=self.note, spare=self._spare, reads=READS)
         if self._fallback is not None:  # connected with the raised profile: it stays
             self._fallback = None
             self._save_state()

@@ -572,15 +572,17 @@ class Rpc:
     spare: a one-element list holding a bytearray(SPARE_BYTES) made at boot, or None. Hours of
     work leave the heap in pieces (24 KB free, none of them 600 bytes, seen in the fuzz), and a
     frame that can not be decoded for want of one piece is tried once more after the spare is
-    given back to the heap; the spare is made again when there is room.
+    given back to the heap, and so is the handling of a call in `reads` (actions that change
+    nothing, so that running them again is safe); the spare is made again when there is room.
     """
 
     def __init__(self, send, clock, handler=None, supported=None, timeout_ms=30000,
                  max_size=MAX_FRAME, check_out=True, poll_ms=20, prefix=None, send_json=None,
-                 note=None, spare=None):
+                 note=None, spare=None, reads=()):
         self.send = send
         self.note = note
         self.spare = spare
+        self.reads = reads
         self.send_json = send_json
         self.clock = clock
         self.handler = handler
@@ -744,7 +746,14 @@ class Rpc:
             try:
                 if self.handler is None:
                     raise RpcError(NOT_SUPPORTED, "%s not supported" % action)
-                res = await self.handler(action, payload)
+                try:
+                    res = await self.handler(action, payload)
+                except MemoryError:
+                    if action not in self.reads or not self._give_spare():
+                        raise
+                    res = await self.handler(action, payload)  # it changes nothing: once more
+                finally:
+                    self._keep_spare()
                 if res is None:
                     res = {}
                 if self.check_out:
