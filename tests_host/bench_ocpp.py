@@ -233,14 +233,14 @@ class Stall:
         n = self.arg
         # (the StartTransaction waits for the meter's first reading; on a loaded host that can
         # come after the contactor closed: wait for it to be queued, or the count is one short)
-        await self.until(lambda: cp._tx is not None and cp._queued_start == cp._tx["n"] and self.charging(),
+        await self.until(lambda: cp.tx.started() is not None and self.charging(),
                          READY_TIMEOUT_MS, "session started, StartTransaction queued")
-        tx = cp._tx["n"]
+        tx = cp.transaction["n"]
         put_us = 0
         for i in range(n):
             t0 = time.ticks_us()
-            mv = cp._samples("MeterValuesSampledData", "Sample.Periodic", cp.wall.now())
-            cp._put("MeterValues", {"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx)
+            mv = cp.meter.samples("MeterValuesSampledData", "Sample.Periodic", cp.wall.now())
+            cp.tx.put("MeterValues", {"connectorId": 1, "transactionId": -1, "meterValue": mv}, tx)
             put_us += time.ticks_diff(time.ticks_us(), t0)
             if i % 8 == 7:
                 await asyncio.sleep_ms(0)
@@ -289,7 +289,7 @@ class Stall:
 def _available(sim):
     st = sim.station
     cp = getattr(st, "ocpp", None) if st is not None else None
-    return cp is not None and cp._reported[1] is not None and cp._reported[1][0] == "Available"
+    return cp is not None and cp.status.reported(1) == "Available"
 
 
 async def boot_run(budget):
@@ -319,7 +319,7 @@ async def queue_run(budget, n):
     idle = sim.heap.settle()
     await sim.act(0, "plug", [32])
     await sim.act(0, "ev-ready", [16, 3])
-    while cp._tx is None or not sim.station.hw.relay.closed():
+    while cp.transaction is None or not sim.station.hw.relay.closed():
         await sim.run_for(100)
         if sim.T > 60000:
             raise BenchError("queue: no charging session within 60 s (errors %s)" % cp.errors)

@@ -336,7 +336,7 @@ def _raw_call(b, uid, action, payload_text):
 
 def test_numbers_out_of_range_from_the_back_end_change_nothing(tmp_path):
     from test_chargepoint import Bench, aio
-    from firmware.ocpp import chargepoint as cp_mod
+    from firmware.ocpp import transactions as tx_mod
 
     profile = ('{"connectorId":1,"csChargingProfiles":{"chargingProfileId":7,"stackLevel":0,'
                '"chargingProfilePurpose":"TxDefaultProfile","chargingProfileKind":"Relative",'
@@ -366,13 +366,13 @@ def test_numbers_out_of_range_from_the_back_end_change_nothing(tmp_path):
             ("ChangeConfiguration", '{"key":"HeartbeatInterval","value":"NaN"}', "Rejected", None),
             ("ChangeConfiguration", '{"key":"HeartbeatInterval","value":"-300"}', "Rejected", None),
             ("DataTransfer", '{"vendorId":"%s","messageId":"SetTariffs","data":"%s"}'
-             % (cp_mod.VENDOR_ID, (tariffs % "1e999").replace('"', '\\"')), "Rejected",
+             % (tx_mod.VENDOR_ID, (tariffs % "1e999").replace('"', '\\"')), "Rejected",
              "tariffs.a.per_kwh: expected a number <= 1000, got inf"),
             ("DataTransfer", '{"vendorId":"%s","messageId":"SetTariffs","data":"%s"}'
-             % (cp_mod.VENDOR_ID, (tariffs % "NaN").replace('"', '\\"')), "Rejected",
+             % (tx_mod.VENDOR_ID, (tariffs % "NaN").replace('"', '\\"')), "Rejected",
              "tariff table: not valid JSON (unexpected byte 0x4e at 44)"),
             ("DataTransfer", '{"vendorId":"%s","messageId":"SetTariffs","data":"%s"}'
-             % (cp_mod.VENDOR_ID, (tariffs % "-0.3").replace('"', '\\"')), "Rejected",
+             % (tx_mod.VENDOR_ID, (tariffs % "-0.3").replace('"', '\\"')), "Rejected",
              "tariffs.a.per_kwh: expected a number >= 0, got -0.3"),
         ]
         for i, (action, payload, want, words) in enumerate(calls):
@@ -387,8 +387,8 @@ def test_numbers_out_of_range_from_the_back_end_change_nothing(tmp_path):
                 if words is not None:
                     assert ans[2]["data"] == words, (action, payload, ans)
         # nothing changed
-        assert b.cp.profiles.installed() == []
-        assert b.st.charger.available and b.cp._reservation is None and not b.st.charger.reserved
+        assert b.cp.smart.profiles.installed() == []
+        assert b.st.charger.available and b.cp.reservation is None and not b.st.charger.reserved
         assert b.cp.config.get("HeartbeatInterval") == 300
         assert b.st.billing.tariffs is None
         # and the station goes on: a car charges

@@ -23,6 +23,11 @@ from drivers import board
 from firmware import station as station_mod
 from vclock import VirtualClock
 from firmware.ocpp import chargepoint as cp_mod
+from firmware.ocpp import boot as boot_mod
+from firmware.ocpp import meter as meter_mod
+from firmware.ocpp import remote as remote_mod
+from firmware.ocpp import smart
+from firmware.ocpp import transactions as tx_mod
 from firmware.ocpp import dt
 from firmware.ocpp import rpc as rpc_mod
 from world.world import World
@@ -358,7 +363,7 @@ class Bench:
     # -- what happened
 
     def status(self):
-        return self.cp._status[1][0]
+        return self.cp.status.connector_status()
 
     def ocpp_state(self):
         with open(os.path.join(self.root, cp_mod.STATE_FILE)) as f:
@@ -409,7 +414,7 @@ async def test_boot_accepted_sets_interval_and_time_then_reports_every_connector
     # 4.2: BootNotification first, with who we are (6.3: CiString lengths checked by the schema)
     assert calls[0][0] == "BootNotification"
     boot = calls[0][1]
-    assert boot["chargePointVendor"] == cp_mod.VENDOR
+    assert boot["chargePointVendor"] == boot_mod.VENDOR
     assert boot["chargePointModel"] == "esp32-devkit"
     assert boot["meterType"] == "sdm630"
     assert "firmwareVersion" in boot
@@ -521,7 +526,7 @@ async def test_boot_rejected_waits_the_interval_and_answers_nothing(tmp_path):
 @aio
 async def test_boot_rejected_with_interval_zero_retries_on_its_own_pace(tmp_path):
     b = await Bench.start(tmp_path, boot={"status": "Rejected", "interval": 0})
-    await b.idle(cp_mod.BOOT_RETRY_S * 1000 - 2000)
+    await b.idle(boot_mod.BOOT_RETRY_S * 1000 - 2000)
     assert b.backend.actions() == ["BootNotification"]  # 4.2: no flooding
     await b.idle(3000)
     assert b.backend.actions() == ["BootNotification", "BootNotification"]
@@ -552,7 +557,7 @@ async def test_boot_without_answer_is_retried_and_nothing_else_goes_out(tmp_path
     await asyncio.sleep(0.05)  # the Rpc looks at its deadline every 20 ms of real time
     await b.settle()
     assert b.backend.actions() == ["BootNotification"]
-    await b.idle(cp_mod.BOOT_RETRY_S * 1000)
+    await b.idle(boot_mod.BOOT_RETRY_S * 1000)
     await b.run(300)
     assert b.backend.actions()[:2] == ["BootNotification", "BootNotification"]
     assert "StartTransaction" in b.backend.actions()
@@ -602,7 +607,7 @@ async def test_status_preparing_and_finishing_with_authorization(tmp_path):
     b.act("ev-ready", 16)
     await b.run(3000)
     assert b.backend.statuses(1)[-1] == ("Charging", "NoError")
-    tid = b.cp.outbox.transaction_id(b.cp._tx["n"])
+    tid = b.cp.outbox.transaction_id(b.cp.transaction["n"])
     assert (await b.ok("RemoteStopTransaction", {"transactionId": tid}))["status"] == "Accepted"
     await b.run(2000)
     assert b.backend.statuses(1)[-1] == ("Finishing", "NoError")  # C6: the cable is still in
@@ -662,7 +667,7 @@ async def test_statuses_are_collapsed_while_offline_and_the_newest_is_sent_on_re
     await b.plug()  # Preparing
     await b.unplug()  # Available
     await b.plug()  # Preparing again
-    changed_at = b.cp._status[1][2]
+    changed_at = b.cp.status.derived(1)[2]
     await b.idle(20000)
     assert len(b.backend.statuses(1)) == n
     await b.up()
@@ -826,7 +831,7 @@ async def test_power_cut_between_outbox_start_and_record_sends_no_duplicate(tmp_
     def cut(*a, **kw):
         raise PowerCut()
 
-    monkeypatch.setattr(b.cp, "_save_state", cut)
+    monkeypatch.setattr(b.cp, "save", cut)
     b.act("plug", 32)
     await _power_cut_run(b, lambda: b.run(1000))
     assert b.cp is not None
@@ -864,14 +869,14 @@ async def test_power_cut_between_outbox_stop_and_record_sends_no_duplicate(tmp_p
     b = await Bench.start(tmp_path, up=False)
     await b.charge()
     await b.run(1000)
-    real = b.cp._save_state
+    real = b.cp.save
 
     def cut():
-        if b.cp._queued_stop is not None and b.cp._queued_stop >= 1:
+        if b.cp.kept["p"] is not None and b.cp.kept["p"] >= 1:
             raise PowerCut()
         real()
 
-    monkeypatch.setattr(b.cp, "_save_state", cut)
+    monkeypatch.setattr(b.cp, "save", cut)
     b.act("unplug")
     await _power_cut_run(b, lambda: b.run(1000))
     b2 = await Bench.start(tmp_path)
@@ -894,7 +899,7 @@ async def test_sessions_from_before_ocpp_are_not_sent(tmp_path):
     assert "StartTransaction" not in b2.backend.actions()
     await b2.charge()
     assert len(b2.backend.sent("StartTransaction")) == 1
-    assert b2.cp._tx["n"] == 2
+    assert b2.cp.transaction["n"] == 2
 
 
 @aio
@@ -917,7 +922,7 @@ async def test_offline_timestamps_after_a_reboot_do_not_go_back_before_the_last_
     # messages put meanwhile in this boot are shifted to the back end's time when sent
     assert saved + 3600 - 5 <= dt.parse(start["timestamp"]) <= b2.backend.epoch()
     assert abs(b2.cp.wall.now() - b2.backend.epoch()) <= 1
-    assert all(cp_mod.PROVISIONAL not in m for m in b2.backend.sent("StartTransaction")
+    assert all(tx_mod.PROVISIONAL not in m for m in b2.backend.sent("StartTransaction")
                + b2.backend.sent("StopTransaction") + b2.backend.sent("MeterValues"))
 
 
@@ -941,7 +946,7 @@ async def test_transaction_before_the_time_was_ever_known_is_stamped_with_the_ba
     samples = [dt.parse(v["timestamp"]) for m in b.backend.sent("MeterValues") for v in m["meterValue"]]
     assert samples and all(t0 <= s <= t1 for s in samples)
     for m in (start, stop):
-        assert cp_mod.PROVISIONAL not in m
+        assert tx_mod.PROVISIONAL not in m
 
 
 @aio
@@ -962,7 +967,7 @@ async def test_a_car_plugged_in_at_power_on_is_stamped_with_the_time_learnt_a_se
     await b.run(5000)
     start = b.backend.sent("StartTransaction")[0]
     assert abs(dt.parse(start["timestamp"]) - plugged) <= 1
-    assert cp_mod.PROVISIONAL not in start
+    assert tx_mod.PROVISIONAL not in start
 
 
 @aio
@@ -974,7 +979,7 @@ async def test_provisional_timestamps_of_an_earlier_boot_stay_as_estimated(tmp_p
     await b2.run(1000)
     start = b2.backend.sent("StartTransaction")[0]
     assert dt.parse(start["timestamp"]) < 86400  # nothing can tell when that boot was
-    assert cp_mod.PROVISIONAL not in start
+    assert tx_mod.PROVISIONAL not in start
 
 
 @aio
@@ -1053,7 +1058,7 @@ async def test_stop_txn_data_spreads_over_a_long_session_within_its_bound(tmp_pa
     stop, = b.backend.sent("StopTransaction")
     data = stop["transactionData"]
     values = [v for m in data for v in m["sampledValue"]]
-    assert len(values) == len(data) and cp_mod.TXDATA_VALUES // 2 < len(values) <= cp_mod.TXDATA_VALUES
+    assert len(values) == len(data) and meter_mod.TXDATA_VALUES // 2 < len(values) <= meter_mod.TXDATA_VALUES
     contexts = [v["context"] for v in values]
     assert contexts[0] == "Transaction.Begin" and contexts[-1] == "Transaction.End"
     assert set(contexts[1:-1]) <= {"Sample.Periodic", "Sample.Clock"}
@@ -1098,7 +1103,7 @@ async def test_invalid_id_tag_only_stops_energy_when_configured_so(tmp_path):
     assert b.backend.statuses(1)[-1] == ("SuspendedEVSE", "NoError")  # C5
     await b.unplug()
     assert b.backend.sent("StopTransaction")[0]["reason"] == "EVDisconnected"
-    assert cp_mod.INVALID_CLAIM not in c.limits.claims()  # the next driver gets energy again
+    assert tx_mod.INVALID_CLAIM not in c.limits.claims()  # the next driver gets energy again
 
 
 @aio
@@ -1339,11 +1344,11 @@ async def test_remote_start_with_a_tx_profile(tmp_path):
     assert (await b.ok("RemoteStartTransaction", {"idTag": "C", "connectorId": 1, "chargingProfile": prof}))["status"] == "Accepted"
     await b.charge()
     await b.run(6000)
-    assert b.st.charger.limits.claims().get(cp_mod.CLAIM) == 100
+    assert b.st.charger.limits.claims().get(smart.CLAIM) == 100
     assert b.st.charger.offer_da == 100
     await b.unplug()
     await b.run(300)
-    assert b.st.charger.limits.claims().get(cp_mod.CLAIM) is None  # TxProfile ends with the tx
+    assert b.st.charger.limits.claims().get(smart.CLAIM) is None  # TxProfile ends with the tx
 
 
 @aio
@@ -1356,7 +1361,7 @@ async def test_remote_stop(tmp_path):
     assert (await b.ok("RemoteStopTransaction", {"transactionId": 1001}))["status"] == "Rejected"
     b.backend.answer_held()
     await b.run(300)
-    tid = b.cp.outbox.transaction_id(b.cp._tx["n"])
+    tid = b.cp.outbox.transaction_id(b.cp.transaction["n"])
     assert tid == 1001
     # 5.12: the wrong transactionId is Rejected and changes nothing
     assert (await b.ok("RemoteStopTransaction", {"transactionId": tid + 1}))["status"] == "Rejected"
@@ -1382,7 +1387,7 @@ async def test_a_new_session_after_a_remote_stop_with_the_car_plugged_goes_throu
     b.cp.tokens.present("CARD1")
     await b.run(500)
     await b.charge()
-    tid = b.cp.outbox.transaction_id(b.cp._tx["n"])
+    tid = b.cp.outbox.transaction_id(b.cp.transaction["n"])
     assert (await b.ok("RemoteStopTransaction", {"transactionId": tid}))["status"] == "Accepted"
     await b.run(1000)
     assert b.backend.statuses()[-1][0] == "Finishing"
@@ -1430,7 +1435,7 @@ async def test_soft_reset_does_not_wait_forever_for_the_stop_transaction(tmp_pat
     await b.charge()
     b.backend.hold.add("StopTransaction")  # the back end never answers it
     await b.ok("Reset", {"type": "Soft"})
-    await b.idle(cp_mod.RESET_WAIT_MS - 5000)
+    await b.idle(remote_mod.RESET_WAIT_MS - 5000)
     assert b.reboots == []
     await b.idle(6000)
     await asyncio.sleep(0.05)  # the Rpc notices its MessageTimeout every 20 ms of real time
@@ -1486,7 +1491,7 @@ async def test_data_transfer_unknown_vendor_and_message(tmp_path):
     # 4.3 / 5.6: unknown vendor -> UnknownVendorId without data; known vendor, unknown message
     ans = await b.ok("DataTransfer", {"vendorId": "com.example", "messageId": "x", "data": "y"})
     assert ans == {"status": "UnknownVendorId"}
-    ans = await b.ok("DataTransfer", {"vendorId": cp_mod.VENDOR_ID, "messageId": "nope"})
+    ans = await b.ok("DataTransfer", {"vendorId": tx_mod.VENDOR_ID, "messageId": "nope"})
     assert ans == {"status": "UnknownMessageId"}
 
 
@@ -1689,7 +1694,7 @@ async def test_reservation_blocks_free_charging_and_other_tags(tmp_path):
     # 4.8: a transaction that ends a reservation carries its reservationId; the reservation ends
     start = b.backend.sent("StartTransaction")[0]
     assert start["reservationId"] == 7 and start["idTag"] == "CARD1"
-    assert b.cp._reservation is None and not b.st.charger.reserved
+    assert b.cp.reservation is None and not b.st.charger.reserved
     assert b.ocpp_state()["r"] is None
 
 
@@ -1770,11 +1775,11 @@ async def test_reservation_expires(tmp_path):
     b = await Bench.start(tmp_path)
     assert (await _reserve(b, secs=30))["status"] == "Accepted"
     await b.idle(25000)
-    assert b.cp._reservation is not None
+    assert b.cp.reservation is not None
     await b.idle(6000)
     await b.run(300)
     # 5.13: at expiryDate the reservation ends and a StatusNotification says Available
-    assert b.cp._reservation is None and not b.st.charger.reserved
+    assert b.cp.reservation is None and not b.st.charger.reserved
     assert b.backend.statuses(1)[-2:] == [("Reserved", "NoError"), ("Available", "NoError")]
     await b.charge()  # free charging again
     assert "reservationId" not in b.backend.sent("StartTransaction")[0]
@@ -1788,7 +1793,7 @@ async def test_reservation_replace_cancel_and_refusals(tmp_path):
     assert (await _reserve(b, rid=7, tag="A"))["status"] == "Accepted"
     # the same reservationId replaces the reservation
     assert (await _reserve(b, rid=7, tag="B"))["status"] == "Accepted"
-    assert b.cp._reservation["tag"] == "B"
+    assert b.cp.reservation["tag"] == "B"
     # 5.1: CancelReservation of an unknown id Rejected, of the known one Accepted
     assert (await b.ok("CancelReservation", {"reservationId": 8}))["status"] == "Rejected"
     assert (await b.ok("CancelReservation", {"reservationId": 7}))["status"] == "Accepted"
@@ -1805,7 +1810,7 @@ async def test_reservation_replace_cancel_and_refusals(tmp_path):
     b.act("temp", 80)
     await b.run(2000)
     assert (await _reserve(b, rid=9))["status"] == "Faulted"
-    assert b.cp._reservation is None
+    assert b.cp.reservation is None
 
 
 @pytest.mark.parametrize("how", ["Unavailable", "Faulted"])
@@ -1821,7 +1826,7 @@ async def test_reservation_ends_when_the_connector_becomes_unavailable_or_faulte
         b.act("temp", 80)
     await b.run(2000)
     assert b.backend.statuses(1)[-1][0] == how
-    assert b.cp._reservation is None and not b.st.charger.reserved
+    assert b.cp.reservation is None and not b.st.charger.reserved
     assert b.ocpp_state()["r"] is None
     assert (await b.ok("CancelReservation", {"reservationId": 7}))["status"] == "Rejected"
 
@@ -1832,7 +1837,7 @@ async def test_reservation_survives_a_reboot(tmp_path):
     assert (await _reserve(b, secs=3600))["status"] == "Accepted"
     b.halt()
     b2 = await Bench.start(tmp_path)
-    assert b2.st.charger.reserved and b2.cp._reservation["id"] == 7
+    assert b2.st.charger.reserved and b2.cp.reservation["id"] == 7
     assert b2.backend.statuses(1) == [("Reserved", "NoError")]
     await b2.plug()
     b2.act("ev-ready", 16)
@@ -1874,7 +1879,7 @@ async def test_set_charging_profile_lowers_the_offer_and_composite_schedule(tmp_
     ans = await b.ok("SetChargingProfile", {"connectorId": 0, "csChargingProfiles": _profile(10)})
     assert ans["status"] == "Accepted"
     await b.run(6000)  # the offer changes at most once per 5 s (limits.py)
-    assert c.limits.claims()[cp_mod.CLAIM] == 100
+    assert c.limits.claims()[smart.CLAIM] == 100
     assert c.offer_da == 100 and c.contactor
     # 5.7: GetCompositeSchedule, scheduleStart outside the chargingSchedule (errata 3.57)
     comp = await b.ok("GetCompositeSchedule", {"connectorId": 1, "duration": 3600, "chargingRateUnit": "A"})
@@ -1894,7 +1899,7 @@ async def test_set_charging_profile_lowers_the_offer_and_composite_schedule(tmp_
     # 5.5: ClearChargingProfile -> the offer comes back
     assert (await b.ok("ClearChargingProfile", {}))["status"] == "Accepted"
     await b.run(6000)
-    assert cp_mod.CLAIM not in c.limits.claims() and c.offer_da == 320
+    assert smart.CLAIM not in c.limits.claims() and c.offer_da == 320
     assert (await b.ok("ClearChargingProfile", {"id": 99}))["status"] == "Unknown"
 
 
@@ -1904,7 +1909,7 @@ async def test_set_charging_profile_refusals(tmp_path):
     # a TxProfile without a transaction (5.16: Rejected)
     ans = await b.ok("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": _profile(10, "TxProfile")})
     assert ans["status"] == "Rejected"
-    assert b.st.charger.limits.claims().get(cp_mod.CLAIM) is None
+    assert b.st.charger.limits.claims().get(smart.CLAIM) is None
 
 
 # ============================================================================== TriggerMessage (5.17)
@@ -1982,7 +1987,7 @@ async def test_malformed_frames_get_call_errors_and_change_nothing(tmp_path):
     await b.run(500)
     c = b.st.charger
     cfg_file = os.path.join(str(tmp_path), cp_mod.CONFIG_FILE)
-    before = (c.available, c.authorized, c.contactor, c.session, b.cp._reservation, dict(c.limits.claims()),
+    before = (c.available, c.authorized, c.contactor, c.session, b.cp.reservation, dict(c.limits.claims()),
               os.path.exists(cfg_file), b.ocpp_state(), b.cp.config.get("HeartbeatInterval"))
     n_calls = len(b.backend.calls)
     cases = [
@@ -2014,7 +2019,7 @@ async def test_malformed_frames_get_call_errors_and_change_nothing(tmp_path):
     await b.settle()
     assert b.backend.frames[n:] == []
     await b.run(1000)
-    after = (c.available, c.authorized, c.contactor, c.session, b.cp._reservation, dict(c.limits.claims()),
+    after = (c.available, c.authorized, c.contactor, c.session, b.cp.reservation, dict(c.limits.claims()),
              os.path.exists(cfg_file), b.ocpp_state(), b.cp.config.get("HeartbeatInterval"))
     assert after[:7] == before[:7] and after[8] == before[8]
     assert {k: after[7][k] for k in "spor"} == {k: before[7][k] for k in "spor"}

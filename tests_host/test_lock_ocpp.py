@@ -6,11 +6,11 @@ Spec 5.18 / 6.53-6.54 / 7.46 UnlockConnector; errata 3.85 (unknown connector: No
 invalid idTag the cable stays locked until the same identifier, or one of its group, comes back).
 """
 from drivers import board
-from firmware.ocpp import chargepoint as cp_mod
+from firmware.ocpp import remote as remote_mod
 from test_chargepoint import PAID, Bench, aio
 
 
-async def command(b, action, payload, ms=cp_mod.UNLOCK_WAIT_MS + 1000):
+async def command(b, action, payload, ms=remote_mod.UNLOCK_WAIT_MS + 1000):
     """A back-end call whose answer may take virtual time (the lock moves): its answer frame."""
     b._uid += 1
     uid = "cs%d" % b._uid

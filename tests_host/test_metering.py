@@ -1,7 +1,7 @@
 """The lifetime energy register: never backwards, survives reboots, believes only plausible readings."""
 from vclock import VirtualClock
 from firmware.metering import Metering, REBASE_AFTER
-from firmware.ocpp.chargepoint import measurands  # the names OCPP gives what metering measures
+from firmware.ocpp.meter import measurands  # the names OCPP gives what metering measures
 
 
 class FakeMeter:

@@ -70,7 +70,7 @@ async def test_card_without_a_car_lapses_after_connection_timeout(tmp_path):
     b = await Bench.start(tmp_path, **PAID)
     await config(b, "ConnectionTimeOut", "20")
     assert (await present(b, "CARD1"))["result"] == "accepted"
-    assert b.cp._status[1][0] == "Preparing"
+    assert b.cp.status.connector_status() == "Preparing"
     await b.idle(21000)
     await b.run(200)
     assert not b.st.charger.authorized
@@ -282,7 +282,7 @@ async def test_stop_by_a_card_whose_group_only_the_back_end_knows(tmp_path):
     await config(b, "AuthorizationCacheEnabled", "false")
     assert (await present(b, "DRV1"))["result"] == "accepted"
     await b.charge()
-    assert b.cp._tx["group"] == "FLEET"
+    assert b.cp.transaction["group"] == "FLEET"
     out = await present(b, "DRV2", 1000)
     assert out["result"] == "stopping"
     assert [a["idTag"] for a in b.backend.sent("Authorize")] == ["DRV1", "DRV2"]
@@ -300,7 +300,7 @@ async def test_the_group_from_start_transaction_conf_counts_for_stopping(tmp_pat
     assert (await b.ok("RemoteStartTransaction", {"idTag": "DRV1"}))["status"] == "Accepted"
     await b.run(3000)
     assert b.backend.sent("Authorize") == [] and [s["idTag"] for s in b.backend.sent("StartTransaction")] == ["DRV1"]
-    assert b.st.charger.session and b.cp._tx["group"] == "FLEET"
+    assert b.st.charger.session and b.cp.transaction["group"] == "FLEET"
     out = await present(b, "DRV2", 1000)
     assert out["result"] == "stopping" and "FLEET" in out["reason"]
     await b.run(1000)

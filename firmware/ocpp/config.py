@@ -30,7 +30,7 @@ Rules (OCPP 1.6 edition 2 sections 5.3, 5.8, 9; errata v4; security whitepaper e
   stored in their canonical spelling; an empty string is the empty list (errata 3.14.5: no meter
   values in StopTransaction); an empty item or an item listed twice is refused.
 - Measurand lists (MeterValuesSampledData, MeterValuesAlignedData, StopTxnSampledData,
-  StopTxnAlignedData) accept what chargepoint.measurands() delivers: Energy.Active.Import.Register,
+  StopTxnAlignedData) accept what meter.measurands() delivers: Energy.Active.Import.Register,
   Power.Active.Import, Current.Import, Current.Offered, Voltage, and, "where applicable, the
   Measurand combined with the phase" (9.1.17), Current.Import.L1/L2/L3 and Voltage.L1-N/L2-N/L3-N
   (the meter measures line-to-neutral voltages; "Voltage.L1" is refused). A bare Current.Import

@@ -9,6 +9,10 @@
     p.limit(now, tx_start) -> (deci_amps or None, seconds until it changes or None)
     p.composite(connector_id, duration, unit, now, tx_start, phases, own_da=...) -> chargingSchedule or None
 
+`Smart` is the charge point's smart-charging service (chargepoint.py): the back end's
+SetChargingProfile, ClearChargingProfile and GetCompositeSchedule, and the limit in force claimed
+on the charger (limits.py, claim CLAIM) every service round.
+
 Times are integer epoch seconds (firmware.ocpp.dt). A transaction is "running" for limit() and
 composite() when tx_start (its start, epoch seconds) is given: only then do TxProfiles apply and
 only then is a Relative profile in force (measured from tx_start).
@@ -38,7 +42,7 @@ Decisions where the spec leaves room:
   Rejected; a clear that cannot be saved still applies in RAM (the safer way).
 """
 from firmware import store
-from firmware import Many, drive
+from firmware import Many, drive, finish
 from firmware.ocpp import dt
 
 CPMAX = "ChargePointMaxProfile"
@@ -438,3 +442,76 @@ class Profiles:
             t = nxt
         return {"startSchedule": dt.iso(now), "duration": end - now, "chargingRateUnit": unit,
                 "chargingSchedulePeriod": out}
+
+
+CLAIM = "ocpp"  # the current-limit claim of charging profiles
+
+
+class Smart:
+    def __init__(self, cp, path):
+        self.cp = cp
+        cfg = cp.config
+        self.profiles = Profiles(path, cp.fs, max_stack_level=cfg.get("ChargeProfileMaxStackLevel"),
+                                 max_periods=cfg.get("ChargingScheduleMaxPeriods"),
+                                 max_installed=cfg.get("MaxChargingProfilesInstalled"))
+        self._claimed = None  # the claim on the limits (deci-amps) or None
+        self._on_start = None  # a RemoteStart's TxProfile, installed once the transaction has its id
+
+    def tx_ended(self):
+        """The transaction ended: its TxProfiles go."""
+        self.profiles.tx_ended()
+
+    def install_on_start(self, profile):
+        """A RemoteStartTransaction's TxProfile: installed once its transaction has an id."""
+        self._on_start = profile
+
+    def service(self, now, epoch):
+        cp = self.cp
+        tx = cp.tx.current
+        if self._on_start is not None and tx is not None:
+            tid = cp.tx.transaction_id()
+            if tid is not None:
+                prof = self._on_start
+                self._on_start = None
+                prof["transactionId"] = tid
+                self.profiles.set(1, prof, tid, epoch)
+        # Watts become amps with the period's numberPhases, else the station's phases (7.12 says
+        # 3, which a single-phase station is not).
+        da, _next = self.profiles.limit(epoch, tx["t0"] if tx is not None else None, cp.phases)
+        if da != self._claimed:
+            cp.charger.limits.claim(CLAIM, da)
+            self._claimed = da
+
+    async def SetChargingProfile(self, p):
+        cp = self.cp
+        tid = None
+        if cp.tx.current is not None:
+            tid = cp.tx.transaction_id()
+            # Without a transactionId yet (offline start) a TxProfile naming one can not match.
+            if tid is None:
+                tid = -1
+        # Without any transaction tid stays None, so that a TxProfile is refused (5.16.4: "not
+        # possible ... without presence of an active transaction").
+        status = self.profiles.set(p["connectorId"], p["csChargingProfiles"], tid, cp.wall.now())
+        if status != "Accepted":
+            cp.note("SetChargingProfile rejected: %s" % self.profiles.reason)
+        return {"status": status}
+
+    async def ClearChargingProfile(self, p):
+        return {"status": self.profiles.clear(p.get("id"), p.get("connectorId"), p.get("chargingProfilePurpose"),
+                                              p.get("stackLevel"))}
+
+    async def GetCompositeSchedule(self, p):
+        cp = self.cp
+        cid = p["connectorId"]
+        if cid > 1:
+            return {"status": "Rejected"}
+        tx = cp.tx.current
+        own = cp.charger.limits.lowest_but(CLAIM)  # what the charger allows by itself
+        sched = await finish(self.profiles.composite_steps(
+            cid, p["duration"], p.get("chargingRateUnit"), cp.wall.now(), tx["t0"] if tx is not None else None,
+            cp.phases, own_da=own))
+        if sched is None:
+            return {"status": "Rejected"}
+        start = sched.pop("startSchedule")  # errata 3.57: only as scheduleStart
+        return {"status": "Accepted", "connectorId": cid, "scheduleStart": start, "chargingSchedule": sched}

@@ -4,9 +4,14 @@ the cache, online and offline rules), the reservation, and the owner's sharing w
 tariff of the token's group (firmware/tariff.py).
 
     tokens.present(tag)        a token was presented (the station's slow task, the simulator)
-    await tokens.ask()         the ChargePoint's sender: the Authorize.req that is waiting, if any
+    await tokens.send(now)     the ChargePoint's sender: the Authorize.req that is waiting, if any
     tokens.learn(tag, info)    idTagInfo of a StartTransaction/StopTransaction.conf (cache)
     tokens.group_of(tag)       the parentIdTag this charger knows for a token (None: none)
+    tokens.grant(tag, group, tariff)   authorize the charger for a token (also a remote start's)
+    tokens.take_grant(tag)     at the session's start: (group, tariff) of the grant for its token
+
+It also owns the back end's calls on the local list and the cache: SendLocalList,
+GetLocalListVersion, ClearCache.
 
 Every outcome is a "token" event: {"id_tag", "result": "accepted" | "refused" | "waiting" |
 "stopping" | "unlocking", "reason", "group", "tariff"} for the display and the log. Starting means authorizing
@@ -16,6 +21,8 @@ charger.stop(Local) with the stopper's idTag in StopTransaction.
 from firmware import auth
 from firmware import charger as chg
 from firmware.ocpp.rpc import CLOSED, TIMEOUT, RpcError
+
+_PLUGGED = ("B", "C", "D")
 
 LIST_FILE = "auth-list.bin"
 CACHE_FILE = "auth-cache.bin"
@@ -36,7 +43,7 @@ class Tokens:
                                    cfg.get("SendLocalListMaxLength"))
         self.cache = auth.Cache(fs, cp.root_path(CACHE_FILE), CACHE_ENTRIES)
         self._asking = None  # (tag, purpose "start" | "stop") waiting for Authorize.conf
-        self.authorized = None  # (tag, group, tariff) of the authorization given last
+        self._granted = None  # (tag, group, tariff) of the authorization given last
         self.last = None  # the last outcome (the event's fields)
 
     # ---- presenting ------------------------------------------------------------------------
@@ -53,7 +60,7 @@ class Tokens:
             return self._present_to_stop(tag)
         if c.faults.any() or not c.available:
             return self._out(tag, REFUSED, "the charger is %s" % ("faulted" if c.faults.any() else "unavailable"))
-        verdict = auth.decide(tag, cp.wall.now(), self.online(), cp.config, self._list(), self._cache())
+        verdict = auth.decide(tag, cp.wall.now(), cp.online(), cp.config, self._list(), self._cache())
         if verdict[0] == "ask":
             self._asking = (tag, "start")
             return self._out(tag, WAITING, "asking the back end")
@@ -70,13 +77,13 @@ class Tokens:
             if group is not None and auth.same_group(started_by, group, tag, info[2]):
                 return self._stop(tag, "same group %s" % group)
             return self._out(tag, REFUSED, "not the token or group that started the session")
-        if group is not None and self.online():
+        if group is not None and self.cp.online():
             self._asking = (tag, "stop")  # 5.x: its parentIdTag is unknown here: ask
             return self._out(tag, WAITING, "asking the back end for the token's group")
         return self._out(tag, REFUSED, "not the token that started the session")
 
     def _stop(self, tag, why):
-        self.cp.stop_by = tag
+        self.cp.tx.stop_by = tag
         self.cp.charger.stop(chg.LOCAL)
         return self._out(tag, STOPPING, why)
 
@@ -98,7 +105,7 @@ class Tokens:
         if group is None:
             group = self.group_of(tag)  # an answer without parentIdTag: what the list/cache say
         if cp.reservation is not None and not cp.reservation_matches(tag, group):
-            if group is None and cp.reservation["parent"] and source != "back end" and self.online():
+            if group is None and cp.reservation["parent"] and source != "back end" and cp.online():
                 self._asking = (tag, "start")  # 5.13: its parentIdTag may be the reservation's
                 return self._out(tag, WAITING, "asking the back end for the token's group (reserved)")
             return self._out(tag, REFUSED, "the connector is reserved for another driver")
@@ -107,12 +114,28 @@ class Tokens:
             return self._out(tag, REFUSED, tariff, group)
         if c.session or c.faults.any() or not c.available:
             return self._out(tag, REFUSED, "the charger can not start now")
-        c.authorize(tag)
-        self.authorized = (tag, group, tariff)
-        cp.st.billing.authorized(tag, group, tariff)
-        if c.vs not in ("B", "C", "D"):
-            cp.wait_for_car()  # ConnectionTimeOut: card first, the car must follow in time
+        self.grant(tag, group, tariff)
         return self._out(tag, ACCEPTED, "from %s" % source, group, tariff)
+
+    def grant(self, tag, group, tariff):
+        """Authorize the charger for `tag` (a card here, or a remote start): the session that
+        starts next is this token's, with its group and tariff."""
+        cp = self.cp
+        c = cp.charger
+        c.authorize(tag)
+        self._granted = (tag, group, tariff)
+        cp.st.billing.authorized(tag, group, tariff)
+        if c.vs not in _PLUGGED:
+            cp.remote.wait_for_car()  # ConnectionTimeOut: token first, the car must follow in time
+
+    def take_grant(self, tag):
+        """At the start of a session for `tag`: (group, tariff) of the grant given to it, else
+        the group this charger knows for it (a free start: no tariff). The grant is used up."""
+        g = self._granted
+        self._granted = None
+        if g is not None and g[0] == tag:
+            return g[1], g[2]
+        return self.group_of(tag), None
 
     async def learn_group(self, tag):
         """5.13: the parentIdTag of `tag` from an Authorize.req (learnt into the cache as any
@@ -134,11 +157,15 @@ class Tokens:
 
     # ---- the back end -----------------------------------------------------------------------
 
-    def waiting(self):
-        return self._asking is not None
+    async def send(self, now):
+        """The ChargePoint's sender: the Authorize.req a driver at the charger waits for, if any."""
+        if self._asking is None:
+            return False
+        await self.ask()
+        return True
 
     async def ask(self):
-        """Send the waiting Authorize.req and act on its answer (the ChargePoint's sender)."""
+        """Send the waiting Authorize.req and act on its answer."""
         tag, purpose = self._asking
         cp = self.cp
         try:
@@ -164,7 +191,7 @@ class Tokens:
             cp.note("authorization cache: %r" % (e,))
             kind, info, conflict = auth.answer(tag, res["idTagInfo"], cp.wall.now(), cp.config, self._list(), None)
         if conflict:
-            cp.local_list_conflict()
+            cp.status.local_list_conflict()
         if purpose == "stop":
             tx = cp.transaction
             if cp.charger.session and tx is not None and info is not None and kind == "accept" \
@@ -182,17 +209,32 @@ class Tokens:
                 self.cp.note("authorization cache: %r" % (e,))
                 return
             if conflict:
-                self.cp.local_list_conflict()
+                self.cp.status.local_list_conflict()
 
     def group_of(self, tag):
         info = self._known(tag) if tag else None
         return info[2] if info is not None else None
 
-    # ---- helpers ----------------------------------------------------------------------------
+    # ---- the back end's calls on the list and the cache --------------------------------------
 
-    def online(self):
-        cp = self.cp
-        return cp.link is not None and cp.link.connected and cp.accepted
+    async def ClearCache(self, p):
+        return {"status": self.cache.clear()}
+
+    async def GetLocalListVersion(self, p):
+        if not self.cp.config.get("LocalAuthListEnabled"):
+            return {"listVersion": -1}  # 5.10: -1 when the local list is not enabled
+        return {"listVersion": self.list.version}
+
+    async def SendLocalList(self, p):
+        if not self.cp.config.get("LocalAuthListEnabled"):
+            return {"status": "NotSupported"}
+        ll = self.list
+        status = await ll.update_async(p["listVersion"], p["updateType"], p.get("localAuthorizationList"))
+        if status != "Accepted":
+            self.cp.note("SendLocalList %s: %s" % (status, ll.reason))
+        return {"status": status}
+
+    # ---- helpers ----------------------------------------------------------------------------
 
     def _list(self):
         return self.list if self.cp.config.get("LocalAuthListEnabled") else None
