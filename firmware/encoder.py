@@ -14,7 +14,7 @@ import json
 
 from firmware import NOTHING, dumps, holds_many, steps
 
-try:
+try:  # (the one import of crc32: the journal and the session records take it from here)
     from binascii import crc32
 except ImportError:  # pragma: no cover - every supported runtime has binascii.crc32
     from zlib import crc32  # type: ignore

@@ -18,12 +18,7 @@
 
 from firmware import loads
 from firmware import store
-from firmware.encoder import utf8
-
-try:
-    from binascii import crc32
-except ImportError:  # pragma: no cover - every supported runtime has binascii.crc32
-    from zlib import crc32  # type: ignore
+from firmware.encoder import crc32, utf8
 
 MAX_BODY = 8192  # longest framed record (bytes)
 _HDR = 14  # "CCCCCCCC LLLL "

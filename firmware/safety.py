@@ -25,26 +25,10 @@ LOCK = "lock"  # the socket lock did not confirm its position (firmware/charger.
 
 PERMANENT = (WELDED, CONFIG)
 
-# OCPP 1.6 ChargePointErrorCode for each fault (StatusNotification.errorCode).
-OCPP_ERROR = {
-    RCD_TRIP: "GroundFailure",
-    RCD_SELFTEST: "GroundFailure",
-    WELDED: "PowerSwitchFailure",
-    CONTACTOR: "PowerSwitchFailure",
-    DIODE: "EVCommunicationError",
-    PILOT: "EVCommunicationError",
-    PILOT_SHORT: "EVCommunicationError",
-    OVERCURRENT: "OverCurrentFailure",
-    OVERTEMP: "HighTemperature",
-    TEMP_SENSOR: "OtherError",
-    CABLE: "OtherError",
-    CONFIG: "InternalError",
-    METER: "PowerMeterFailure",
-    LOCK: "ConnectorLockFailure",
-}
-
-
-CODES = tuple(OCPP_ERROR)
+# Every fault code, in a fixed order (the persistent faults' file keeps their index). What each
+# means to OCPP (its ChargePointErrorCode) is the link's business: firmware/ocpp/status.py.
+CODES = (RCD_TRIP, RCD_SELFTEST, WELDED, CONTACTOR, DIODE, PILOT, PILOT_SHORT, OVERCURRENT, OVERTEMP,
+         TEMP_SENSOR, CABLE, CONFIG, METER, LOCK)
 _INDEX = {}
 for _i in range(len(CODES)):
     _INDEX[CODES[_i]] = _i

@@ -340,8 +340,9 @@ class SessionKeeper:
 
 
 def _legacy_records(path, fs):
-    from binascii import crc32
     import json
+
+    from firmware.encoder import crc32
 
     f = fs.open(path, "r")
     try:

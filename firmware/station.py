@@ -360,7 +360,7 @@ class Station:
             elif kind == "contactor":
                 self.emit("contactor", {"closed": a}, at)
             elif kind == "fault":
-                fields = {"code": a, "active": b, "ocpp": safety.OCPP_ERROR[a]}
+                fields = {"code": a, "active": b}
                 if a == safety.METER and b and self.meter is not None:
                     fields["reason"] = self.meter.last_error or "readings not believable"
                 self.emit("fault", fields, at)
@@ -474,7 +474,7 @@ class Station:
             return
         self.flash_fault = vendor
         self._flash_state = state
-        fields = {"code": "flash", "active": vendor is not None, "ocpp": "OtherError", "vendor": vendor,
+        fields = {"code": "flash", "active": vendor is not None, "vendor": vendor,
                   "free": free, "refused": fl.refused}
         if vendor is not None:
             if waiting:
@@ -634,8 +634,7 @@ class OutOfService:
             self._reported = True
             self.emit("boot", {"board_error": self.error})
             self.emit("state", {"state": "F"})
-            self.emit("fault", {"code": safety.CONFIG, "active": True, "ocpp": safety.OCPP_ERROR[safety.CONFIG],
-                                 "reason": self.error})
+            self.emit("fault", {"code": safety.CONFIG, "active": True, "reason": self.error})
 
     def status(self):
         return "fault"

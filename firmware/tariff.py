@@ -15,6 +15,8 @@ Times are epoch seconds (UTC); days and hours in the table are local time (the t
 import json
 
 from drivers import jsonfile
+from firmware.calendar import civil
+from firmware.calendar import days as _days
 
 DAY = 86400
 PRICE = 10000  # price units per currency unit
@@ -28,21 +30,9 @@ MAX_PRICE = 1000
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-def _days(y, m, d):
-    """Days from 1970-01-01 to the proleptic Gregorian date y-m-d (as firmware/ocpp/dt.py)."""
-    if m <= 2:
-        y -= 1
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + 9 if m <= 2 else m - 3) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-
-
-def _year(days):
-    y = 1970 + days // 366
-    while _days(y + 1, 1, 1) <= days:
-        y += 1
-    return y
+def _year(n):
+    """The year of day `n` from 1970-01-01."""
+    return civil(n)[0]
 
 
 class Tz:

@@ -18,6 +18,7 @@ SCENARIOS = os.path.join(HERE, "scenarios")
 SIM = os.path.join(ROOT, "tools", "sim.py")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import sim  # noqa: E402
+from firmware.ocpp import status  # noqa: E402
 
 BUDGET = sim.heap_bytes(sim.DEFAULT_HEAP)  # the whole heap, module objects included
 BUDGET_MS = 100  # IEC 61851-1: the contactor opens within 100 ms
@@ -263,7 +264,7 @@ def test_meter_failure_stops_charging(runs):
     t = r.action("meter-fail")
     f = r.fault("meter")
     assert f and f[0] - t <= 10000
-    assert r.of("fault", code="meter")[0]["ocpp"] == "PowerMeterFailure"
+    assert status.ERROR_CODES[r.of("fault", code="meter")[0]["code"]] == "PowerMeterFailure"
     assert r.first_open_after(f[0]) == f[0]
     cleared = r.fault("meter", active=False)
     assert cleared and cleared[0] > r.action("meter-ok")
@@ -409,7 +410,7 @@ def test_jammed_lock_is_a_fault_retried_and_never_closes_unlocked(runs):
     r = ok(runs, "lock_jam")
     raised = r.fault("lock")
     assert len(raised) == 2 and raised[1] - raised[0] >= 30000  # retried after the fault pause
-    assert {e["ocpp"] for e in r.of("fault", code="lock")} == {"ConnectorLockFailure"}
+    assert {status.ERROR_CODES[e["code"]] for e in r.of("fault", code="lock")} == {"ConnectorLockFailure"}
     cleared = r.fault("lock", active=False)
     assert len(cleared) == 2 and cleared[1] > r.action("lock-ok")
     closes = r.closes()

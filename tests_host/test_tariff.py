@@ -853,8 +853,8 @@ def test_micropython_gives_the_same_numbers(tmp_path):
     script.write_text(MP_SCRIPT)
     (tmp_path / "data.json").write_text(mp_data())
     lib = tmp_path / "lib"
-    for rel in ("firmware/__init__.py", "firmware/tariff.py", "drivers/__init__.py", "drivers/untrusted.py",
-                "drivers/jsonfile.py"):  # precompiled, as the board's frozen modules
+    for rel in ("firmware/__init__.py", "firmware/tariff.py", "firmware/calendar.py", "drivers/__init__.py",
+                "drivers/untrusted.py", "drivers/jsonfile.py"):  # precompiled, as the board's frozen modules
         dst = lib / (rel[:-3] + ".mpy")
         makedirs(dst.parent, exist_ok=True)
         # -s: the source name in the .mpy (loaded into the heap) does not depend on the checkout's path

@@ -15,33 +15,10 @@ own example "2013-01-01T00:00Z"), any fraction (dropped: times are whole seconds
 UTC and some back ends leave the "Z" out). A leap second :60 counts as :59.
 """
 
+from firmware.calendar import civil as _civil
+from firmware.calendar import days as _days
+
 DAY = 86400
-
-
-def _days(y, m, d):
-    """Days from 1970-01-01 to the proleptic Gregorian date y-m-d."""
-    if m <= 2:
-        y -= 1
-    era = y // 400
-    yoe = y - era * 400
-    mp = m + 9 if m <= 2 else m - 3
-    doy = (153 * mp + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def _civil(days):
-    """(y, m, d) of a day count from 1970-01-01."""
-    days += 719468
-    era = days // 146097
-    doe = days - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    y = yoe + era * 400
-    return (y + 1 if m <= 2 else y), m, d
 
 
 def _mdays(y, m):

@@ -72,13 +72,7 @@ from firmware.ocpp import schemas
 from firmware import finish, loads
 from firmware.ocpp import dumps as _dumps
 
-try:
-    from os import urandom as _urandom
-except ImportError:  # pragma: no cover
-    import random
-
-    def _urandom(n):
-        return bytes(random.getrandbits(8) for _ in range(n))
+from firmware.ocpp import random_bytes as _urandom
 
 import asyncio
 

@@ -1,13 +1,31 @@
 """Statuses (OCPP 1.6 section 4.9): derived from the charger's view every service round, and
 sent when they change. While the link is down only the newest status is kept; all connectors are
 reported again after every accepted BootNotification and on TriggerMessage. errorCode comes from
-safety.OCPP_ERROR; while the flash is full or failing (the station's flash fault) both connectors
+ERROR_CODES; while the flash is full or failing (the station's flash fault) both connectors
 report OtherError with the vendorErrorCode FlashFull or FlashError, unless a fault of the charger
 has its own errorCode."""
 from firmware import safety
 from firmware.ocpp import dt
 
 CP_FAULTS = (safety.CONFIG, safety.OVERTEMP, safety.TEMP_SENSOR)  # also Faulted on connector 0
+
+# ChargePointErrorCode (StatusNotification.errorCode) for each of the charger's faults
+ERROR_CODES = {
+    safety.RCD_TRIP: "GroundFailure",
+    safety.RCD_SELFTEST: "GroundFailure",
+    safety.WELDED: "PowerSwitchFailure",
+    safety.CONTACTOR: "PowerSwitchFailure",
+    safety.DIODE: "EVCommunicationError",
+    safety.PILOT: "EVCommunicationError",
+    safety.PILOT_SHORT: "EVCommunicationError",
+    safety.OVERCURRENT: "OverCurrentFailure",
+    safety.OVERTEMP: "HighTemperature",
+    safety.TEMP_SENSOR: "OtherError",
+    safety.CABLE: "OtherError",
+    safety.CONFIG: "InternalError",
+    safety.METER: "PowerMeterFailure",
+    safety.LOCK: "ConnectorLockFailure",
+}
 
 AVAILABLE = "Available"
 PREPARING = "Preparing"
@@ -67,7 +85,7 @@ class Status:
         c = cp.charger
         if c.faults.any():
             codes = c.faults.codes()
-            return FAULTED, safety.OCPP_ERROR.get(codes[0], "OtherError")
+            return FAULTED, ERROR_CODES.get(codes[0], "OtherError")
         if c.session:
             if c.contactor:
                 return CHARGING, "NoError"
@@ -95,7 +113,7 @@ class Status:
         f = self.cp.charger.faults
         for code in CP_FAULTS:
             if f.active(code):
-                return FAULTED, safety.OCPP_ERROR[code]
+                return FAULTED, ERROR_CODES[code]
         return (AVAILABLE if self.cp.remote.operative else UNAVAILABLE), "NoError"
 
     async def send(self, now):

@@ -34,14 +34,7 @@ from binascii import a2b_base64, b2a_base64
 
 from firmware import dumps
 from firmware.encoder import Encoder, utf8
-
-try:
-    from os import urandom as _random_bytes
-except ImportError:  # pragma: no cover - every supported runtime has os.urandom
-    import random
-
-    def _random_bytes(n):
-        return bytes(random.getrandbits(8) for _ in range(n))
+from firmware.ocpp import random_bytes as _random_bytes
 
 try:
     import micropython  # pyright: ignore[reportAssignmentType]
