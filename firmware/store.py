@@ -50,18 +50,27 @@ class RealFS:
         except OSError:
             pass  # exists
 
-    def ilistdir(self, path):
-        """Yield the names in `path` one by one (no list of all names in RAM)."""
+    def rmdir(self, path):
+        os.rmdir(path)
+
+    def entries(self, path):
+        """Yield (name, is_directory) for the entries of `path`, one by one (no list of all
+        names in RAM)."""
         if hasattr(os, "ilistdir"):  # MicroPython
             for e in os.ilistdir(path):  # type: ignore[attr-defined]
-                yield e[0]
+                yield e[0], e[1] == 0x4000
         else:  # CPython
             it = os.scandir(path)
             try:
                 for e in it:
-                    yield e.name
+                    yield e.name, e.is_dir()
             finally:
                 it.close()
+
+    def ilistdir(self, path):
+        """Yield the names in `path` one by one."""
+        for name, _ in self.entries(path):
+            yield name
 
     def free(self, path="."):
         """Bytes free on the filesystem that holds `path` (what a new block may take), or None."""

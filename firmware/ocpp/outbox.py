@@ -138,8 +138,7 @@ class OutboxFull(Exception):
     pass
 
 
-class FS(store.RealFS):
-    """The filesystem adapter of the outbox: store.RealFS (it has the directory calls too)."""
+FS = store.RealFS  # the filesystem adapter of the outbox (it has the directory calls too)
 
 
 def _seg_no(name):

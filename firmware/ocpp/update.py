@@ -49,7 +49,6 @@ while the wall clock is unknown); waits go through the injected async `sleep_ms`
 """
 import asyncio
 import hashlib
-import os
 import struct
 from binascii import unhexlify
 
@@ -87,33 +86,8 @@ class BundleError(Exception):
     """The bundle is not a valid, correctly signed application bundle."""
 
 
-class FS(store.RealFS):
-    """store.RealFS plus the directory operations the installer needs."""
-
-    def mkdir(self, path):
-        try:
-            os.mkdir(path)
-        except OSError:
-            pass  # exists
-
-    def rmdir(self, path):
-        os.rmdir(path)
-
-    def entries(self, path):
-        """Yield (name, is_directory) for the entries of `path`."""
-        if hasattr(os, "ilistdir"):  # MicroPython
-            for e in os.ilistdir(path):  # type: ignore[attr-defined]
-                yield e[0], e[1] == 0x4000
-        else:
-            it = os.scandir(path)
-            try:
-                for e in it:
-                    yield e.name, e.is_dir()
-            finally:
-                it.close()
-
-
-REAL = FS()
+FS = store.RealFS  # the filesystem adapter (with the directory operations the installer needs)
+REAL = store.REAL
 
 
 def check_path(p):
