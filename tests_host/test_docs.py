@@ -3,6 +3,7 @@
 - docs/settings.md is exactly what tools/gen_settings_doc.py generates from firmware/settings.py
   (and firmware/ocpp/config.py), and the generator's hand-written cross-check list names every
   key that Settings._cross_check reads.
+- README's fault table gives each fault code the errorCode firmware/ocpp/status.py reports.
 - docs/wiring.md's pin table lists every GPIO of drivers/boards/esp32-devkit.json under its
   profile key (and nothing else), and its "Profile values" table matches the profile's other
   entries.
@@ -123,3 +124,17 @@ def test_wiring_profile_values_match_profile():
     others = {k: v for k, v in flat.items()
               if k not in ("name", "description") and not (_is_pin_key(k) and v is not None)}
     assert documented == others
+
+
+def test_the_readme_fault_table_gives_the_ocpp_error_code_of_every_fault():
+    """README's fault table (code | OCPP errorCode) is what ocpp/status.py reports, for every
+    fault code of safety.py."""
+    from firmware import safety
+    from firmware.ocpp import status
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        rows = re.findall(r"^\| [^|]+ \| `([a-z-]+)` \| ([A-Za-z]+)", f.read(), re.M)
+    table = {code: err for code, err in rows if code != "flash"}
+    assert set(table) == set(safety.CODES)
+    assert {c: status.error_code(c) for c in safety.CODES} == table
+    assert status.error_code("no-such-fault") == "OtherError"

@@ -408,7 +408,7 @@ def test_jam_is_a_fault_retried_after_the_pause_and_never_closes_unlocked():
     r.vehicle("C")
     r.run(400)
     f = r.c.faults
-    assert f.active(safety.LOCK) and status.ERROR_CODES[safety.LOCK] == "ConnectorLockFailure"
+    assert f.active(safety.LOCK) and status.error_code(safety.LOCK) == "ConnectorLockFailure"
     assert not r.c.contactor and r.lock.moves == 1
     r.run(29000)
     assert f.active(safety.LOCK) and r.lock.moves == 1  # the pause of a transient fault

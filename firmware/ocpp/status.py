@@ -1,7 +1,7 @@
 """Statuses (OCPP 1.6 section 4.9): derived from the charger's view every service round, and
 sent when they change. While the link is down only the newest status is kept; all connectors are
 reported again after every accepted BootNotification and on TriggerMessage. errorCode comes from
-ERROR_CODES; while the flash is full or failing (the station's flash fault) both connectors
+error_code(); while the flash is full or failing (the station's flash fault) both connectors
 report OtherError with the vendorErrorCode FlashFull or FlashError, unless a fault of the charger
 has its own errorCode."""
 from firmware import safety
@@ -9,23 +9,23 @@ from firmware.ocpp import dt
 
 CP_FAULTS = (safety.CONFIG, safety.OVERTEMP, safety.TEMP_SENSOR)  # also Faulted on connector 0
 
-# ChargePointErrorCode (StatusNotification.errorCode) for each of the charger's faults
-ERROR_CODES = {
-    safety.RCD_TRIP: "GroundFailure",
-    safety.RCD_SELFTEST: "GroundFailure",
-    safety.WELDED: "PowerSwitchFailure",
-    safety.CONTACTOR: "PowerSwitchFailure",
-    safety.DIODE: "EVCommunicationError",
-    safety.PILOT: "EVCommunicationError",
-    safety.PILOT_SHORT: "EVCommunicationError",
-    safety.OVERCURRENT: "OverCurrentFailure",
-    safety.OVERTEMP: "HighTemperature",
-    safety.TEMP_SENSOR: "OtherError",
-    safety.CABLE: "OtherError",
-    safety.CONFIG: "InternalError",
-    safety.METER: "PowerMeterFailure",
-    safety.LOCK: "ConnectorLockFailure",
-}
+# ChargePointErrorCode (StatusNotification.errorCode) of each of the charger's faults, in the
+# order of safety.CODES: rcd-trip, rcd-selftest, welded, contactor, diode, pilot, pilot-short,
+# overcurrent, over-temperature, temp-sensor, cable, config, meter, lock (a constant tuple: in
+# flash when frozen)
+_ERRORS = ("GroundFailure", "GroundFailure", "PowerSwitchFailure", "PowerSwitchFailure",
+           "EVCommunicationError", "EVCommunicationError", "EVCommunicationError", "OverCurrentFailure",
+           "HighTemperature", "OtherError", "OtherError", "InternalError", "PowerMeterFailure",
+           "ConnectorLockFailure")
+
+
+def error_code(fault):
+    """The ChargePointErrorCode of one of the charger's fault codes (OtherError if unknown)."""
+    codes = safety.CODES
+    for i in range(len(codes)):
+        if codes[i] == fault:
+            return _ERRORS[i]
+    return "OtherError"
 
 AVAILABLE = "Available"
 PREPARING = "Preparing"
@@ -85,7 +85,7 @@ class Status:
         c = cp.charger
         if c.faults.any():
             codes = c.faults.codes()
-            return FAULTED, ERROR_CODES.get(codes[0], "OtherError")
+            return FAULTED, error_code(codes[0])
         if c.session:
             if c.contactor:
                 return CHARGING, "NoError"
@@ -113,7 +113,7 @@ class Status:
         f = self.cp.charger.faults
         for code in CP_FAULTS:
             if f.active(code):
-                return FAULTED, ERROR_CODES[code]
+                return FAULTED, error_code(code)
         return (AVAILABLE if self.cp.remote.operative else UNAVAILABLE), "NoError"
 
     async def send(self, now):
