@@ -29,6 +29,27 @@ Time: `T` is the firmware clock in ms since the first boot (the `t` of every eve
 moves the world and the firmware 10 ms; at `--speed N` the loop sleeps so that N ms of virtual
 time pass per wall-clock ms. The firmware's own clock restarts at 0 after a power cut, as a
 board's `ticks_ms` does.
+
+The house and the grid (tests_host/world/grid.py): once the scenario used one of house, pv,
+pv-day, grid-meter-fail, grid-meter-ok, or the board has a grid meter and the station's setting
+energy_mode is not "normal", a `world` event every 1000 ms of virtual time reports
+    grid [L1, L2, L3]   amps at the house connection, signed (positive = import), 2 decimals
+    house [L1, L2, L3]  the household load, amps
+    pv_w                the PV production, W (int)
+    car [L1, L2, L3]    what the car draws through the charger, amps
+    over_ms             the longest run so far (ms) with a phase's |grid| above main_fuse_a
+and the last `world` event (truth) carries over_ms too. main_fuse_a and energy_mode are read
+from the running firmware's settings (station.settings: settings.json on the board's flash as
+the firmware took it, changes at run time included), at each boot and every second.
+
+A board with a `phase_switch` (1p/3p switching, world/phase_switch.py): the grid's `world`
+event also carries
+    phases              the outlet's phases now (3: the switch energised, 1: released)
+and the last `world` event (truth)
+    switches            how often the phase switch changed state
+    switch_under_load   how many of those changes happened with the main contactor's contacts
+                        closed (the world's contactor model, not the firmware's command)
+Without a phase switch these fields are absent and the events are as they always were.
 """
 import gc
 import json
@@ -68,8 +89,11 @@ STATUS_MS = 500
 # Verbs whose part of the firmware is not built yet.
 HOLD_MS = 5000  # real time for which virtual time waits on the network (see `astep`)
 
-HELP = """commands: any scenario line (plug 32, ev-ready 16, wait 10s, unplug, temp 65, weld, ...)
+HELP = """commands: any scenario line (plug 32, ev-ready 16, wait 10s, unplug, temp 65, weld, ...;
+house 8 2 4, pv 3000, pv-day clear|clouds [PEAK_W [HOURS]], grid-meter-fail, grid-meter-ok)
 shortcuts: p plug, u unplug, r ev-ready 16, s ev-pause, x stop, q quit, h help"""
+
+GRID_VERBS = ("house", "pv", "pv-day", "grid-meter-fail", "grid-meter-ok")  # (world/grid.py's VERBS)
 
 SHORTCUTS = {"p": "plug", "u": "unplug", "r": "ev-ready 16", "s": "ev-pause", "x": "stop"}
 
@@ -289,6 +313,9 @@ class Sim:
         self._wall0 = self._wall.ticks_ms()
         self._steps = 0
         self.cpu = _cpu_meter(cpu)
+        self._grid_sec = 0  # the second of T last looked at for the grid's `world` event
+        self._grid_settings = (None, None)  # (energy_mode, main_fuse_a) as last known
+        self._file_settings = None  # the same from settings.json, when the firmware lacks the keys
         self.prepare(actions)
         if boot:
             self._boot()
@@ -325,6 +352,8 @@ class Sim:
         from world import snapshot
         from world.snapshot import fresh
 
+        if doc["world"]["a"].get("grid") is not None and "world.grid" not in sys.modules:
+            __import__("world.grid")  # a grid the world builds on first use only: its class
         classes = {}
         for name in list(sys.modules):
             if name.startswith("world."):
@@ -334,6 +363,7 @@ class Sim:
                     if isinstance(v, type):
                         classes[k] = v
         snapshot.load(self.world, doc["world"], classes)
+        self._grid_sec = doc["T"] // 1000
         machine.hw_set_state(fresh(doc["machine"]))
         self.T = fresh(doc["T"])
         self.clock.set(self.T)
@@ -404,6 +434,8 @@ class Sim:
 
         self.station = station.start("", self.clock, fs=self.flash, reboot=self._reboot_request)
         self.station.add_sink(self.emit)
+        if self.world.grid is not None:
+            self.world.grid.set_fuse(self._energy_settings()[1])
         self.world.advance(self.T)
         self.station.service()  # as on the board: the slow task's first round reports the boot
         cp = getattr(self.station, "ocpp", None)
@@ -496,6 +528,8 @@ class Sim:
                 cpu.switch(cpu.HARNESS)
             if self._steps % (SERVICE_EVERY * 10) == 0:
                 self.heap.sample()
+        if self.T // 1000 != self._grid_sec:
+            self._grid_tick()
         if self._live_due:
             self._live_due = False
             self._resources()
@@ -541,6 +575,35 @@ class Sim:
         self.step()
         if self._async or self._remotes:
             await asyncio.sleep(0)
+
+    def _energy_settings(self):
+        """(energy_mode, main_fuse_a) of the running firmware's settings, else as last known
+        (no power, or a station out of service); settings.json itself when the firmware does
+        not know the keys."""
+        st = self.station
+        s = getattr(st, "settings", None) if st is not None else None
+        if s is not None:
+            try:
+                self._grid_settings = (s.get("energy_mode"), s.get("main_fuse_a"))
+            except KeyError:
+                if self._file_settings is None:
+                    self._file_settings = _settings_file()  # (read once)
+                self._grid_settings = self._file_settings
+        return self._grid_settings
+
+    def _grid_tick(self):
+        """A new second of T: the grid's `world` event, when it is reported (module doc)."""
+        self._grid_sec = self.T // 1000
+        g = self.world.grid
+        if g is None:
+            return
+        mode, fuse = self._energy_settings()
+        g.set_fuse(fuse)
+        if not g.active:
+            if g.meter is None or mode is None or mode == "normal":
+                return
+            g.active = True  # (kept with the world across power cuts)
+        self.emit("world", g.report())
 
     def _cut_due(self, cp):
         """power-cut-after-sent: cut as soon as the firmware has handed its N-th message to the
@@ -658,10 +721,14 @@ class Sim:
 
     def prepare(self, actions):
         """The back-end commands' requests, encoded before the first boot: they are the world's
-        (measured with it), not a few kilobytes taken from the firmware's heap when sent."""
+        (measured with it), not a few kilobytes taken from the firmware's heap when sent. So is
+        the house and grid model a scenario's grid verbs need (world/grid.py; built here, not
+        at the first of them)."""
         for lineno, verb, args in actions or ():
             if verb in ("remote", "token", "burst"):
                 self._requests[lineno] = self._request(verb, args)
+            elif verb in GRID_VERBS:
+                self.world._grid()
 
     def _remote(self, lineno, verb, args):
         action = args[0] if verb == "remote" else args[1] if verb == "burst" else "token"
@@ -746,7 +813,15 @@ class Sim:
         if lk is not None:
             self.emit("world", {"lock_both_on": lk.both_on, "lock_strokes": lk.strokes,
                                 "pulls_refused": self.world.pulls_refused})
-        self.emit("world", {"truth": round(self.world.truth_wh, 3)})
+        end = {"truth": round(self.world.truth_wh, 3)}
+        g = self.world.grid
+        if g is not None and g.active:
+            end["over_ms"] = g.over_ms
+        ps = self.world.phase_switch
+        if ps is not None:
+            end["switches"] = ps.switches
+            end["switch_under_load"] = ps.switch_under_load
+        self.emit("world", end)
         if self.events is not None:
             self.events.close()
 
@@ -801,6 +876,19 @@ class Sim:
                     await self.act(0, verb, args)
             except (scenario.ScenarioError, SimError) as e:
                 print("error:", str(e).replace("line 1: ", "").replace("line 0: ", ""))
+
+
+def _settings_file():
+    """(energy_mode, main_fuse_a) from the flash's settings.json as it is (None when absent)."""
+    try:
+        with open("settings.json") as f:
+            doc = json.load(f)
+        mode, fuse = doc.get("energy_mode"), doc.get("main_fuse_a")
+    except (OSError, ValueError, AttributeError):
+        return None, None
+    if type(fuse) not in (int, float):
+        fuse = None
+    return mode, fuse
 
 
 def _cpu_meter(mhz):

@@ -142,7 +142,8 @@ def test_every_verb_documented_in_spec():
         "temp", "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "net",
         "remote", "burst", "token", "power-cut", "power-cut-after-sent", "limit", "stop", "clear-fault",
         "flash-full", "flash-fail", "flash-ok",
-        "unlock", "lock-jam", "lock-ok", "pull"}
+        "unlock", "lock-jam", "lock-ok", "pull",
+        "house", "pv", "pv-day", "grid-meter-fail", "grid-meter-ok"}
 
 
 def test_a_burst_of_calls_parses_with_its_json():

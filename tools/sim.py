@@ -30,6 +30,15 @@ port's geometry (512 blocks of 4096 bytes) over a block device that counts erase
 (tests_host/lfs.py): its image is DIR/littlefs.img, the files prepared in DIR are copied in at the
 start, and a `wear` event at the end reports erases (total, worst block, mean) and bytes
 programmed. The default `dir` is the host directory itself.
+
+House and grid (tests_host/world/grid.py): the scenario verbs `house L1 L2 L3` (household load,
+A per phase), `pv WATTS`, `pv-day clear|clouds [PEAK_W [HOURS]]` (a day of PV, default 8000 W
+over 12 h), `grid-meter-fail` and `grid-meter-ok` (the board profile's `grid_meter`, a second
+Modbus meter on the charger meter's RS-485 bus). Once one of them is used, or the board has a
+grid meter and the setting energy_mode is not "normal", a `world` event every second gives grid,
+house and car (A per phase, grid signed: positive = import), pv_w and over_ms (the longest time a
+phase stayed above the setting main_fuse_a); see GRID_HELP.
+
 Exit status: 0 when the scenario ran to its end, 2 for bad arguments or a bad scenario file,
 3 when the scenario could not be carried out (e.g. a verb whose part is not built yet), and the
 runtime's non-zero status when the firmware crashed.
@@ -93,8 +102,21 @@ def speed(text):
     return text
 
 
+GRID_HELP = """house and grid (scenario verbs, tests_host/world/grid.py):
+  house L1 L2 L3                      household load per phase, A (0..100 each, default 0 0 0)
+  pv WATTS                            constant PV production, W (0..50000); ends a pv-day
+  pv-day clear|clouds [PEAK_W [HOURS]]  PV over a day from now: PEAK_W * sin(pi t / HOURS),
+                                      default 8000 W, 12 h; clouds: a fixed sequence of cumulus
+  grid-meter-fail, grid-meter-ok      the grid meter (board profile: grid_meter) stops / resumes
+                                      answering
+  once used (or with a grid meter and energy_mode not "normal"), a `world` event every second:
+  grid [L1,L2,L3] (A, + = import), house [..], pv_w, car [..], over_ms (longest run of a phase
+  above main_fuse_a)"""
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], epilog=GRID_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", metavar="FILE", help="scenario file to run (one action per line)")
     p.add_argument("--events", metavar="FILE", help="write events as JSON lines to FILE")
     p.add_argument("--runtime", choices=("esp32", "micropython", "cpython"), default="esp32",
@@ -201,6 +223,8 @@ def prepare_flash(flash, board, settings, parser, meter=None):
         with open(path) as f:
             profile = json.load(f)
         section = meter_section(meter, profile.get("meter"), parser)
+        if section is None or section["model"] == "s0":
+            profile.pop("grid_meter", None)  # (no RS-485 bus left for it)
         if section is None:
             profile.pop("meter", None)
         else:

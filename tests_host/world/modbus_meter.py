@@ -5,8 +5,17 @@ DDSU666): byte-exact Modbus RTU slaves.
     machine.hw_attach_uart(2, slave)     # the fake UART calls feed(bytes), take(n), pending()
 
 source() -> {"volts": [v1, v2, v3], "amps": [a1, a2, a3], "import_wh": float} (optional
-"power_w": total watts; else the sum of volts * amps, unity power factor). 1-phase models use
-phase 1 only.
+"power_w": total watts; else the sum of the phase powers, which are volts * amps at unity power
+factor, or, with the optional "powers": [p1, p2, p3], those signed watts (negative = export: the
+phase's power factor reads -1 then, its current stays unsigned as on the meters); optional
+"export_wh": the exported energy, 0 without it). 1-phase models use phase 1 only.
+
+Several meters on one RS-485 line: `Bus([slave, ...])` is attached to the UART instead of a
+single slave; it hands every request to every slave on it (each ignores frames for other
+addresses) and reads back the reply of whichever answered.
+
+    bus = Bus([MeterSlave("sdm630", 1, charger, 9600), MeterSlave("sdm630", 2, grid, 9600)], 2)
+    machine.hw_attach_uart(2, bus)
 
 Registers come from the manufacturers' protocol documents and are written out here on their own,
 not taken from drivers/meter_models.py, so a wrong register, function or scale in the driver's
@@ -495,18 +504,22 @@ class MeterSlave:
         amps = s.get("amps") or [0.0, 0.0, 0.0]
         n = self.phases
         q = self._q  # the same dict every time (the world runs inside the firmware's heap budget)
-        q["hz"], q["export_kwh"], q["q"], q["pf"] = 50.0, 0.0, 0.0, 1.0
+        powers = s.get("powers")  # signed phase powers (a grid meter), else volts * amps
+        q["hz"], q["q"], q["pf"] = 50.0, 0.0, 1.0
         total = 0.0
         for i in range(3):
             v = float(volts[i]) if i < n else 0.0
             a = float(amps[i]) if i < n else 0.0
+            pw = v * a
+            if powers is not None:
+                pw = float(powers[i]) if i < n else 0.0
             q["v%d" % (i + 1)] = v
             q["a%d" % (i + 1)] = a
-            q["p%d" % (i + 1)] = v * a
+            q["p%d" % (i + 1)] = pw
             q["va%d" % (i + 1)] = v * a
             q["q%d" % (i + 1)] = 0.0
-            q["pf%d" % (i + 1)] = 1.0
-            total += v * a
+            q["pf%d" % (i + 1)] = -1.0 if pw < 0 else 1.0
+            total += pw
         for a, b in ((1, 2), (2, 3), (3, 1)):  # line-to-line: phases 120 degrees apart
             va = q["v%d" % a]
             vb = q["v%d" % b]
@@ -515,9 +528,13 @@ class MeterSlave:
         q["p"] = float(p) if p is not None else total
         if n == 1 and p is not None:
             q["p1"] = float(p)
+        if q["p"] < 0:
+            q["pf"] = -1.0
         kwh = float(s.get("import_wh", 0.0)) / 1000.0
+        exp = float(s.get("export_wh", 0.0)) / 1000.0
         q["import_kwh"] = kwh
-        q["total_kwh"] = kwh
+        q["export_kwh"] = exp
+        q["total_kwh"] = kwh + exp
         words = self._words  # the same dict every time: its values change, its keys do not
         m = self._m.measure
         for reg in m:
@@ -526,3 +543,42 @@ class MeterSlave:
             words[reg] = hi
             words[reg + 1] = lo
         return words
+
+
+class Bus:
+    """An RS-485 line with several slaves, attached to a UART in the place of one slave: a
+    request reaches every slave (each ignores frames for other addresses, as on a real line);
+    pending() and take(n) give the reply bytes of whichever answered (with one slave, exactly
+    that slave's). `uart_id` is the UART it hangs on: the slaves check its baud rate there."""
+
+    def __init__(self, slaves=None, uart_id=None):
+        self.slaves = []
+        self.uart_id = uart_id
+        for s in slaves or ():
+            self.add(s)
+
+    def add(self, slave):
+        if self.uart_id is not None:
+            slave.uart_id = self.uart_id
+        self.slaves.append(slave)
+        return slave
+
+    def feed(self, data):
+        for s in self.slaves:
+            s.feed(data)
+
+    def pending(self):
+        n = 0
+        for s in self.slaves:
+            n += s.pending()
+        return n
+
+    def take(self, n):
+        out = None
+        for s in self.slaves:
+            if s.pending():
+                got = s.take(n if out is None else n - len(out))
+                out = got if out is None else out + got
+                if len(out) >= n:
+                    break
+        return b"" if out is None else out

@@ -6,11 +6,14 @@
     wait 30s
     unplug
 
+    house 8 2.5 4      # household load per phase, A (world/grid.py)
+    pv-day clouds 9000 1                               # PV: a 1-hour day peaking at 9 kW
+
     remote RemoteStartTransaction {"idTag": "CARD1"}   # the back end sends a command
     burst 10 GetConfiguration {}                       # ... that many, back to back
 
-`parse(text, verbs=None)` -> list of (lineno, verb, args) with typed args (ints, a float for
-`temp`, strings for `card` and `net`, a dict for the JSON of `remote` and `burst`, the rest of its line, which
+`parse(text, verbs=None)` -> list of (lineno, verb, args) with typed args (ints, floats for
+`temp`, `house` and pv-day's HOURS, strings for `card` and `net`, a dict for the JSON of `remote` and `burst`, the rest of its line, which
 therefore can not hold a `#`); optional arguments that are left out are not filled in.
 `verbs` restricts the accepted verbs to those names (a runner that supports only part of the
 language). Errors raise ScenarioError("line N: VERB: ...") naming the line, the verb and what
@@ -108,6 +111,13 @@ SPEC = {
     "lock-jam": (),
     "lock-ok": (),
     "pull": (),
+    "house": (("L1", "float", False, (0.0, 100.0)), ("L2", "float", False, (0.0, 100.0)),
+              ("L3", "float", False, (0.0, 100.0))),
+    "pv": (_int_in("WATTS", 0, 50000),),
+    "pv-day": (("PROFILE", "word", False, ("clear", "clouds")), _int_in("PEAK_W", 0, 50000, True),
+               ("HOURS", "float", True, (0.01, 24.0))),
+    "grid-meter-fail": (),
+    "grid-meter-ok": (),
 }
 
 

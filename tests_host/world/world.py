@@ -46,6 +46,20 @@ while the pin holds it, else cable and car are gone; `apply` returns {"pull": "r
 "done"}, and `pulls_refused` counts the refusals). With the plug held, `unplug` only takes the
 car off its end of the cable: the cable stays in the socket (PP still reads it) until a `pull`;
 a `plug` then plugs the car into that cable again.
+
+The house and the grid (world/grid.py, built when the board has a `grid_meter` beside a Modbus
+`meter`, or at the first of its verbs): house L1 L2 L3 (household amps per phase), pv WATTS,
+pv-day clear|clouds [PEAK_W [HOURS]], grid-meter-fail, grid-meter-ok. The Modbus meter hangs on
+an RS-485 Bus (world/modbus_meter.py), which the grid meter shares.
+
+Phase switch (boards with a `phase_switch` section, world/phase_switch.py): a second
+contactor whose coil (phase_switch.pin, honouring active_high) connects L2 and L3 to the outlet.
+The outlet has 3 phases while it is energised, 1 (L1) while it is released: at power-up, during
+a power cut, and while the board drives nothing on the pin; without the section, the board's
+`phases`. The car draws on min(its phases, the outlet's): the charger's meter (amps on L2 and L3
+read 0 on 1 phase), truth_wh and the grid model all follow `phases_now()`. A car still drawing
+when the outlet drops to 1 phase keeps its current on L1; that change was made under load
+(`phase_switch.switch_under_load`, see PhaseSwitch; `switches` counts every change).
 """
 import machine
 
@@ -72,7 +86,8 @@ OUT_PWM = 3
 VERBS = ("plug", "unplug", "ev-ready", "ev-pause", "ev-vent", "ev-ignore-offer", "ev-chatter", "ev-steady", "rcd-leak",
          "rcd-broken", "rcd-ok", "weld", "diode-fault", "pilot-short", "pilot-ok", "temp",
          "meter-fail", "meter-ok", "meter-noise", "meter-address", "meter-baud", "card",
-         "card-off", "card-broken", "feedback-lost", "feedback-ok", "lock-jam", "lock-ok", "pull")
+         "card-off", "card-broken", "feedback-lost", "feedback-ok", "lock-jam", "lock-ok", "pull",
+         "house", "pv", "pv-day", "grid-meter-fail", "grid-meter-ok")
 
 
 def _ticks_diff(a, b):
@@ -87,6 +102,8 @@ def _num(v, what, verb):
 
 
 class World:
+    phase_switch = None  # world/phase_switch.py PhaseSwitch, on a board with a `phase_switch` section
+
     def __init__(self, profile):
         self.profile = profile
         self.phases = profile.get("phases", 3)
@@ -102,6 +119,11 @@ class World:
         self.car = Car(self.phases)
         self.car.max_da = profile.get("max_current_a", 32) * 10
         self.relay = Relay(profile["relay"])
+        ps = profile.get("phase_switch")
+        if ps:  # (else the class's None)
+            from world.phase_switch import PhaseSwitch
+
+            self.phase_switch = PhaseSwitch(ps, self)  # L2 and L3 to the outlet
         self.rcd = Rcd(profile["rcd"])
         prox = profile.get("proximity")
         self.cable = Cable(prox) if prox else None
@@ -115,6 +137,8 @@ class World:
         self.meter = None
         self._meter_cfg = profile.get("meter")
         self.meter_fail = False
+        self.bus = None            # the meter's RS-485 line (a Modbus meter)
+        self.grid = None           # the house, PV and grid meter (world/grid.py), once needed
         self._energy = 0           # deci-amps * phases * ms
         # EVSE output as last observed
         self._mode = -1
@@ -136,7 +160,13 @@ class World:
 
                 self.meter = S0Source(m["pin"], m["impulses_per_kwh"], active_high=m["active_high"])
             else:
-                self.meter = MeterSlave(m["model"], m["address"], self._meter_source, m["baudrate"])
+                from world.modbus_meter import Bus
+
+                self.bus = Bus(None, m["uart"])
+                self.meter = self.bus.add(MeterSlave(m["model"], m["address"], self._meter_source,
+                                                     m["baudrate"]))
+        if profile.get("grid_meter") and self.bus is not None:
+            self._grid()
         self.card = None                   # the card reader's hardware (world/card.py)
         if profile.get("reader"):
             from world.card import make_device
@@ -154,13 +184,15 @@ class World:
         if self.thermal is not None:
             machine.hw_set_analog(self.thermal.adc_pin, self.thermal.adc)
         machine.hw_on_output(self.relay.pin, self._on_relay_fn)
+        if self.phase_switch is not None:
+            machine.hw_on_output(self.phase_switch.pin, self.phase_switch.on_pin)
         if self.rcd.test_pin is not None:
             machine.hw_on_output(self.rcd.test_pin, self._on_test_fn)
         if self.meter is not None:
             if self._meter_cfg["model"] == "s0":
                 self.meter.install()
             else:
-                machine.hw_attach_uart(self._meter_cfg["uart"], self.meter)
+                machine.hw_attach_uart(self._meter_cfg["uart"], self.bus)
         if self.card is not None:
             self.card.install()
         if self.lock is not None:
@@ -216,6 +248,8 @@ class World:
         """Read the firmware's outputs and let the world react (at the current world time)."""
         r = self.relay
         r.command(self.powered and r.energised_by(machine.hw_level(r.pin)), self.t)
+        if self.phase_switch is not None:
+            self.phase_switch.update()
         if self.rcd.test_pin is not None:
             self.rcd.set_test(self.rcd.test_active_by(machine.hw_level(self.rcd.test_pin)),
                               self.t)
@@ -292,13 +326,18 @@ class World:
         return 0
 
     def phases_now(self):
-        return 1 if self.car.phases == 1 or self.phases == 1 else 3
+        """The phases the car draws on: min(the car's, the outlet's: the phase switch's, else
+        the board's)."""
+        ps = self.phase_switch
+        return 1 if self.car.phases == 1 or (self.phases if ps is None else ps.phases()) == 1 else 3
 
     def _integrate(self, dt):
         if dt > 0:
             da = self._flowing()
             if da:
                 self._energy += da * self.phases_now() * dt
+            if self.grid is not None:
+                self.grid.step(dt)
 
     def advance(self, now_ms):
         """Move the physics to now_ms (the firmware clock's ticks_ms, wrap-aware)."""
@@ -357,6 +396,13 @@ class World:
             amps = [a, a, a]
         return {"volts": [v, v, v], "amps": amps, "import_wh": self.truth_wh}
 
+    def _grid(self):
+        if self.grid is None:
+            from world.grid import Grid
+
+            self.grid = Grid(self)
+        return self.grid
+
     def _need_meter(self, verb):
         if self.meter is None:
             raise ValueError("%s: board %r has no meter" % (verb, self.profile.get("name")))
@@ -374,6 +420,8 @@ class World:
         self.car.power_lost()
         if self.meter is not None:
             self.meter.dead = True
+        if self.grid is not None:
+            self.grid.power()
         if self.card is not None:
             self.card.power(False)
         self._observe()
@@ -384,6 +432,8 @@ class World:
         self.powered = True
         if self.meter is not None:
             self.meter.dead = self.meter_fail
+        if self.grid is not None:
+            self.grid.power()
         if self.card is not None:
             self.card.power(True)
         self.install()
@@ -411,6 +461,8 @@ class World:
                 self.cable.unplug()  # the driver takes the cable along
         elif verb in ("lock-jam", "lock-ok", "pull"):
             result = self._lock_action(verb)
+        elif verb in VERBS[-5:]:
+            self._grid().apply(verb, args)
         elif verb == "ev-ready":
             if not n:
                 raise ValueError("ev-ready: expected AMPS [PHASES]")
