@@ -22,7 +22,8 @@ _MISSING_GPIO = (20, 24, 28, 29, 30, 31)
 _ADC1_PINS = (32, 33, 34, 35, 36, 37, 38, 39)
 
 _TOP_KEYS = ("name", "description", "socketed", "max_current_a", "phases", "pilot", "relay",
-             "rcd", "proximity", "temperature", "led", "watchdog_ms", "meter", "reader", "lock")
+             "rcd", "proximity", "temperature", "led", "watchdog_ms", "meter", "grid_meter", "reader", "lock",
+             "phase_switch")
 _PILOT_KEYS = ("pwm_pin", "adc_pin", "samples", "cal")
 _CAL_KEYS = ("adc_mv_at_minus12", "adc_mv_at_plus12")
 _RELAY_KEYS = ("pin", "active_high", "feedback_pin", "feedback_active_high")
@@ -31,9 +32,11 @@ _RCD_TYPES = ("rdc-dd", "type-b")
 _PROX_KEYS = ("adc_pin", "pullup_ohms", "supply_mv")
 _TEMP_KEYS = ("adc_pin", "ntc_r25", "ntc_beta", "series_ohms", "supply_mv", "ds18b20_pin")
 _LED_KEYS = ("pin", "active_high")
+_PHASE_SWITCH_KEYS = ("pin", "active_high")  # the coil of the contactor that connects L2 and L3
 _METER_KEYS = ("model", "uart", "tx_pin", "rx_pin", "de_pin", "address", "baudrate",
                "interval_ms", "timeout_ms", "retries")
 _S0_METER_KEYS = ("model", "pin", "impulses_per_kwh", "active_high")  # meter.model "s0"
+_GRID_METER_KEYS = ("model", "address", "interval_ms")  # on the bus of the Modbus meter
 # Socket lock (drivers/lock.py): a motor (bistable, two outputs) or a solenoid (one output, held
 # while locked); both confirm by a feedback contact.
 _LOCK_TIMING = ("feedback_pin", "feedback_active_high", "active_high", "settle_ms", "pause_ms",
@@ -259,6 +262,17 @@ def validate(data, source="profile"):
         c.pin(s, "temperature.", "ds18b20_pin", "out", required=False, nullable=True)
 
     # led (optional)
+    # phase_switch (optional, 3-phase boards): energised, a second contactor connects L2 and L3;
+    # released, the car gets L1 only (firmware/charger.py: switch_phases)
+    ps = c.section(data, "", "phase_switch", _PHASE_SWITCH_KEYS, required=False, nullable=True)
+    if "phase_switch" in data and data["phase_switch"] is None:
+        del data["phase_switch"]
+    if ps is not None:
+        c.pin(ps, "phase_switch.", "pin", "out")
+        c.value(ps, "phase_switch.", "active_high", "bool")
+        if data.get("phases", 3) != 3:
+            c.err("phase_switch: only a 3-phase board (phases 3) can switch to 1 phase and back")
+
     s = c.section(data, "", "led", _LED_KEYS, required=False, nullable=True)
     if "led" not in data:
         data["led"] = None
@@ -298,6 +312,22 @@ def validate(data, source="profile"):
         for k in ("interval_ms", "timeout_ms", "retries"):
             if s.get(k, 0) is None:
                 del s[k]
+
+    # grid_meter (optional): a Modbus meter at the house connection (energy management,
+    # firmware/energy.py) on the RS-485 bus of the charger's Modbus meter, at its own address.
+    g = c.section(data, "", "grid_meter", _GRID_METER_KEYS, required=False, nullable=True)
+    if "grid_meter" in data and data["grid_meter"] is None:
+        del data["grid_meter"]
+    if g is not None:
+        ok, model = c.value(g, "grid_meter.", "model", "str")
+        if ok and (not model or model == "s0"):
+            c.err("grid_meter.model: must name a Modbus meter model")
+        c.int_range(g, "grid_meter.", "address", 1, 247)
+        c.int_range(g, "grid_meter.", "interval_ms", 100, 60000, required=False, default=500)
+        if s is None or is_s0:
+            c.err("grid_meter: needs a Modbus meter section (meter) whose RS-485 bus it shares")
+        elif g.get("address") == s.get("address"):
+            c.err("grid_meter.address: %r is the charger meter's address on the same bus" % g.get("address"))
 
     # reader (optional; drivers.reader checks the values and which keys go with which type, the
     # pins are checked here). Defaults: mfrc522 "rst" null (not wired), pn532 "address" 36 (0x24).
@@ -435,11 +465,12 @@ def load(name_or_path):
 # building
 
 class Board:
-    """The driver objects of one board. proximity, led, meter, reader and lock are None when
-    absent; reader_error says why a profile's reader is None (its chip did not answer)."""
+    """The driver objects of one board. proximity, led, meter, grid_meter, reader and lock are
+    None when absent; reader_error says why a profile's reader is None (its chip did not
+    answer)."""
 
     def __init__(self, profile, pilot, relay, rcd, proximity, temperature, led, watchdog,
-                 meter, reader=None, reader_error=None, lock=None):
+                 meter, reader=None, reader_error=None, lock=None, grid_meter=None, phase_switch=None):
         self.profile = profile
         self.pilot = pilot
         self.relay = relay
@@ -452,6 +483,8 @@ class Board:
         self.reader = reader
         self.reader_error = reader_error
         self.lock = lock
+        self.grid_meter = grid_meter
+        self.phase_switch = phase_switch  # drivers.relay.Relay: closed = 3 phases
 
 
 def build(profile, clock=None):
@@ -476,6 +509,9 @@ def build(profile, clock=None):
     if profile.get("lock") is not None:  # its outputs idle (no current) next
         from drivers.lock import Lock
         lock = Lock(profile["lock"])
+    phase_switch = None
+    if profile.get("phase_switch") is not None:  # released (1 phase) until the charger decides
+        phase_switch = Relay(profile["phase_switch"])
     pilot = Pilot(profile["pilot"])
     rcd = Rcd(profile["rcd"], relay)
     proximity = None
@@ -491,6 +527,10 @@ def build(profile, clock=None):
     if profile.get("meter") is not None and clock is not None:
         from drivers import meter as meter_driver
         meter = meter_driver.build(profile["meter"], clock)
+    grid_meter = None
+    if meter is not None and profile.get("grid_meter") is not None:
+        from drivers import meter as meter_driver
+        grid_meter = meter_driver.build_on(meter, profile["grid_meter"])
     reader = None
     reader_error = None
     if profile.get("reader") is not None:
@@ -501,7 +541,7 @@ def build(profile, clock=None):
             reader_error = str(e)
     watchdog = Watchdog(profile["watchdog_ms"])
     return Board(profile, pilot, relay, rcd, proximity, temperature, led, watchdog, meter, reader,
-                 reader_error, lock)
+                 reader_error, lock, grid_meter, phase_switch)
 
 
 # ---------------------------------------------------------------------------------------------

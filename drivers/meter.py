@@ -2,7 +2,11 @@
 described by data (drivers/meter_models.py), and the entry point for the S0 pulse meter.
 
     meter = build(profile["meter"], clock)      # model "s0": drivers.s0.S0Meter
-    every tick: meter.poll(now_ms)
+    grid = build_on(meter, profile["grid_meter"])  # a second meter on the same RS-485 bus
+    every tick: meter.poll(now_ms); grid.poll(now_ms)
+
+Meters on one bus share its Modbus master: a meter starts a refresh only while the bus is idle,
+and only the meter whose request is on the bus steps the master, so their requests take turns.
 
 Readings (ints in fixed units, so a refresh allocates nothing once running):
     energy_wh   imported active energy, Wh
@@ -317,6 +321,8 @@ class Meter:
             clock.now = now_ms
         step = self._step
         if step < 0:
+            if master.busy():  # another meter's request is on the shared bus: its turn
+                return
             due = self._due
             if due is not None and clock.ticks_diff(now_ms, due) < 0:
                 master.poll()  # keeps stray bytes drained and the bus silence measured
@@ -350,6 +356,11 @@ class Meter:
         self._step = -1
         self._publish(now_ms)
 
+    def refresh(self):
+        """Start the next refresh at the next poll the bus allows, not at the interval's end
+        (energy management pairs the charger's reading with the grid meter's)."""
+        self._due = None
+
     def _publish(self, now_ms):
         stage = self._stage
         energy = stage[7]
@@ -382,6 +393,13 @@ class Meter:
         self.valid = False
         self.failures += 1
         self.last_error = message
+
+
+def build_on(meter, section):
+    """A second Modbus meter on the bus of `meter` (its UART, master and baud rate), from a
+    board profile section {"model", "address"[, "interval_ms"]}."""
+    return Meter(meter.master, section.get("model"), section.get("address") or 1,
+                 section.get("interval_ms", 1000))
 
 
 def build(section, clock=None):

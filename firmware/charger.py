@@ -16,6 +16,16 @@ when only the offer goes away (PWM removed, e.g. a limit of 0 A), the vehicle ge
 
 Only transitions that close the contactor are debounced; every opening acts on the first reading.
 
+Phase switching (boards with a phase switch: a second contactor that connects L2 and L3,
+`switchable`): parts claim the phases they want (`claim_phases(name, n)`: the energy manager
+from the surplus, the back end from a charging profile's numberPhases), and the fewest claimed
+win, as the lowest current claim does. A switch happens only through a safe sequence, never under
+load: the offer is withdrawn; the contactor opens once the car has
+stopped drawing (below 1 A) or left C, or at the latest after `c1_timeout_ms`; once the auxiliary
+contact shows it open, `supply_phases` (the switch's output) changes; after SWITCH_SETTLE_MS the
+offer comes back and the contactor closes again as for any closing (debounce, diode and weld
+checks, wear). The session goes on throughout.
+
 Two more gates keep the contactor itself from harm (README, "Contactor checks and wear"):
 - Weld check. After a boot the contacts' state is unknown, and after every opening they may have
   welded: nothing is offered after a boot, and the contactor does not close again after an
@@ -56,6 +66,7 @@ WEAR_FREE = 3  # short charges in a row that need no hold-off (cars that pause o
 HOLD_BASE_MS = 2000  # the first hold-off; each further short charge doubles it
 HOLD_MAX_MS = 300000
 STABLE_MS = 60000  # a charge at least this long is not chatter
+SWITCH_SETTLE_MS = 2000  # after the phase switch moved: its contacts settle, the car sees the change
 HOLD_SHORT = "short"  # holdoff reasons: short charges in a row / WEAR_MAX closings in the window
 HOLD_RATE = "rate"
 
@@ -140,6 +151,12 @@ class Charger:
                                     settings.get("fault_max_retries"))
         self.limits = lim.Limits(clock)
         self.phases = phases
+        self.supply_phases = phases  # output: the phases the phase switch connects (1 or 3)
+        self.switchable = False  # the board has a phase switch (the station says so)
+        self._phase_claims = {}  # name -> 1 or 3 (claim_phases)
+        self._phases_wanted = phases  # the fewest claimed, else the station's phases
+        self._switch_to = None  # phases being switched to, until the switch settled
+        self._switch_at = None  # tick at which the switch moved
         self.socketed = socketed
         self.hw_max_da = int(hw_max_a * 10)
         self.limits.claim(lim.HARDWARE, self.hw_max_da, safety=True)
@@ -235,6 +252,36 @@ class Charger:
     def set_unlock_on_ev_disconnect(self, on):
         """Whether the socket lock opens when the car leaves (OCPP UnlockConnectorOnEVSideDisconnect)."""
         self.unlock_on_ev_disconnect = on
+
+    def claim_phases(self, name, n):
+        """Claim the supply on n phases (1 or 3; None withdraws the claim). The fewest claimed
+        win; without a claim the station's phases. The switch follows through the safe sequence
+        (see the module's docstring) on a board that can switch. False when n is not 1, 3 or
+        None (nothing changes then)."""
+        if n is not None and n != 1 and n != 3:
+            return False
+        claims = self._phase_claims
+        if n is None:
+            if name in claims:
+                del claims[name]
+        else:
+            claims[name] = n
+        want = self.phases
+        for k in claims:
+            if claims[k] < want:
+                want = claims[k]
+        self._phases_wanted = want
+        return True
+
+    @property
+    def phases_wanted(self):
+        """The phases the claims ask for (what the supply will be once switched)."""
+        return self._phases_wanted
+
+    @property
+    def switching(self):
+        """A phase switch is under way: the offer is withdrawn meanwhile."""
+        return self._switch_to is not None
 
     @property
     def stopped(self):
@@ -516,7 +563,14 @@ class Charger:
         f = self.faults
         offering = self.may_offer()
         ready = self.vs == C or (self.vs == D and self.vent_allowed)
-        if offering:
+        want = self._phases_wanted
+        if self.switchable and want != self.supply_phases and self._switch_to is None:
+            self._switch_to = want
+        switching = self._switch_to is not None
+        if switching:
+            self._switch_step(now)
+            switching = self._switch_to is not None
+        if offering and not switching:
             da = self.limits.offer(now, self.duty != pilot.DUTY_FULL)
         else:
             da = 0
@@ -539,6 +593,12 @@ class Charger:
             self._emit("offer", da, duty)
 
         close = offering and ready and self._lock_closes()
+        if switching and close:
+            # The phase switch waits for the contactor to open: at once when the car no longer
+            # draws current (or its meter cannot tell: then after c1_timeout_ms below).
+            a = self.inp.amps_da
+            if not self.contactor or (a is not None and a < LOCK_AMPS_DA):
+                close = False
         if close and da == 0:
             # Offer withdrawn but nothing unsafe: the vehicle has c1_timeout_ms to leave C.
             if not self.contactor:
@@ -575,6 +635,23 @@ class Charger:
         if state != self.state:
             self.state = state
             self._emit("state", state, None)
+
+    def _switch_step(self, now):
+        """Move the phase switch once the contactor is open and its auxiliary contact shows it;
+        end the switching SWITCH_SETTLE_MS later."""
+        if self._switch_at is None:
+            if self._phases_wanted == self.supply_phases:
+                self._switch_to = None  # called off before the switch moved
+                return
+            fb = self.inp.feedback
+            if self.contactor or fb:
+                return
+            self.supply_phases = self._switch_to
+            self._switch_at = now
+            self._emit("phases", self._switch_to, None)
+        elif self.clock.ticks_diff(now, self._switch_at) >= SWITCH_SETTLE_MS:
+            self._switch_to = None
+            self._switch_at = None
 
     def _latched(self):
         f = self.faults

@@ -50,6 +50,7 @@ class Metering:
         self.volts_dv = [0, 0, 0]
         self.phases_used = 0  # bit mask: 1 = L1, 2 = L2, 4 = L3
         self.valid = False
+        self.updated_ms = None  # tick of the last believed reading
         self.seen = False  # a reading was believed since boot
         self.failed = False
         self.rejected = {"backwards": 0, "jump": 0, "current": 0, "rebased": 0}
@@ -163,6 +164,7 @@ class Metering:
         self.register_wh = self._base_reg + (wh - self._base_meter)
         self._last_wh = wh
         self._last_at = now
+        self.updated_ms = now
         self.power_w = m.power_w
         if self.measures_current:
             a = m.amps_ma

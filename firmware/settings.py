@@ -40,11 +40,19 @@ SCHEMA = {
     "firmware_public_key": (str, "", None, None, "reboot", "Ed25519 public key (64 hex digits) that firmware bundles must be signed with; empty: UpdateFirmware is refused."),
     "tariffs": (dict, None, None, None, "reboot", "Tariff table: prices by driver group and time of day, sharing windows of a private charger (docs/tariffs.md); none: sessions are not priced."),
     "local_tokens": (dict, None, None, None, "", "Without a back end: the tokens (idTag -> group or null) that may charge when free_charging is off (docs/auth.md)."),
+    "energy_mode": (str, "normal", None, None, "", "Energy management (docs/energy.md): \"normal\" a fixed maximum, \"smart\" keeps the house's load and the charger under main_fuse_a, \"solar\" charges from the house's export; changeable at run time."),
+    "main_fuse_a": (float, 0.0, 0.0, 400.0, "", "The house connection's main fuse per phase, in A: a ceiling no other controller lifts (smart and solar); 0: none set."),
+    "fuse_margin_a": (float, 1.0, 0.0, 20.0, "", "Amps kept free below main_fuse_a on every phase (readings are up to a second old)."),
+    "grid_timeout_s": (int, 10, 2, 600, "", "A grid reading older than this is stale: the charger offers grid_fallback_a and reports a grid fault."),
+    "grid_fallback_a": (float, 6.0, 0.0, 80.0, "", "Current offered while no fresh grid reading is there (smart and solar); 0 pauses charging."),
+    "solar_import_w": (int, 0, 0, 20000, "", "Solar mode: grid import allowed on top of the surplus, in W."),
+    "solar_start_s": (int, 60, 0, 3600, "", "Solar mode: how long the surplus must suffice for 6 A before charging starts."),
+    "solar_stop_s": (int, 180, 0, 7200, "", "Solar mode: how long charging goes on at 6 A while the surplus is short, before it stops (passing clouds)."),
     "lock_after_power_loss": (str, "release", None, None, "", "Socket lock found locked at boot with no session: \"release\" opens it, \"keep\" keeps it locked until the driver's token, a person or the back end frees it (a solenoid lock lets go when the power goes, whatever this says)."),
 }
 
 # Settings whose value is one of a few words.
-CHOICES = {"lock_after_power_loss": ("release", "keep")}
+CHOICES = {"lock_after_power_loss": ("release", "keep"), "energy_mode": ("normal", "smart", "solar")}
 
 
 # The biggest settings file a station is expected to hold: 100 local_tokens of 14 hex digits
@@ -164,6 +172,10 @@ class Settings:
         if len(v["free_id_tag"]) > 20 or not v["free_id_tag"]:
             raise SettingsError("setting 'free_id_tag': expected 1 to 20 characters (OCPP idToken), got %s"
                                 % _show(v["free_id_tag"]))
+        if v["energy_mode"] == "smart" and not v["main_fuse_a"]:
+            raise SettingsError("setting 'energy_mode': \"smart\" needs main_fuse_a")
+        if 0 < v["grid_fallback_a"] < 6:
+            raise SettingsError("setting 'grid_fallback_a': 0 (pause) or at least 6 A, got %r" % v["grid_fallback_a"])
         if not v["temp_resume_c"] < v["temp_derate_c"] < v["temp_shutdown_c"]:
             raise SettingsError(
                 "settings temp_resume_c < temp_derate_c < temp_shutdown_c expected, got %r, %r, %r"

@@ -84,6 +84,14 @@ class Station:
         self.metering = metering_mod.Metering(
             self.meter, clock, _join(root, metering_mod.ENERGY_FILE), profile["max_current_a"],
             profile.get("phases", 3), settings.get("meter_max_failures"), fs=fs)
+        self.grid_meter = getattr(hw, "grid_meter", None)  # at the house connection, or None
+        self.phase_switch = getattr(hw, "phase_switch", None)  # L2 and L3 on (3) or off (1), or None
+        self._grid_readings = 0
+        self.charger.switchable = self.phase_switch is not None
+        # energy management (firmware/energy.py): made when a mode needs it, at boot or later
+        self.energy = None
+        if settings.get("energy_mode") != "normal":
+            self._make_energy()
         self._incomplete = False  # the open session lost its meter for a while
         self.keeper = SessionKeeper(journal.Journal(_join(root, JOURNAL_FILE), fs), legacy=_join(root, LEGACY_JOURNAL))
         now = clock.ticks_ms()
@@ -173,10 +181,20 @@ class Station:
             i.amps_da = mt.max_amps_da()
             i.meter_failed = mt.failed
             i.meter_ready = mt.seen
+        g = self.grid_meter
+        if g is not None and self.energy is not None and self.energy.needs_grid():
+            g.poll(now)  # (it takes its turn on the bus the charger's meter shares)
+            if g.readings != self._grid_readings:
+                self._grid_readings = g.readings
+                if m is not None and hasattr(m, "refresh"):
+                    m.refresh()  # the charger's own reading right after it (firmware/energy.py)
         if self.lock is not None:
             i.lock = self.lock.poll(now)
         c.update(now)
         self._outputs()
+        ps = self.phase_switch
+        if ps is not None and ps.closed() != (c.supply_phases == 3) and not c.contactor:
+            ps.set(c.supply_phases == 3)  # (the charger changes it only with the contactor open)
         if self.lock is not None:
             self._lock_outputs(now)
 
@@ -210,6 +228,28 @@ class Station:
             c.inp.lock = self.lock.state  # what unlock_result() reads until the next tick
 
     _lock_out = None
+
+    def _make_energy(self):
+        from firmware import energy
+
+        self.energy = energy.Energy(self.clock, self.settings, self.emit, self.profile.get("phases", 3))
+
+    def set_energy_mode(self, mode):
+        """Change energy_mode at run time (a person, the local API): saved to the settings
+        file, in force from the next service round. None, or why not (nothing changes then)."""
+        try:
+            self.settings.update({"energy_mode": mode})
+        except settings_mod.SettingsError as e:
+            return str(e)
+        try:
+            settings_mod.save(_join(self.root, SETTINGS_FILE), self.settings, self.fs)
+        except OSError as e:  # in force until the next boot; the flash condition reports the cause
+            self.emit("error", {"where": "settings", "error": "energy_mode not saved: %s" % e, "in_a_row": None})
+        if self.energy is None:
+            self._make_energy()
+        else:
+            self.energy.set_mode(mode)
+        return None
 
     def unlock(self):
         """A person asks for the socket to be unlocked (a button, the app, the simulator's
@@ -300,6 +340,8 @@ class Station:
         if self.meter is not None and self.clock.ticks_diff(now, self._next_meter_event) >= 0:
             self._next_meter_event = self.clock.ticks_add(now, METER_EVENT_MS)
             self._meter_event()
+        if self.energy is not None:
+            self.energy.update(now, self.grid_meter, mt if self.meter is not None else None, c)
         if self.ocpp is not None:
             self.ocpp.service(now)
         self._flash_check()
@@ -355,6 +397,8 @@ class Station:
             kind, a, b, at = e
             if kind == "state":
                 self.emit("state", {"state": a}, at)
+            elif kind == "phases":
+                self.emit("phases", {"phases": a}, at)
             elif kind == "offer":
                 self.emit("offer", {"amps": a / 10, "duty": round(b * 100 / 65535, 2), "duty_u16": b}, at)
             elif kind == "contactor":

@@ -104,7 +104,8 @@ def pytest_configure(config):
 # The files that run the simulator (minutes of CPU each) start first, so that the cheap ones fill
 # the gaps beside them rather than leave one long file running alone at the end.
 FIRST = ("test_ocpp_scenarios.py", "test_interop.py", "test_simboard.py", "test_scenarios.py", "test_benchmark.py", "test_ocpp_fuzz.py",
-         "test_token_scenarios.py", "test_meters_scenarios.py", "test_heap_budget.py", "test_wear.py",
+         "test_token_scenarios.py", "test_energy_scenarios.py", "test_meters_scenarios.py", "test_heap_budget.py",
+         "test_wear.py",
          "test_units_on_esp32.py", "test_alloc.py")
 
 

@@ -37,7 +37,12 @@ def meter_stub(monkeypatch):
         calls.append((section, clock))
         return ("meter", section["model"])
 
+    def build_on(meter, section):
+        calls.append(("on", meter, section))
+        return ("grid", section["model"])
+
     mod.build = build  # type: ignore[attr-defined]
+    mod.build_on = build_on  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "drivers.meter", mod)
     monkeypatch.setattr(drivers, "meter", mod, raising=False)
     return calls
@@ -87,6 +92,7 @@ def test_optional_entries_get_defaults():
     d = raw()
     del d["led"]
     del d["meter"]
+    del d["grid_meter"]
     del d["description"]
     del d["relay"]["feedback_pin"]
     del d["relay"]["feedback_active_high"]
@@ -129,7 +135,8 @@ def test_load_installed_and_fail_safe(tmp_path):
 def test_null_meter_means_no_meter():
     d = raw()
     d["meter"] = None
-    assert "meter" not in board.load(d)
+    d["grid_meter"] = None
+    assert "meter" not in board.load(d) and "grid_meter" not in board.load(d)
 
 
 def test_missing_file_and_bad_json(tmp_path):
@@ -276,6 +283,7 @@ S0 = {"model": "s0", "pin": 35, "impulses_per_kwh": 800, "active_high": True}
 def _with_s0(section=None):
     d = raw()
     d["meter"] = dict(S0) if section is None else section
+    del d["grid_meter"]  # (it needs the RS-485 bus of a Modbus meter)
     return d
 
 
@@ -350,8 +358,8 @@ def test_build_devkit(meter_stub):
     assert b.profile is p
     for name in ("pilot", "relay", "rcd", "proximity", "temperature", "led", "watchdog"):
         assert getattr(b, name) is not None, name
-    assert meter_stub == [(p["meter"], clock)]
-    assert b.meter == ("meter", "sdm630")
+    assert meter_stub == [(p["meter"], clock), ("on", ("meter", "sdm630"), p["grid_meter"])]
+    assert b.meter == ("meter", "sdm630") and b.grid_meter == ("grid", "sdm630")
     # safe state after build: contactor open, pilot at steady +12 V, RCD test output off
     assert machine.hw_level(26) == 0
     assert b.relay.closed() is False
@@ -378,6 +386,7 @@ def test_build_without_clock_leaves_the_meter_out(meter_stub):
 def test_build_without_meter_led_and_watchdog(meter_stub):
     d = raw()
     del d["meter"]
+    del d["grid_meter"]
     d["led"] = None
     d["watchdog_ms"] = 0
     b = board.build(board.load(d), VirtualClock())
@@ -522,3 +531,25 @@ def test_smoke_on_real_micropython():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SMOKE OK" in r.stdout
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"meter": None}, "grid_meter: needs a Modbus meter section"),
+    ({"meter": dict(S0)}, "grid_meter: needs a Modbus meter section"),
+    ({"grid_meter": {"model": "sdm630", "address": 1}}, "grid_meter.address: 1 is the charger meter's address"),
+    ({"grid_meter": {"model": "s0", "address": 2}}, "grid_meter.model: must name a Modbus meter model"),
+    ({"grid_meter": {"model": "sdm630", "address": 300}}, "grid_meter.address: 300 out of range 1..247"),
+    ({"grid_meter": {"model": "sdm630", "address": 2, "baud": 1}}, "unknown key: grid_meter.baud"),
+])
+def test_a_grid_meter_shares_the_bus_of_a_modbus_meter_at_its_own_address(change, message):
+    d = raw()
+    d.update(change)
+    with pytest.raises(board.BoardError) as e:
+        board.load(d)
+    assert message in str(e.value)
+
+
+def test_the_grid_meter_polls_its_interval_by_default():
+    d = raw()
+    d["grid_meter"] = {"model": "sdm630", "address": 3}
+    assert board.load(d)["grid_meter"] == {"model": "sdm630", "address": 3, "interval_ms": 500}

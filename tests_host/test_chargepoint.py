@@ -2096,3 +2096,63 @@ async def test_a_power_cut_stops_the_session_when_it_was_last_known_alive_and_bi
     assert cut - session_mod.PROGRESS_S <= t1 <= cut  # when it was last known alive, not when power came back
     # billed up to then: not the 40 s without power
     assert session_cost(b2.backend) == [pytest.approx(t1 - t0, abs=1)]
+
+
+SWITCHING = dict(PROFILE, phase_switch={"pin": 15, "active_high": True})
+
+
+def _phases_profile(limit, phases):
+    """A TxDefaultProfile as evcc sends it to switch phases: amps, and numberPhases."""
+    p = _profile(limit)
+    p["chargingSchedule"]["chargingSchedulePeriod"][0]["numberPhases"] = phases
+    return p
+
+
+@aio
+async def test_number_phases_of_a_tx_default_profile_switches_a_charger_that_can(tmp_path):
+    b = await Bench.start(tmp_path, profile=SWITCHING)
+    c = b.st.charger
+    key = await b.ok("GetConfiguration", {"key": ["ConnectorSwitch3to1PhaseSupported"]})
+    assert key["configurationKey"][0]["value"] == "true"
+    await b.charge()
+    ans = await b.ok("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": _phases_profile(16, 1)})
+    assert ans["status"] == "Accepted"
+    await b.run(200)
+    assert c.phases_wanted == 1
+    await b.run(12000)  # the offer withdrawn, the car leaves C or stops drawing, the switch, 2 s, the offer
+    assert c.supply_phases == 1 and not c.switching and c.offer_da == 160
+    ans = await b.ok("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": _phases_profile(16, 3)})
+    await b.run(12000)
+    assert c.phases_wanted == 3 and c.supply_phases == 3
+    assert (await b.ok("ClearChargingProfile", {}))["status"] == "Accepted"
+    await b.run(200)
+    assert c.phases_wanted == 3 and smart.CLAIM not in c.limits.claims()
+
+
+@aio
+async def test_a_charger_without_a_phase_switch_says_so_and_keeps_its_phases(tmp_path):
+    b = await Bench.start(tmp_path)
+    key = await b.ok("GetConfiguration", {"key": ["ConnectorSwitch3to1PhaseSupported"]})
+    assert key["configurationKey"][0]["value"] == "false"
+    await b.charge()
+    await b.ok("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": _phases_profile(16, 1)})
+    await b.run(6000)
+    assert b.st.charger.phases_wanted == 3 and b.st.charger.supply_phases == 3
+    assert b.st.charger.offer_da == 160
+
+
+@aio
+async def test_a_power_limit_holds_across_a_switch_to_one_phase(tmp_path):
+    """A limit in W becomes amps with the phases the car is supplied with: 4,600 W is 6.6 A on
+    three phases and 20 A on one."""
+    b = await Bench.start(tmp_path, profile=SWITCHING)
+    c = b.st.charger
+    await b.charge()
+    p = _profile(4600)
+    p["chargingSchedule"]["chargingRateUnit"] = "W"
+    await b.ok("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": p})
+    await b.run(6000)
+    assert c.limits.claims()[smart.CLAIM] == 66
+    c.claim_phases("energy", 1)
+    await b.run(12000)
+    assert c.supply_phases == 1 and c.limits.claims()[smart.CLAIM] == 200

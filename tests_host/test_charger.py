@@ -570,3 +570,82 @@ def test_a_person_may_reset_the_wear_count():
     r.vehicle("C")
     r.run(300)
     assert r.c.contactor  # no hold-off, whatever the ring held
+
+
+# ---- 1p/3p switching (a board with a phase switch) ----
+
+def switching_rig(**settings):
+    r = Rig(**settings)
+    r.c.switchable = True
+    r.amps_da = 160
+    r.charging()
+    return r
+
+
+def steps_watching_the_switch(r, ms):
+    """Step, and check the switch's rule at every tick: it moves only with the contactor open and
+    its auxiliary contact showing open."""
+    for _ in range(ms // 10):
+        before = r.c.supply_phases
+        r.step()
+        if r.c.supply_phases != before:
+            assert not r.c.contactor and not r.c.inp.feedback
+
+
+def test_a_phase_switch_withdraws_the_offer_waits_for_the_car_and_switches_with_the_contactor_open():
+    r = switching_rig()
+    assert r.c.claim_phases("energy", 1)
+    r.step()
+    assert r.c.switching and r.c.duty == pilot.DUTY_FULL  # the offer goes in the same tick
+    assert r.c.contactor and r.c.supply_phases == 3  # the car still draws: not under load
+    r.amps_da = 0  # the car stopped drawing
+    steps_watching_the_switch(r, 20)
+    assert not r.c.contactor
+    steps_watching_the_switch(r, 20)
+    assert r.c.supply_phases == 1 and ("phases", 1, None) in r.events
+    assert r.c.duty == pilot.DUTY_FULL  # no offer while the switch settles
+    r.amps_da = 160
+    steps_watching_the_switch(r, 2000)
+    assert not r.c.switching and r.c.duty != pilot.DUTY_FULL
+    assert r.until(lambda: r.c.contactor, 3000)
+    assert r.c.session and not [e for e in r.events if e[0] == "session" and e[1] == "stop"]
+
+
+def test_a_car_that_keeps_drawing_gets_the_c1_timeout_then_the_switch():
+    r = switching_rig(c1_timeout_ms=6000)
+    r.c.claim_phases("energy", 1)
+    steps_watching_the_switch(r, 5900)
+    assert r.c.contactor and r.c.supply_phases == 3
+    steps_watching_the_switch(r, 200)
+    assert not r.c.contactor and r.c.supply_phases == 1
+
+
+def test_a_welded_contactor_never_moves_the_switch():
+    r = switching_rig()
+    r.welded = True
+    r.amps_da = 0
+    r.c.claim_phases("energy", 1)
+    steps_watching_the_switch(r, 3000)
+    assert r.c.supply_phases == 3 and r.c.faults.active(safety.WELDED)
+
+
+def test_the_fewest_claimed_phases_win_and_a_switch_not_begun_can_be_called_off():
+    r = switching_rig()
+    r.c.claim_phases("energy", 3)
+    r.c.claim_phases("ocpp", 1)
+    assert r.c.phases_wanted == 1
+    r.step()
+    assert r.c.switching
+    r.c.claim_phases("ocpp", None)  # the car still draws: the switch has not moved
+    r.step()
+    assert not r.c.switching and r.c.supply_phases == 3 and r.c.contactor
+    assert not r.c.claim_phases("energy", 2) and r.c.phases_wanted == 3
+
+
+def test_without_a_phase_switch_claims_change_nothing():
+    r = Rig()
+    r.amps_da = 160
+    r.charging()
+    r.c.claim_phases("energy", 1)
+    r.run(10000)
+    assert r.c.contactor and r.c.supply_phases == 3 and not r.c.switching

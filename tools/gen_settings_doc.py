@@ -34,6 +34,8 @@ CROSS_CHECKS = (
     (("wifi_ssid",), "`wifi_ssid`: at most 32 characters."),
     (("wifi_password",), "`wifi_password`: empty (open network) or 8 to 63 characters (WPA2)."),
     (("free_id_tag",), "`free_id_tag`: 1 to 20 characters (an OCPP idToken)."),
+    (("energy_mode", "main_fuse_a"), "`energy_mode` `\"smart\"` needs `main_fuse_a`."),
+    (("grid_fallback_a",), "`grid_fallback_a`: 0 (pause) or at least 6 A."),
     (("temp_resume_c", "temp_derate_c", "temp_shutdown_c"),
      "`temp_resume_c` < `temp_derate_c` < `temp_shutdown_c`, after every change."),
 )
@@ -44,6 +46,7 @@ VALUE_CHECKS = (
     (("local_tokens",), "`local_tokens`: at most 100 entries; every idTag and every group is 1 to "
                         "20 characters (a group may be `null`)."),
     (("lock_after_power_loss",), "`lock_after_power_loss`: `\"release\"` or `\"keep\"`."),
+    (("energy_mode",), "`energy_mode`: `\"normal\"`, `\"smart\"` or `\"solar\"`."),
 )
 
 # An example settings file; generation fails if the firmware would refuse it.

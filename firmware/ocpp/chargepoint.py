@@ -242,6 +242,8 @@ class ChargePoint:
             d["AuthorizationKey"] = self.opts.password
         if not self.has_lock():
             d["UnlockConnectorOnEVSideDisconnect"] = False  # errata 3.83
+        if self.charger.switchable:
+            d["ConnectorSwitch3to1PhaseSupported"] = True  # a phase switch (charger.claim_phases)
         return d
 
     def _config_readonly(self):

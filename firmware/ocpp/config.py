@@ -144,7 +144,7 @@ Smart Charging (9.4)
 ChargeProfileMaxStackLevel        int RO   8                                          SetChargingProfile
 ChargingScheduleAllowedChargingRateUnit CSL RO "Current,Power"                        SetChargingProfile
 ChargingScheduleMaxPeriods        int RO   24                                         SetChargingProfile
-ConnectorSwitch3to1PhaseSupported bool RO  false (no phase switch on the boards)      SetChargingProfile
+ConnectorSwitch3to1PhaseSupported bool RO  true with a phase switch, else false        SetChargingProfile
 MaxChargingProfilesInstalled      int RO   8                                          SetChargingProfile
 Security whitepaper (section 7)
 AdditionalRootCertificateCheck    bool RO  false (no certificate management)          reported

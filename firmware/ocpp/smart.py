@@ -199,6 +199,7 @@ class Profiles:
         self.units = units
         self.reason = None
         self.corrupt = False
+        self.number_phases = 0  # numberPhases of the period that sets limit()'s result (0: none)
         self._p = self._load()
 
     def _load(self):
@@ -385,7 +386,7 @@ class Profiles:
     def limit(self, now, tx_start=None, phases=3, volts=230):
         """(limit on connector 1 at epoch `now` in deci-amps or None = no limit, seconds until it
         changes or None = never; after many unchanged steps, a time to look again)."""
-        v, nxt, _ = self._at(now, tx_start, "A", phases, volts)
+        v, nxt, self.number_phases = self._at(now, tx_start, "A", phases, volts)
         i = 0
         while nxt is not None and i < _LOOKAHEAD:
             v2, n2, _ = self._at(nxt, tx_start, "A", phases, volts)
@@ -455,6 +456,7 @@ class Smart:
                                  max_periods=cfg.get("ChargingScheduleMaxPeriods"),
                                  max_installed=cfg.get("MaxChargingProfilesInstalled"))
         self._claimed = None  # the claim on the limits (deci-amps) or None
+        self._phases = None  # the claim on the phases (1, 3) or None
         self._on_start = None  # a RemoteStart's TxProfile, installed once the transaction has its id
 
     def tx_ended(self):
@@ -475,12 +477,21 @@ class Smart:
                 self._on_start = None
                 prof["transactionId"] = tid
                 self.profiles.set(1, prof, tid, epoch)
-        # Watts become amps with the period's numberPhases, else the station's phases (7.12 says
-        # 3, which a single-phase station is not).
-        da, _next = self.profiles.limit(epoch, tx["t0"] if tx is not None else None, cp.phases)
+        # Watts become amps with the period's numberPhases, else the phases the car is supplied
+        # with (7.12 says 3, which a single-phase station, or one switched to one phase, is
+        # not): the power limit holds across a phase switch.
+        c = cp.charger
+        da, _next = self.profiles.limit(epoch, tx["t0"] if tx is not None else None, c.supply_phases)
         if da != self._claimed:
-            cp.charger.limits.claim(CLAIM, da)
+            c.limits.claim(CLAIM, da)
             self._claimed = da
+        # numberPhases asks a charger that can switch for that many phases (evcc drives chargers
+        # this way; ConnectorSwitch3to1PhaseSupported says whether this one can)
+        n = self.profiles.number_phases
+        want = n if (n == 1 or n == 3) and cp.config.get("ConnectorSwitch3to1PhaseSupported") else None
+        if want != self._phases:
+            c.claim_phases(CLAIM, want)
+            self._phases = want
 
     async def SetChargingProfile(self, p):
         cp = self.cp
@@ -510,7 +521,7 @@ class Smart:
         own = cp.charger.limits.lowest_but(CLAIM)  # what the charger allows by itself
         sched = await finish(self.profiles.composite_steps(
             cid, p["duration"], p.get("chargingRateUnit"), cp.wall.now(), tx["t0"] if tx is not None else None,
-            cp.phases, own_da=own))
+            cp.charger.supply_phases, own_da=own))
         if sched is None:
             return {"status": "Rejected"}
         start = sched.pop("startSchedule")  # errata 3.57: only as scheduleStart
