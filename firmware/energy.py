@@ -151,6 +151,8 @@ class Energy:
         clock = self.clock
         if self.mode == "normal":
             self._claim(charger, None, NORMAL)
+            if charger.switchable:
+                charger.claim_phases(CLAIM, None)
             return
         if grid_meter is not None and grid_meter.valid and grid_meter.updated_ms != self._meter_seen:
             self._meter_seen = grid_meter.updated_ms

@@ -98,6 +98,20 @@ GRID_VERBS = ("house", "pv", "pv-day", "grid-meter-fail", "grid-meter-ok")  # (w
 SHORTCUTS = {"p": "plug", "u": "unplug", "r": "ev-ready 16", "s": "ev-pause", "x": "stop"}
 
 
+
+def world_classes():
+    """{name: class} of every class of the world's modules loaded now (what a snapshot of the
+    world is restored with)."""
+    classes = {}
+    for name in list(sys.modules):
+        if name.startswith("world."):
+            m = sys.modules[name]
+            for k in dir(m):
+                v = getattr(m, k)
+                if isinstance(v, type):
+                    classes[k] = v
+    return classes
+
 class SimError(Exception):
     pass
 
@@ -354,15 +368,7 @@ class Sim:
 
         if doc["world"]["a"].get("grid") is not None and "world.grid" not in sys.modules:
             __import__("world.grid")  # a grid the world builds on first use only: its class
-        classes = {}
-        for name in list(sys.modules):
-            if name.startswith("world."):
-                m = sys.modules[name]
-                for k in dir(m):
-                    v = getattr(m, k)
-                    if isinstance(v, type):
-                        classes[k] = v
-        snapshot.load(self.world, doc["world"], classes)
+        snapshot.load(self.world, doc["world"], world_classes())
         self._grid_sec = doc["T"] // 1000
         machine.hw_set_state(fresh(doc["machine"]))
         self.T = fresh(doc["T"])

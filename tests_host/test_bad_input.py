@@ -412,3 +412,26 @@ def test_deploy_refuses_settings_the_board_would_refuse_unread(tmp_path):
                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "more than the %d the firmware reads" % settings_mod.MAX_FILE in p.stderr
+
+
+def test_energy_mode_at_run_time_is_checked_saved_and_applied(tmp_path):
+    from test_chargepoint import Bench, aio
+    from firmware import settings as settings_mod
+
+    @aio
+    async def run():
+        b = await Bench.start(tmp_path, up=False)
+        st = b.st
+        assert st.energy is None  # normal mode: the energy manager is not even imported
+        assert st.set_energy_mode("turbo") == ('setting \'energy_mode\': expected one of "normal", '
+                                               '"smart", "solar", got \'turbo\'')
+        assert st.set_energy_mode(None) is not None and st.set_energy_mode(1e999) is not None
+        assert st.set_energy_mode("smart") == "setting 'energy_mode': \"smart\" needs main_fuse_a"
+        assert st.energy is None and st.settings.get("energy_mode") == "normal"
+        assert st.set_energy_mode("solar") is None
+        assert st.energy.mode == "solar" and st.settings.get("energy_mode") == "solar"
+        saved = settings_mod.load(os.path.join(str(tmp_path), "settings.json"))
+        assert saved.get("energy_mode") == "solar"
+        assert st.set_energy_mode("normal") is None and st.energy.mode == "normal"
+
+    run()

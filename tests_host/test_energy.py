@@ -380,3 +380,13 @@ def test_a_three_phase_car_started_on_one_phase_surplus_stops_at_once_and_waits_
     assert r.claim() == 0  # not again on one phase's worth in this plug-in
     solar_day(r, 5000, 61)
     assert r.claim() >= 60 and r.c.contactor
+
+
+def test_back_to_normal_withdraws_the_phase_claim_too():
+    r = Rig(energy_mode="solar", solar_start_s=0)
+    r.c.switchable = True
+    solar_day(r, 2500, 61)
+    assert r.c.phase_claims == [1]
+    assert r.e.set_mode("normal") is None
+    r.step()
+    assert r.c.phase_claims == [1, None] and r.claim() is None

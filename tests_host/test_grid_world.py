@@ -5,23 +5,20 @@ the snapshot across a power cut and the runner's `world` event every second.
 The world is driven as in test_world.py: the fake `machine` objects play the firmware's outputs
 on virtual time; the runner's part (tests_host/simrun.py) runs the real firmware on CPython.
 """
-import asyncio
-import io
-import json
 import math
 import os
 import shutil
-import struct
 import subprocess
 import sys
 
 import machine
+import simtest
+from simtest import WorldBench as Bench, read_floats, request
 import pytest
 
 from drivers import board
 from world import grid as grid_mod
-from world import snapshot
-from world.modbus_meter import Bus, MeterSlave, with_crc
+from world.modbus_meter import Bus, MeterSlave
 from world.scenario import ScenarioError, parse
 from world.world import VERBS, World
 
@@ -44,55 +41,6 @@ def profile(grid=True, name="esp32-devkit"):
     if grid:
         p["grid_meter"] = {"model": "sdm630", "address": 2}
     return p
-
-
-class Bench:
-    """A world and the EVSE's outputs through the fake machine module (as test_world.Bench)."""
-
-    def __init__(self, prof):
-        self.w = World(prof)
-        self.now = 0
-        self.w.advance(0)
-        self.pwm = machine.PWM(machine.Pin(PWM_PIN), freq=1000, duty_u16=65535)
-        self.relay = machine.Pin(RELAY, machine.Pin.OUT, value=0)
-
-    def run(self, ms, step=10):
-        end = self.now + ms
-        while self.now < end:
-            self.now = min(self.now + step, end)
-            self.w.advance(self.now)
-
-    def charge(self, amps=16, phases=3):
-        self.w.apply("plug", [32])
-        self.w.apply("ev-ready", [amps, phases])
-        self.pwm.duty_u16(int(32 / 0.6 * 65535 / 100 + 0.5))  # 32 A offered
-        self.run(500)
-        self.relay.value(1)
-        self.run(30)
-        assert self.w.relay.closed and self.w.amps() == amps
-
-    def stop(self):
-        self.relay.value(0)
-        self.run(30)
-        assert self.w.amps() == 0
-
-
-def request(addr, fc, start, count):
-    return with_crc(bytes((addr, fc, start >> 8, start & 0xFF, count >> 8, count & 0xFF)))
-
-
-def read_floats(addr, start, count, baud=9600):
-    """Read `count` float32 input registers pairs through the fake UART: the values, or None
-    when nobody answered."""
-    uart = machine.UART(UART_ID, baudrate=baud)
-    uart.write(request(addr, 4, start, 2 * count))
-    machine.hw_advance_ms(200)
-    reply = uart.read()
-    if reply is None:
-        return None
-    assert reply[0] == addr and reply[1] == 4 and reply[2] == 4 * count
-    assert with_crc(reply[:-2]) == reply
-    return [struct.unpack(">f", reply[3 + 4 * i:7 + 4 * i])[0] for i in range(count)]
 
 
 # -- the bus
@@ -179,7 +127,7 @@ def test_grid_is_house_plus_car_minus_pv_signed_and_the_meter_reads_it():
     # the charger's meter is untouched by the house
     assert read_floats(1, 0x0006, 3) == [16.0, 0.0, 0.0]
     assert read_floats(1, 0x000C, 1) == [pytest.approx(3680.0)]
-    b.stop()
+    b.open()
     assert w.grid.report()["grid"] == [-8.0, -10.0, -8.5]
     src = w.grid.meter_source()
     assert src["power_w"] == pytest.approx(-230 * 26.5) and src["amps"] == [8.0, 10.0, 8.5]
@@ -192,7 +140,7 @@ def test_three_phase_car_and_energy_import_export():
     b.run(3600 * 1000, step=1000)  # an hour at 16 A on three phases
     imp, exp = w.grid.energy_wh()
     assert imp == pytest.approx(230 * 48, abs=0.5) and exp == 0
-    b.stop()
+    b.open()
     imp, exp = w.grid.energy_wh()
     w.apply("pv", [9200])  # 40 A in all, 13.33 A per phase exported
     b.run(1800 * 1000, step=1000)
@@ -329,13 +277,13 @@ def test_over_ms_is_the_longest_run_above_the_fuse():
     b.charge(16, 3)  # L1 at 26 A
     t0 = b.now
     b.run(5000)
-    b.stop()
+    b.open()
     assert g.over_ms == pytest.approx(b.now - t0, abs=40)
     longest = g.over_ms
     assert g.run_ms == 0
     b.charge(16, 3)
     b.run(1000)
-    b.stop()
+    b.open()
     assert g.over_ms == longest  # a shorter run does not change the longest
     w.apply("pv", [2760])  # 4 A per phase: L1 at 22 A, still over
     b.charge(16, 3)
@@ -351,7 +299,7 @@ def test_over_ms_is_the_longest_run_above_the_fuse():
     assert g.over_ms == before and g.run_ms == 0
     # export counts as much as import: |grid| above the fuse
     g.set_fuse(10)
-    b.stop()
+    b.open()
     w.apply("house", [0, 0, 0])
     w.apply("pv", [9660])  # 14 A per phase exported
     g.over_ms = 0
@@ -443,26 +391,7 @@ def test_grid_verbs_work_without_a_grid_meter():
 # -- snapshot across a power cut
 
 
-def _classes():
-    out = {}
-    for name in list(sys.modules):
-        if name.startswith("world."):
-            m = sys.modules[name]
-            for k in dir(m):
-                v = getattr(m, k)
-                if isinstance(v, type):
-                    out[k] = v
-    return out
-
-
-def _roundtrip(w, prof):
-    f = io.StringIO()
-    snapshot.save(w, f)
-    machine.hw_reset(keep_world=False)
-    fresh = World(prof)
-    snapshot.load(fresh, json.loads(f.getvalue()), _classes())
-    fresh.install()
-    return fresh
+_roundtrip = simtest.snapshot_roundtrip
 
 
 @pytest.mark.parametrize("with_meter", [True, False])
@@ -475,7 +404,7 @@ def test_the_grid_survives_the_snapshot(with_meter):
     w.grid.set_fuse(20)
     b.charge(16, 3)
     b.run(20 * 60 * 1000, step=1000)  # some clouds went by
-    b.stop()
+    b.open()
     w.apply("grid-meter-fail")
     w.power_cut()
     g = w.grid
@@ -506,36 +435,15 @@ def test_the_grid_survives_the_snapshot(with_meter):
 
 
 def _sim(tmp_path, monkeypatch, settings=None, grid=True):
-    import simrun
-
-    prof = json.load(open(os.path.join(ROOT, "drivers", "boards", "esp32-devkit.json")))
+    prof = simtest.devkit()
     prof.pop("grid_meter", None)
     if grid:
         prof["grid_meter"] = {"model": "sdm630", "address": 2}
-    with open(tmp_path / "board.json", "w") as f:
-        json.dump(prof, f)
-    if settings is not None:
-        with open(tmp_path / "settings.json", "w") as f:
-            json.dump(settings, f)
-    monkeypatch.chdir(tmp_path)
-    s = simrun.Sim(ROOT, str(tmp_path / "events.jsonl"), quiet=True)
-    s.path = tmp_path / "events.jsonl"
-    return s
+    return simtest.sim_on(tmp_path, monkeypatch, prof, settings)
 
 
-def _act(s, text):
-    from world import scenario
-
-    async def go():
-        for lineno, verb, args in scenario.parse(text):
-            await s.act(lineno, verb, args)
-    asyncio.run(go())
-
-
-def _events(s):
-    if not s.events.closed:
-        s.events.flush()
-    return [json.loads(line) for line in open(s.path)]
+_act = simtest.act
+_events = simtest.events
 
 
 def _grid_events(s):

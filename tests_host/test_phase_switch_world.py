@@ -7,19 +7,14 @@ survive the snapshot of a power cut, and the runner's `world` events report them
 The firmware's outputs are played by the fake `machine` objects on virtual time (as in
 test_world.py); the runner's part runs the real firmware on CPython (as in test_grid_world.py).
 """
-import asyncio
-import io
-import json
 import os
-import struct
-import sys
 
 import machine
+import simtest
+from simtest import WorldBench as Bench, read_floats
 import pytest
 
 from drivers import board
-from world import snapshot
-from world.modbus_meter import with_crc
 from world.world import World
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,64 +43,6 @@ def outlet(w):
     """The outlet's phases: the phase switch's, else the board's."""
     ps = w.phase_switch
     return w.phases if ps is None else ps.phases()
-
-
-def duty_for(amps):
-    return int(amps / 0.6 * 65535 / 100 + 0.5)
-
-
-class Bench:
-    """A world and the EVSE's outputs through the fake machine module; `switch(on)` drives the
-    phase switch's pin to its active level (on) or the other one."""
-
-    def __init__(self, prof):
-        self.prof = prof
-        self.w = World(prof)
-        self.now = 0
-        self.w.advance(0)
-        self.pwm = machine.PWM(machine.Pin(PWM_PIN), freq=1000, duty_u16=65535)
-        self.relay = machine.Pin(RELAY, machine.Pin.OUT, value=0)
-        self.ps = None
-        ps = prof.get("phase_switch")
-        if ps is not None:
-            self._on = 1 if ps["active_high"] else 0
-            self.ps = machine.Pin(SWITCH, machine.Pin.OUT, value=1 - self._on)  # as drivers/relay.py
-
-    def switch(self, on):
-        self.ps.value(self._on if on else 1 - self._on)
-
-    def run(self, ms, step=10):
-        end = self.now + ms
-        while self.now < end:
-            self.now = min(self.now + step, end)
-            self.w.advance(self.now)
-
-    def charge(self, amps=16, phases=3):
-        self.w.apply("plug", [32])
-        self.w.apply("ev-ready", [amps, phases])
-        self.pwm.duty_u16(duty_for(32))
-        self.run(500)
-        self.relay.value(1)
-        self.run(30)
-        assert self.w.relay.closed and self.w.amps() == amps
-
-    def open(self):
-        self.relay.value(0)
-        self.run(30)
-        assert not self.w.relay.closed
-
-
-def request(addr, fc, start, count):
-    return with_crc(bytes((addr, fc, start >> 8, start & 0xFF, count >> 8, count & 0xFF)))
-
-
-def read_floats(addr, start, count):
-    uart = machine.UART(UART_ID, baudrate=9600)
-    uart.write(request(addr, 4, start, 2 * count))
-    machine.hw_advance_ms(200)
-    reply = uart.read()
-    assert reply is not None and reply[0] == addr and with_crc(reply[:-2]) == reply
-    return [struct.unpack(">f", reply[3 + 4 * i:7 + 4 * i])[0] for i in range(count)]
 
 
 # -- the outlet's phases follow the coil
@@ -270,17 +207,6 @@ def test_a_power_cut_under_load_is_not_a_change_under_load():
 # -- snapshot across a power cut
 
 
-def _classes():
-    out = {}
-    for name in list(sys.modules):
-        if name.startswith("world."):
-            m = sys.modules[name]
-            for k in dir(m):
-                v = getattr(m, k)
-                if isinstance(v, type):
-                    out[k] = v
-    return out
-
 
 def test_the_counters_survive_the_snapshot():
     prof = profile(active_high=False)
@@ -297,12 +223,7 @@ def test_the_counters_survive_the_snapshot():
     b.run(100)  # the main contacts open too
     ps = w.phase_switch
     assert (ps.switches, ps.switch_under_load, ps.coil) == (4, 1, False)
-    f = io.StringIO()
-    snapshot.save(w, f)
-    machine.hw_reset(keep_world=False)
-    fresh = World(prof)
-    snapshot.load(fresh, json.loads(f.getvalue()), _classes())
-    fresh.install()
+    fresh = simtest.snapshot_roundtrip(w, prof)
     h = fresh.phase_switch
     assert h is not ps and type(h) is type(ps)
     assert (h.switches, h.switch_under_load, h.coil) == (4, 1, False)
@@ -340,33 +261,15 @@ def test_a_board_without_a_phase_switch_is_as_before():
 
 
 def _sim(tmp_path, monkeypatch, switch):
-    import simrun
-
-    prof = json.load(open(os.path.join(ROOT, "drivers", "boards", "esp32-devkit.json")))
+    prof = simtest.devkit()
     prof.pop("grid_meter", None)
     if switch:
         prof["phase_switch"] = {"pin": SWITCH, "active_high": True}
-    with open(tmp_path / "board.json", "w") as f:
-        json.dump(prof, f)
-    monkeypatch.chdir(tmp_path)
-    s = simrun.Sim(ROOT, str(tmp_path / "events.jsonl"), quiet=True)
-    s.path = tmp_path / "events.jsonl"
-    return s
+    return simtest.sim_on(tmp_path, monkeypatch, prof)
 
 
-def _act(s, text):
-    from world import scenario
-
-    async def go():
-        for lineno, verb, args in scenario.parse(text):
-            await s.act(lineno, verb, args)
-    asyncio.run(go())
-
-
-def _events(s):
-    if not s.events.closed:
-        s.events.flush()
-    return [json.loads(line) for line in open(s.path)]
+_act = simtest.act
+_events = simtest.events
 
 
 @pytest.mark.parametrize("switch", [True, False])

@@ -44,7 +44,7 @@ MIN_RAN = {
     "test_dt": 64,
     "test_store": 13,
     "test_outbox": 17,
-    "test_energy": 29,
+    "test_energy": 30,
 }
 LINE = re.compile(r"^(PASS|FAIL|SKIP|CPYTHON) ([^\t]+)(?:\t(.*))?$")
 SUMMARY = re.compile(r"^SUMMARY (\S+) ran=(\d+) passed=(\d+) failed=(\d+) skipped=(\d+) cpython=(\d+) ms=(\d+)$")

@@ -4,7 +4,6 @@ contact has shown open, and a weld that is found is latched on flash. Power is c
 around the weld check and at every flash write after the opening; the firmware must never close
 onto the weld. The whole firmware runs in the simulator (tests_host/simrun.py) on CPython, on
 virtual time."""
-import asyncio
 import json
 import os
 import shutil
@@ -12,8 +11,8 @@ import shutil
 import pytest
 
 import simrun
+import simtest
 from firmware import safety
-from world import scenario
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -84,16 +83,8 @@ def new_sim(tmp_path, monkeypatch, cut_at=None):
     return s
 
 
-def act(s, text):
-    async def go():
-        for lineno, verb, args in scenario.parse(text):
-            await s.act(lineno, verb, args)
-    asyncio.run(go())
-
-
-def events(s):
-    s.events.flush()
-    return [json.loads(line) for line in open(s.events.name)]
+act = simtest.act
+events = simtest.events
 
 
 def closes_after(s, t):

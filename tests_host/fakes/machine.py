@@ -240,26 +240,9 @@ def _world_call(fn, arg):
             i -= 1
 
 
-def _civil(days):
-    """Days since 1970-01-01 -> (year, month, day) (H. Hinnant's algorithm)."""
-    days += 719468
-    era = days // 146097
-    doe = days - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    return yoe + era * 400 + (1 if m <= 2 else 0), m, d
-
-
-def _days(y, m, d):
-    """(year, month, day) -> days since 1970-01-01."""
-    y -= 1 if m <= 2 else 0
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+# (days from 1970-01-01 <-> dates: the firmware's own calendar arithmetic, one home)
+from firmware.calendar import civil as _civil  # noqa: E402
+from firmware.calendar import days as _days  # noqa: E402
 
 
 # ---------------------------------------------------------------- world hooks
