@@ -260,6 +260,8 @@ NEEDS = (  # story, scenario under tests_host/scenarios, settings written to the
     ("tokens offline", "tokens/offline.scn", {"free_charging": False}),
     ("OCPP every measurand", "ocpp/all_measurands.scn", None),
     ("OCPP every advertised answer", "ocpp/advertised_limits.scn", None),
+    ("energy: smart mode, 25 A fuse", "energy/fuse.scn",
+     {"energy_mode": "smart", "main_fuse_a": 25.0, "grid_timeout_s": 10}),
 )
 NEED_LO = 48 * 1024  # bisection bounds of the whole heap, bytes
 NEED_STEP = 1024
