@@ -483,6 +483,8 @@ class Board:
         self.reader = reader
         self.reader_error = reader_error
         self.lock = lock
+        # the grid meter (profile grid_meter): made by the station when a mode needs it
+        # (drivers.meter.build_on), on the bus of `meter`
         self.grid_meter = grid_meter
         self.phase_switch = phase_switch  # drivers.relay.Relay: closed = 3 phases
 
@@ -527,10 +529,6 @@ def build(profile, clock=None):
     if profile.get("meter") is not None and clock is not None:
         from drivers import meter as meter_driver
         meter = meter_driver.build(profile["meter"], clock)
-    grid_meter = None
-    if meter is not None and profile.get("grid_meter") is not None:
-        from drivers import meter as meter_driver
-        grid_meter = meter_driver.build_on(meter, profile["grid_meter"])
     reader = None
     reader_error = None
     if profile.get("reader") is not None:
@@ -541,7 +539,7 @@ def build(profile, clock=None):
             reader_error = str(e)
     watchdog = Watchdog(profile["watchdog_ms"])
     return Board(profile, pilot, relay, rcd, proximity, temperature, led, watchdog, meter, reader,
-                 reader_error, lock, grid_meter, phase_switch)
+                 reader_error, lock, None, phase_switch)
 
 
 # ---------------------------------------------------------------------------------------------

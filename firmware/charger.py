@@ -153,7 +153,7 @@ class Charger:
         self.phases = phases
         self.supply_phases = phases  # output: the phases the phase switch connects (1 or 3)
         self.switchable = False  # the board has a phase switch (the station says so)
-        self._phase_claims = {}  # name -> 1 or 3 (claim_phases)
+        self._phase_claims = None  # name -> 1 or 3 (claim_phases), made at the first claim
         self._phases_wanted = phases  # the fewest claimed, else the station's phases
         self._switch_to = None  # phases being switched to, until the switch settled
         self._switch_at = None  # tick at which the switch moved
@@ -261,6 +261,8 @@ class Charger:
         if n is not None and n != 1 and n != 3:
             return False
         claims = self._phase_claims
+        if claims is None:
+            claims = self._phase_claims = {}
         if n is None:
             if name in claims:
                 del claims[name]

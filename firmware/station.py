@@ -84,7 +84,8 @@ class Station:
         self.metering = metering_mod.Metering(
             self.meter, clock, _join(root, metering_mod.ENERGY_FILE), profile["max_current_a"],
             profile.get("phases", 3), settings.get("meter_max_failures"), fs=fs)
-        self.grid_meter = getattr(hw, "grid_meter", None)  # at the house connection, or None
+        # at the house connection (board profile grid_meter), made with the energy manager
+        self.grid_meter = getattr(hw, "grid_meter", None)
         self.phase_switch = getattr(hw, "phase_switch", None)  # L2 and L3 on (3) or off (1), or None
         self._grid_readings = 0
         self.charger.switchable = self.phase_switch is not None
@@ -233,6 +234,11 @@ class Station:
         from firmware import energy
 
         self.energy = energy.Energy(self.clock, self.settings, self.emit, self.profile.get("phases", 3))
+        g = self.profile.get("grid_meter")
+        if self.grid_meter is None and g is not None and self.meter is not None and hasattr(self.meter, "master"):
+            from drivers import meter as meter_driver
+
+            self.grid_meter = meter_driver.build_on(self.meter, g)
 
     def set_energy_mode(self, mode):
         """Change energy_mode at run time (a person, the local API): saved to the settings

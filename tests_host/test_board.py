@@ -358,8 +358,8 @@ def test_build_devkit(meter_stub):
     assert b.profile is p
     for name in ("pilot", "relay", "rcd", "proximity", "temperature", "led", "watchdog"):
         assert getattr(b, name) is not None, name
-    assert meter_stub == [(p["meter"], clock), ("on", ("meter", "sdm630"), p["grid_meter"])]
-    assert b.meter == ("meter", "sdm630") and b.grid_meter == ("grid", "sdm630")
+    assert meter_stub == [(p["meter"], clock)]  # (the grid meter: made by the station when needed)
+    assert b.meter == ("meter", "sdm630") and b.grid_meter is None
     # safe state after build: contactor open, pilot at steady +12 V, RCD test output off
     assert machine.hw_level(26) == 0
     assert b.relay.closed() is False
