@@ -778,21 +778,59 @@ class Sim:
             await w.wait_closed()
             if n == len(buf):
                 raise ValueError("control API answer longer than %d bytes" % n)
-            answer = json.loads(buf[:n]) if n else {}
-            if "answers" in answer:
-                fields["answers"] = answer["answers"]
-            elif "result" in answer:
-                fields["result"] = answer["result"]
-            elif "error" in answer or status >= 300:
-                fields["error"] = answer.get("error", {"status": status})
+            if self.quiet and self.events is not None:
+                # The answer (a JSON object: result, answers or error) goes into the event as it
+                # came, undecoded: it comes at the firmware's peak (a GetConfiguration of every
+                # key would take some 8 KB as Python objects of the heap the firmware shares).
+                self._remote_event(fields, buf[:n], status)
+                fields = None
+            else:
+                answer = json.loads(buf[:n]) if n else {}
+                if "answers" in answer:
+                    fields["answers"] = answer["answers"]
+                elif "result" in answer:
+                    fields["result"] = answer["result"]
+                elif "error" in answer or status >= 300:
+                    fields["error"] = answer.get("error", {"status": status})
         except (OSError, ValueError, IndexError, MemoryError) as e:  # the run's record says so
-            fields["error"] = {"description": "control API: %s: %s" % (type(e).__name__, e)}
+            fields = {"action": action, "line": lineno,
+                      "error": {"description": "control API: %s: %s" % (type(e).__name__, e)}}
         finally:
             self._ctl_lock.release()
             self._remotes -= 1
             if self.cpu is not None:
                 self.cpu.helpers.remove(asyncio.current_task())
-        self.emit("remote", fields)
+        if fields is not None:
+            self.emit("remote", fields)
+
+    def _remote_event(self, fields, raw, status):
+        """A `remote` event whose answer members are the control API's JSON text as it is."""
+        f = self.events
+        f.write('{"t": %d, "type": "remote", "action": ' % self.T)
+        json.dump(fields["action"], f)
+        f.write(', "line": %d' % fields["line"])
+        if status >= 300 and b'"error"' not in bytes(raw):
+            f.write(', "error": {"status": %d}' % status)
+        n = len(raw)
+        if n > 2:
+            # the object's members and its closing brace, without the line breaks the control API
+            # puts between them (a break inside a JSON string is written as \n: none is dropped)
+            f.write(", ")
+            whole = self._ctl_buf
+            i = 1
+            while i < n:
+                j = whole.find(b"\n", i, n)
+                if j < 0:
+                    j = n
+                if j > i:
+                    try:
+                        f.write(raw[i:j])
+                    except TypeError:  # CPython's text files take text only (no budget there)
+                        f.write(str(raw[i:j], "utf-8"))
+                i = j + 1
+        else:
+            f.write("}")
+        f.write("\n")
 
     async def settle_remotes(self):
         """Back-end commands in flight end before the interpreter does (their answers are the

@@ -335,7 +335,8 @@ class SimBoard:
 
 
 def world_action(text):
-    sys.path[:0] = [HOST, os.path.join(HOST, "fakes")]  # world.world imports the fake machine
+    # world.world imports the fake machine, which takes firmware/calendar.py from the repository
+    sys.path[:0] = [HOST, os.path.join(HOST, "fakes"), ROOT]
     from world import scenario
     from world.world import VERBS
 
