@@ -442,6 +442,9 @@ def heap_budget(a):
     return budget
 
 
+TYPED_ROOM = 8192  # bytes of heap for the interactive harness's typed lines (full_command)
+
+
 def world_bytes(cmd, env, flash):
     """The probe: what the world and the harness hold before the first boot (see simrun.main)."""
     probe = [cmd[0], "-X", "heapsize=%d" % PROBE_HEAP] + cmd[1:] + ["--probe"]
@@ -463,7 +466,12 @@ def full_command(a, flash, state):
     if a.runtime == "esp32":
         budget = heap_budget(a)
         world = world_bytes(cmd, env, flash)
-        cmd = [cmd[0], "-X", "heapsize=%d" % (budget + world)] + cmd[1:] + ["--heap", str(budget), "--world", str(world)]
+        # Interactive: the harness decodes what a person types, and prints help, at run time in
+        # the heap it shares with the firmware (a scenario file is decoded before the probe). It
+        # gets room of its own for that; the firmware's figures (--heap, --world) do not count it.
+        typed = TYPED_ROOM if not a.scenario else 0
+        cmd = [cmd[0], "-X", "heapsize=%d" % (budget + world + typed)] + cmd[1:] + \
+            ["--heap", str(budget), "--world", str(world)]
     if a.events:
         cmd += ["--events", os.path.abspath(a.events)]
     if not a.scenario and sys.stdout.isatty():
