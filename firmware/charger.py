@@ -286,6 +286,11 @@ class Charger:
         return self._switch_to is not None
 
     @property
+    def plugged(self):
+        """A vehicle is connected (B, C or D on the pilot)."""
+        return self.vs in _CONNECTED
+
+    @property
     def stopped(self):
         """The session was ended by a command: no new one until unplug or a new authorization."""
         return self._stopped

@@ -181,7 +181,7 @@ class Energy:
                 self.car_phases = n
                 if self._supply == 3:
                     self.car_max = n
-        elif charger.vs == "A":
+        elif not charger.plugged:
             self.car_phases = self.car_max = None  # unplugged: the next car may be another
         at = self._read_at
         fresh = at is not None and clock.ticks_diff(now, at) <= self.timeout_ms
@@ -283,7 +283,7 @@ class Energy:
         da = avail * 10 // (VOLTS * ph)
         enough = da >= MIN_DA
         if not self._solar_on:
-            if not enough or charger.vs not in ("B", "C", "D"):
+            if not enough or not charger.plugged:
                 self._since = None
                 return 0, SOLAR_WAIT
             if self._since is None:
@@ -306,7 +306,7 @@ class Energy:
             return (da if da < self.max_da else self.max_da), SURPLUS
         if self._since is None:
             self._since = now
-        if clock.ticks_diff(now, self._since) >= self.stop_ms or charger.vs == "A":
+        if clock.ticks_diff(now, self._since) >= self.stop_ms or not charger.plugged:
             self._solar_on = False
             self._since = None
             return 0, SOLAR_STOP

@@ -187,8 +187,8 @@ class Station:
             g.poll(now)  # (it takes its turn on the bus the charger's meter shares)
             if g.readings != self._grid_readings:
                 self._grid_readings = g.readings
-                if m is not None and hasattr(m, "refresh"):
-                    m.refresh()  # the charger's own reading right after it (firmware/energy.py)
+                m.refresh()  # the charger's own reading right after it (firmware/energy.py; a grid
+                # meter is made only beside a Modbus meter, whose bus it shares)
         if self.lock is not None:
             i.lock = self.lock.poll(now)
         c.update(now)
@@ -599,7 +599,7 @@ class Station:
             return "unavailable"
         if c.contactor:
             return "charging"
-        if c.vs in ("B", "C", "D"):
+        if c.plugged:
             return "connected"
         return "idle"
 

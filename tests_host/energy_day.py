@@ -376,6 +376,10 @@ class _ChargerView:
         self._claims = {}
         self.phases_wanted = phases
 
+    @property
+    def plugged(self):
+        return self.vs in ("B", "C", "D")
+
     def claim_phases(self, name, n):  # (firmware/charger.py's rule: the fewest claimed win)
         if n is None:
             self._claims.pop(name, None)

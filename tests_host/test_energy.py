@@ -22,6 +22,10 @@ class Charger:
         self.switching = False
         self.phase_claims = []
 
+    @property
+    def plugged(self):
+        return self.vs in ("B", "C", "D")
+
     def claim_phases(self, name, n):
         if not self.phase_claims or self.phase_claims[-1] != n:
             self.phase_claims.append(n)

@@ -9,7 +9,6 @@ RESET_WAIT_MS = 30000  # a soft Reset waits this long at most for the StopTransa
 UNLOCK_WAIT_MS = 10000  # UnlockConnector's answer waits this long at most for the lock to open
 # (the stop, the meter showing no current, a move with its retries: about 5 s; MessageTimeout 30 s)
 POLL_MS = 100
-_PLUGGED = ("B", "C", "D")
 _TRIGGERS = ("BootNotification", "Heartbeat", "DiagnosticsStatusNotification", "FirmwareStatusNotification")
 
 
@@ -51,7 +50,7 @@ class Remote:
         if not c.session:
             self._apply_scheduled()  # (after a power cut that ended the transaction)
         if self._auth_at is not None:
-            if c.session or c.vs in _PLUGGED:
+            if c.session or c.plugged:
                 self._auth_at = None
             elif cp.clock.ticks_diff(now, self._auth_at) >= cp.config.get("ConnectionTimeOut") * 1000:
                 self._auth_at = None

@@ -8,7 +8,6 @@ from firmware.ocpp import dt
 from firmware.ocpp import rpc as rpc_mod
 from firmware.ocpp.rpc import RpcError
 
-_PLUGGED = ("B", "C", "D")
 
 
 class Reservations:
@@ -64,7 +63,7 @@ class Reservations:
             return {"status": "Unavailable"}
         if r is not None and r["id"] != p["reservationId"]:
             return {"status": "Occupied"}
-        if c.session or c.vs in _PLUGGED or cp.remote.waiting_for_car():
+        if c.session or c.plugged or cp.remote.waiting_for_car():
             return {"status": "Occupied"}
         self._set({"id": p["reservationId"], "tag": p["idTag"], "parent": p.get("parentIdTag"), "exp": exp})
         return {"status": "Accepted"}

@@ -37,7 +37,6 @@ RESERVED = "Reserved"
 UNAVAILABLE = "Unavailable"
 FAULTED = "Faulted"
 _IN_SESSION = (CHARGING, SUSPENDED_EV, SUSPENDED_EVSE)
-_PLUGGED = ("B", "C", "D")
 
 
 class Status:
@@ -95,7 +94,7 @@ class Status:
         if not c.available:
             return UNAVAILABLE, "NoError"
         reserved = cp.reservation is not None
-        if c.vs in _PLUGGED:
+        if c.plugged:
             if c.stopped:
                 return FINISHING, "NoError"
             if reserved and not c.authorized:

@@ -22,8 +22,6 @@ from firmware import auth
 from firmware import charger as chg
 from firmware.ocpp.rpc import CLOSED, TIMEOUT, RpcError
 
-_PLUGGED = ("B", "C", "D")
-
 LIST_FILE = "auth-list.bin"
 CACHE_FILE = "auth-cache.bin"
 CACHE_ENTRIES = 100  # bounded: the oldest invalid entries, then the oldest valid ones go first
@@ -125,7 +123,7 @@ class Tokens:
         c.authorize(tag)
         self._granted = (tag, group, tariff)
         cp.st.billing.authorized(tag, group, tariff)
-        if c.vs not in _PLUGGED:
+        if not c.plugged:
             cp.remote.wait_for_car()  # ConnectionTimeOut: token first, the car must follow in time
 
     def take_grant(self, tag):
